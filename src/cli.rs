@@ -1,0 +1,526 @@
+//! The command line: parses arguments, resolves settings, calls the library, prints, and maps
+//! failures to documented exit codes.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::config::{ConfigError, FileConfig, Overrides, Settings};
+use crate::dicom::MatchOutcome;
+use crate::emulator::{self, EmulatorConfig};
+use crate::ledger::{Ledger, LedgerError};
+use crate::notify::{ApiError, Client};
+use crate::pipeline::{self, DeliveryError, LabelLine, Scan};
+
+/// Exit codes (documented in README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const CONFIG: u8 = 2;
+    pub const DELIVERY: u8 = 3;
+    pub const STATE: u8 = 4;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "segbridge",
+    version,
+    about = "Notifies the MONAI Cloud API of new, changed and deleted DICOM SEG labels",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// TOML config file (same names as the long flags)
+    #[arg(long, global = true, env = "SEGBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// MONAI API host [default: https://api.monai.ngc.nvidia.com]
+    #[arg(long, global = true, env = "SEGBRIDGE_API")]
+    pub api: Option<String>,
+    /// Organisation [default: iasixjqzw1hj]
+    #[arg(long, global = true, env = "SEGBRIDGE_ORG")]
+    pub org: Option<String>,
+    /// Dataset ID to notify
+    #[arg(long, global = true, env = "SEGBRIDGE_DATASET")]
+    pub dataset: Option<String>,
+    /// State file (SQLite) [default: segbridge.db]
+    #[arg(long, global = true, env = "SEGBRIDGE_STATE")]
+    pub state: Option<PathBuf>,
+    /// Largest number of entries in one notify call [default: 100]
+    #[arg(long, global = true)]
+    pub batch: Option<usize>,
+    /// Seconds to keep retrying a failing API call before giving up for this run [default: 120]
+    #[arg(long, global = true)]
+    pub retry_for: Option<f64>,
+    /// Seconds before one API request times out [default: 30]
+    #[arg(long, global = true)]
+    pub timeout: Option<f64>,
+    /// Log format on stderr
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole job offline: built-in emulator, fixtures, temporary state
+    Demo(DemoArgs),
+    /// List SEG series in a source and how each matches (writes nothing)
+    Scan(ScanArgs),
+    /// Notify the API of what changed since the last run, once
+    Sync(SyncArgs),
+    /// What the ledger knows
+    Status(JsonArg),
+    /// Run a local, contract-faithful MONAI API server
+    Emulator(EmulatorArgs),
+    /// Write the project's generated DICOM fixtures into a folder
+    Fixtures(FixturesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArg {
+    /// JSON output for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Folder to scan (recursively; DICOM recognised by content)
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// One JSON object per line on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SyncArgs {
+    /// Folder to scan (recursively; DICOM recognised by content)
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// Print the notify bodies that would be sent; change nothing, call nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON output for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EmulatorArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// The API key the emulator accepts
+    #[arg(long, default_value = "demo")]
+    pub api_key: String,
+    /// Seconds a login token stays valid
+    #[arg(long, default_value_t = 86400.0)]
+    pub token_ttl: f64,
+    /// Seconds a training round runs
+    #[arg(long, default_value_t = 5.0)]
+    pub train_seconds: f64,
+    /// Check a dataset's DICOMweb URL on create, as the real server does
+    #[arg(long)]
+    pub probe_dicomweb: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Folder to sync [default: ./fixtures when present, else freshly generated files]
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// Seconds each emulated training round runs
+    #[arg(long, default_value_t = 1.0)]
+    pub train_seconds: f64,
+}
+
+#[derive(Args, Debug)]
+pub struct FixturesArgs {
+    /// Output folder
+    #[arg(long, default_value = "fixtures/generated")]
+    pub out: PathBuf,
+}
+
+/// A failure with its exit code.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Failure {
+        let error: anyhow::Error = e.into();
+        let code = if error.downcast_ref::<ConfigError>().is_some() {
+            exit::CONFIG
+        } else if let Some(l) = error.downcast_ref::<LedgerError>() {
+            match l {
+                LedgerError::Locked { .. } | LedgerError::TooNew { .. } => exit::STATE,
+                _ => exit::STATE,
+            }
+        } else if error.downcast_ref::<ApiError>().is_some()
+            || error.downcast_ref::<DeliveryError>().is_some()
+        {
+            exit::DELIVERY
+        } else if error
+            .downcast_ref::<crate::source::folder::FolderError>()
+            .is_some()
+        {
+            exit::CONFIG
+        } else {
+            exit::ERROR
+        };
+        Failure { code, error }
+    }
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    match dispatch(cli) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(f) => {
+            let mut msg = format!("{:#}", f.error);
+            if msg.is_empty() {
+                msg = "failed".into();
+            }
+            eprintln!("segbridge: error: {msg}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match g.verbose {
+        0 => "segbridge=warn",
+        1 => "segbridge=info",
+        _ => "segbridge=debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if g.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn settings(g: &Global, folder: Option<PathBuf>) -> Result<Settings, ConfigError> {
+    let file = match &g.config {
+        Some(p) => FileConfig::load(p)?,
+        None => FileConfig::default(),
+    };
+    Settings::resolve(
+        Overrides {
+            api: g.api.clone(),
+            org: g.org.clone(),
+            dataset: g.dataset.clone(),
+            state: g.state.clone(),
+            batch: g.batch,
+            folder,
+            retry_for: g.retry_for,
+            timeout: g.timeout,
+        },
+        file,
+    )
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let g = cli.global;
+    match cli.command {
+        Command::Scan(a) => {
+            let s = settings(&g, a.folder)?;
+            let folder = s.require_folder()?;
+            let scan = pipeline::scan_folder(folder)?;
+            print_scan(&scan, a.json)?;
+            Ok(())
+        }
+        Command::Sync(a) => {
+            let s = settings(&g, a.folder)?;
+            sync(&s, a.dry_run, a.json)
+        }
+        Command::Status(a) => status(&settings(&g, None)?, a.json),
+        Command::Emulator(a) => {
+            let cfg = EmulatorConfig {
+                api_key: a.api_key,
+                token_ttl: Duration::try_from_secs_f64(a.token_ttl)
+                    .map_err(|_| ConfigError("--token-ttl must be >= 0".into()))?,
+                train_seconds: a.train_seconds.max(0.0),
+                probe_dicomweb: a.probe_dicomweb,
+                ..Default::default()
+            };
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let running = emulator::spawn(a.listen, cfg)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", a.listen))?;
+                println!("emulator listening on {}", running.url());
+                let _ = std::io::stdout().flush();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate() => {}
+                    r = running.handle => { r.context("emulator task")?; }
+                }
+                anyhow::Ok(())
+            })?;
+            Ok(())
+        }
+        Command::Demo(a) => crate::demo::run(&a.folder, a.train_seconds),
+        Command::Fixtures(a) => {
+            let written = crate::fixtures::write_demo_set(&a.out)
+                .with_context(|| format!("writing fixtures to {}", a.out.display()))?;
+            println!("wrote {} files under {}", written.len(), a.out.display());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        s.recv().await;
+    } else {
+        std::future::pending::<()>().await
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await
+}
+
+/// Prints a scan: JSON lines, or a table with the problems below it.
+pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        for l in &scan.labels {
+            serde_json::to_writer(&mut out, &LabelLine::of(l))?;
+            writeln!(out)?;
+        }
+        for p in &scan.listing.problems {
+            serde_json::to_writer(
+                &mut out,
+                &json!({"path": p.path, "status": "unreadable", "reason": p.reason}),
+            )?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} files, {} image series, {} SEG series",
+        scan.listing.files_seen,
+        scan.listing.index.series_count(),
+        scan.labels.len()
+    )?;
+    if !scan.labels.is_empty() {
+        writeln!(out, "\n{:<11} {:<18} {:<44} {:<44} ", "STATUS", "MATCH", "LABEL (SEG SERIES)", "IMAGE SERIES")?;
+        for l in &scan.labels {
+            writeln!(
+                out,
+                "{:<11} {:<18} {:<44} {:<44}",
+                l.outcome.status(),
+                l.rule.as_str(),
+                l.seg.uid(),
+                l.outcome.image().unwrap_or("-"),
+            )?;
+            writeln!(out, "{:<11} from {}", "", l.seg.locations.first().map(String::as_str).unwrap_or(""))?;
+            if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
+                writeln!(out, "{:<11} why: {}", "", l.outcome.reason())?;
+            }
+            for w in &l.seg.warnings {
+                writeln!(out, "{:<11} note: {w}", "")?;
+            }
+        }
+    }
+    if !scan.listing.problems.is_empty() {
+        writeln!(out, "\nskipped files:")?;
+        for p in &scan.listing.problems {
+            writeln!(out, "  {}: {}", p.path, p.reason)?;
+        }
+    }
+    Ok(())
+}
+
+fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
+    let folder = s.require_folder()?.to_path_buf();
+    let dataset = s.require_dataset()?.to_string();
+    if !dry_run {
+        s.require_key()?;
+    }
+    let scan = pipeline::scan_folder(&folder)?;
+    pipeline::log_outcomes(&scan);
+    for p in &scan.listing.problems {
+        tracing::warn!(path = %p.path, "skipped: {}", p.reason);
+    }
+    if dry_run {
+        let mut ledger = Ledger::snapshot(&s.state)?;
+        let changes = pipeline::record(&mut ledger, &scan, &dataset)?;
+        let pending = ledger.pending(&dataset, usize::MAX >> 1)?;
+        let bodies = pipeline::batches(&pending, s.batch);
+        let mut out = std::io::stdout().lock();
+        if json_out {
+            for (_, b) in &bodies {
+                serde_json::to_writer(&mut out, b).map_err(anyhow::Error::from)?;
+                writeln!(out).map_err(anyhow::Error::from)?;
+            }
+        } else {
+            writeln!(
+                out,
+                "dry run: {} new changes, {} entries in {} notify call(s) to dataset {dataset}; nothing written, nothing sent",
+                changes.len(),
+                pending.len(),
+                bodies.len()
+            )
+            .map_err(anyhow::Error::from)?;
+            for (_, b) in &bodies {
+                writeln!(
+                    out,
+                    "POST {}/api/v1/orgs/{}/datasets/{dataset}/jobs\n{}",
+                    s.api,
+                    s.org,
+                    serde_json::to_string_pretty(b).map_err(anyhow::Error::from)?
+                )
+                .map_err(anyhow::Error::from)?;
+            }
+        }
+        return Ok(());
+    }
+    let mut ledger = Ledger::open(&s.state, s.lock_wait)?;
+    let changes = pipeline::record(&mut ledger, &scan, &dataset)?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let mut client = Client::new(s.api_config())?;
+        pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
+    });
+    let depth = ledger.outbox_depth(Some(&dataset))?;
+    let count = |st: &str| scan.labels.iter().filter(|l| l.outcome.status() == st).count();
+    let summary = json!({
+        "dataset": dataset,
+        "seg_series": scan.labels.len(),
+        "ready": count("ready"),
+        "superseded": count("superseded"),
+        "unusable": count("unusable"),
+        "unmatched": count("unmatched"),
+        "unreadable_files": scan.listing.problems.len(),
+        "changes_queued": changes.len(),
+        "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
+        "entries_sent": result.as_ref().map(|d| d.entries_sent).unwrap_or(0),
+        "outbox_remaining": depth,
+        "error": result.as_ref().err().map(|e| e.to_string()),
+    });
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        writeln!(out, "{summary}").map_err(anyhow::Error::from)?;
+    } else {
+        writeln!(
+            out,
+            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched; {} unreadable files",
+            scan.labels.len(),
+            count("ready"),
+            count("superseded"),
+            count("unusable"),
+            count("unmatched"),
+            scan.listing.problems.len()
+        )
+        .map_err(anyhow::Error::from)?;
+        for l in scan.labels.iter().filter(|l| {
+            matches!(l.outcome, MatchOutcome::Unusable { .. } | MatchOutcome::Unmatched { .. })
+        }) {
+            writeln!(out, "  {} {}: {}", l.outcome.status(), l.seg.uid(), l.outcome.reason())
+                .map_err(anyhow::Error::from)?;
+        }
+        if let Ok(d) = &result {
+            writeln!(
+                out,
+                "{} changes queued; {} entries sent in {} notify call(s); outbox: {}",
+                changes.len(),
+                d.entries_sent,
+                d.calls,
+                depth
+            )
+            .map_err(anyhow::Error::from)?;
+        }
+    }
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Failure {
+            code: exit::DELIVERY,
+            error: anyhow::anyhow!("{e}; {depth} entries stay in the outbox for the next run"),
+        }),
+    }
+}
+
+fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {
+    if !s.state.exists() {
+        return Err(ConfigError(format!(
+            "state file {} does not exist yet: run `segbridge sync` first (or give --state)",
+            s.state.display()
+        ))
+        .into());
+    }
+    let ledger = Ledger::open_read_only(&s.state)?;
+    let report = ledger.status()?;
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let labels = ledger.labels()?;
+        let v = json!({"status": report, "labels": labels});
+        writeln!(out, "{v}").map_err(anyhow::Error::from)?;
+        return Ok(());
+    }
+    let w = |out: &mut std::io::StdoutLock, s: String| writeln!(out, "{s}").map_err(anyhow::Error::from);
+    w(&mut out, format!("state file      {} (schema {})", report.state, report.schema_version))?;
+    let by: Vec<String> = report
+        .labels_by_status
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    w(&mut out, format!("labels          {} ; {} gone", if by.is_empty() { "none".into() } else { by.join(", ") }, report.labels_gone))?;
+    w(&mut out, format!("images told     {}", report.images_notified))?;
+    w(&mut out, format!("entries sent    {}", report.entries_sent))?;
+    w(&mut out, format!("last notify     {}", report.last_notify.as_deref().unwrap_or("never")))?;
+    w(&mut out, format!("outbox          {} waiting{}", report.outbox_depth, report.outbox_oldest.as_ref().map(|o| format!(", oldest {o}")).unwrap_or_default()))?;
+    if let Some(e) = &report.outbox_last_error {
+        w(&mut out, format!("last error      {e}"))?;
+    }
+    if !report.attention.is_empty() {
+        w(&mut out, "\nlabels that will not be notified:".into())?;
+        for l in &report.attention {
+            w(&mut out, format!("  {} {} ({}): {}", l.status, l.label, l.rule, l.reason))?;
+        }
+    }
+    if !report.problems.is_empty() {
+        w(&mut out, "\nunreadable files (last listing):".into())?;
+        for p in &report.problems {
+            w(&mut out, format!("  {}: {}", p.path, p.reason))?;
+        }
+    }
+    Ok(())
+}

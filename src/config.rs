@@ -1,0 +1,219 @@
+//! Settings: command line, then environment, then the TOML config file, then defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::notify::{ApiConfig, Secret};
+
+pub const DEFAULT_API: &str = "https://api.monai.ngc.nvidia.com";
+pub const DEFAULT_ORG: &str = "iasixjqzw1hj";
+pub const DEFAULT_STATE: &str = "segbridge.db";
+pub const DEFAULT_BATCH: usize = 100;
+
+/// The config file: the same names as the long flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub api: Option<String>,
+    pub org: Option<String>,
+    pub dataset: Option<String>,
+    pub state: Option<PathBuf>,
+    pub batch: Option<usize>,
+    pub folder: Option<PathBuf>,
+    /// Seconds to keep retrying a failing API call before leaving entries for the next run.
+    pub retry_for: Option<f64>,
+    /// Seconds before one API request times out.
+    pub timeout: Option<f64>,
+    /// The MONAI API key; prefer the MONAI_API_KEY environment variable.
+    pub api_key: Option<String>,
+}
+
+/// A configuration problem: shown as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
+            ConfigError(format!(
+                "config file {}: {}",
+                path.display(),
+                e.message().trim()
+            ))
+        })?;
+        if cfg.api_key.is_some() {
+            warn_if_readable_by_others(path);
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "config file {} holds api_key and is readable by other users; chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_: &Path) {}
+
+/// Everything a command needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub api: String,
+    pub org: String,
+    pub dataset: Option<String>,
+    pub state: PathBuf,
+    pub batch: usize,
+    pub folder: Option<PathBuf>,
+    pub key: Option<Secret>,
+    pub retry_for: Duration,
+    pub timeout: Duration,
+    pub lock_wait: Duration,
+}
+
+/// The flags that every command shares (already merged with the environment by clap).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub api: Option<String>,
+    pub org: Option<String>,
+    pub dataset: Option<String>,
+    pub state: Option<PathBuf>,
+    pub batch: Option<usize>,
+    pub folder: Option<PathBuf>,
+    pub retry_for: Option<f64>,
+    pub timeout: Option<f64>,
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| ConfigError(format!("{what} must be a non-negative number of seconds")))
+}
+
+impl Settings {
+    pub fn resolve(cli: Overrides, file: FileConfig) -> Result<Settings, ConfigError> {
+        let key = std::env::var("MONAI_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .or(file.api_key)
+            .map(Secret::new);
+        let batch = cli.batch.or(file.batch).unwrap_or(DEFAULT_BATCH);
+        if batch == 0 {
+            return Err(ConfigError("--batch must be at least 1".into()));
+        }
+        let api = cli.api.or(file.api).unwrap_or_else(|| DEFAULT_API.into());
+        if !(api.starts_with("http://") || api.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "--api {api}: expected an http:// or https:// URL"
+            )));
+        }
+        Ok(Settings {
+            api,
+            org: cli.org.or(file.org).unwrap_or_else(|| DEFAULT_ORG.into()),
+            dataset: cli.dataset.or(file.dataset).filter(|d| !d.is_empty()),
+            state: cli
+                .state
+                .or(file.state)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+            batch,
+            folder: cli.folder.or(file.folder),
+            key,
+            retry_for: secs(cli.retry_for.or(file.retry_for).unwrap_or(120.0), "--retry-for")?,
+            timeout: secs(cli.timeout.or(file.timeout).unwrap_or(30.0), "--timeout")?,
+            lock_wait: Duration::from_secs(5),
+        })
+    }
+
+    pub fn api_config(&self) -> ApiConfig {
+        let mut c = ApiConfig::new(&self.api, &self.org, self.key.clone());
+        c.retry_for = self.retry_for;
+        c.timeout = self.timeout;
+        c
+    }
+
+    pub fn require_dataset(&self) -> Result<&str, ConfigError> {
+        self.dataset.as_deref().ok_or_else(|| {
+            ConfigError(
+                "no dataset: give --dataset ID (or SEGBRIDGE_DATASET, or dataset in the config file)"
+                    .into(),
+            )
+        })
+    }
+
+    pub fn require_folder(&self) -> Result<&Path, ConfigError> {
+        self.folder
+            .as_deref()
+            .ok_or_else(|| ConfigError("no source: give --folder DIR".into()))
+    }
+
+    pub fn require_key(&self) -> Result<(), ConfigError> {
+        if self.key.is_none() {
+            return Err(ConfigError(
+                "no API key: set MONAI_API_KEY (or api-key in the config file)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_beats_file_beats_default() {
+        let file: FileConfig = toml::from_str("org = \"fileorg\"\ndataset = \"d1\"\nbatch = 7").unwrap();
+        let s = Settings::resolve(
+            Overrides {
+                dataset: Some("d2".into()),
+                ..Default::default()
+            },
+            file,
+        )
+        .unwrap();
+        assert_eq!(s.org, "fileorg");
+        assert_eq!(s.dataset.as_deref(), Some("d2"));
+        assert_eq!(s.batch, 7);
+        assert_eq!(s.api, DEFAULT_API);
+        assert_eq!(s.state, PathBuf::from(DEFAULT_STATE));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        assert!(toml::from_str::<FileConfig>("datset = \"x\"").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        let e = Settings::resolve(
+            Overrides {
+                batch: Some(0),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("--batch"));
+        let e = Settings::resolve(
+            Overrides {
+                api: Some("ftp://x".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("http"));
+    }
+}

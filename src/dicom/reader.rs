@@ -1,0 +1,390 @@
+//! Header-only reading of DICOM Part-10 files.
+//!
+//! A file is DICOM when it has the 128-byte preamble followed by `DICM`; the name does not matter.
+//! Reading stops before Pixel Data, so a 500 MB CT costs the same as a 2 kB one.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use dicom_object::mem::InMemDicomObject;
+use dicom_object::file::ReadPreamble;
+use dicom_object::OpenFileOptions;
+
+use super::is_seg_sop_class;
+
+/// Why a file could not be used. The path is kept by the caller, next to the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)")]
+    NotDicom,
+    #[error("empty file")]
+    Empty,
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt or truncated DICOM: {0}")]
+    Parse(String),
+    #[error("missing required attribute {0}")]
+    Missing(&'static str),
+}
+
+/// The newest-label ordering key: ContentDate+ContentTime, then SeriesDate+SeriesTime, then
+/// InstanceCreationDate+Time, then the series UID. A missing value sorts oldest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct SortKey {
+    pub content: String,
+    pub series: String,
+    pub created: String,
+    pub uid: String,
+}
+
+impl SortKey {
+    /// A single string that orders like the key (fields are fixed width or separated by a byte
+    /// lower than any digit), so the ledger can store and compare it.
+    pub fn encoded(&self) -> String {
+        format!(
+            "{}\u{1}{}\u{1}{}\u{1}{}",
+            self.content, self.series, self.created, self.uid
+        )
+    }
+}
+
+/// What one SEG instance says about itself.
+#[derive(Debug, Clone)]
+pub struct SegInstance {
+    pub sop_class: String,
+    pub sop_instance: String,
+    pub series: String,
+    pub study: String,
+    pub instance_number: Option<i64>,
+    /// ReferencedSeriesSequence (0008,1115) > SeriesInstanceUID, in item order.
+    pub referenced_series: Vec<String>,
+    /// Source SOP Instance UIDs: per-frame DerivationImageSequence > SourceImageSequence, plus
+    /// the ReferencedInstanceSequence items of the ReferencedSeriesSequence.
+    pub source_instances: Vec<String>,
+    pub sort_key: SortKey,
+    pub segment_count: usize,
+}
+
+/// An image (non-SEG) instance: what the index needs.
+#[derive(Debug, Clone)]
+pub struct ImageInstance {
+    pub sop_instance: String,
+    pub series: String,
+    pub study: String,
+    pub modality: String,
+}
+
+/// One readable DICOM instance.
+#[derive(Debug, Clone)]
+pub enum InstanceHeader {
+    Seg(SegInstance),
+    Image(ImageInstance),
+}
+
+/// A SEG series assembled from its instances (a writer may split one SEG series in several files).
+#[derive(Debug, Clone)]
+pub struct SegSeries {
+    /// The series' first instance (lowest InstanceNumber, then SOP Instance UID): the one the
+    /// training server reads its reference from.
+    pub first: SegInstance,
+    /// All instances' SOP Instance UIDs, sorted.
+    pub instances: Vec<String>,
+    /// Where the instances were found (file paths or URLs), in the order of `instances`.
+    pub locations: Vec<String>,
+    /// Things worth saying about the series that do not stop it (duplicates and so on).
+    pub warnings: Vec<String>,
+}
+
+impl SegSeries {
+    pub fn uid(&self) -> &str {
+        &self.first.series
+    }
+
+    /// The content fingerprint: the sorted instance UIDs. A series whose instances change is an
+    /// updated label even when its series UID stays the same.
+    pub fn fingerprint(&self) -> String {
+        let mut h = sha1_smol::Sha1::new();
+        for uid in &self.instances {
+            h.update(uid.as_bytes());
+            h.update(b"\n");
+        }
+        h.digest().to_string()
+    }
+
+    /// All source SOP instance UIDs of all instances, deduplicated.
+    pub fn source_instances(&self) -> Vec<String> {
+        let mut all = self.first.source_instances.clone();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+/// Checks for the preamble and the `DICM` magic without reading further.
+pub fn is_part10(path: &Path) -> Result<bool, ReadError> {
+    let mut f = File::open(path)?;
+    let mut buf = [0u8; 132];
+    let n = read_full(&mut f, &mut buf)?;
+    if n == 0 {
+        return Err(ReadError::Empty);
+    }
+    Ok(n == 132 && &buf[128..132] == b"DICM")
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the header of one Part-10 file (everything before Pixel Data). A panic inside the
+/// parser (a bug on hostile input) is caught and reported as a parse error for that file.
+pub fn read_instance(path: &Path) -> Result<InstanceHeader, ReadError> {
+    std::panic::catch_unwind(|| read_instance_inner(path))
+        .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked on this file".into())))
+}
+
+fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
+    let mut f = File::open(path)?;
+    let mut buf = [0u8; 132];
+    let n = read_full(&mut f, &mut buf)?;
+    if n == 0 {
+        return Err(ReadError::Empty);
+    }
+    if n < 132 || &buf[128..132] != b"DICM" {
+        return Err(ReadError::NotDicom);
+    }
+    f.seek(SeekFrom::Start(128))?;
+    let obj = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(BufReader::with_capacity(64 * 1024, f))
+        .map_err(|e| ReadError::Parse(error_chain(&e)))?;
+    let sop_class = {
+        let from_ds = text(&obj, tags::SOP_CLASS_UID);
+        if from_ds.is_empty() {
+            obj.meta().media_storage_sop_class_uid().to_string()
+        } else {
+            from_ds
+        }
+    };
+    header_from_object(&obj, sop_class)
+}
+
+/// Builds the typed header from a parsed data set. Shared by every reader of DICOM objects.
+pub fn header_from_object(
+    obj: &InMemDicomObject,
+    sop_class: String,
+) -> Result<InstanceHeader, ReadError> {
+    let sop_instance = required(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID (0008,0018)")?;
+    let series = required(obj, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?;
+    let study = required(obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?;
+    if !is_seg_sop_class(&sop_class) {
+        return Ok(InstanceHeader::Image(ImageInstance {
+            sop_instance,
+            series,
+            study,
+            modality: text(obj, tags::MODALITY),
+        }));
+    }
+    let mut referenced_series = Vec::new();
+    let mut source_instances = Vec::new();
+    for item in items(obj, tags::REFERENCED_SERIES_SEQUENCE) {
+        let uid = text(item, tags::SERIES_INSTANCE_UID);
+        if !uid.is_empty() {
+            referenced_series.push(uid);
+        }
+        for inst in items(item, tags::REFERENCED_INSTANCE_SEQUENCE) {
+            push_nonempty(
+                &mut source_instances,
+                text(inst, tags::REFERENCED_SOP_INSTANCE_UID),
+            );
+        }
+    }
+    for frame in items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
+        for deriv in items(frame, tags::DERIVATION_IMAGE_SEQUENCE) {
+            for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
+                push_nonempty(
+                    &mut source_instances,
+                    text(src, tags::REFERENCED_SOP_INSTANCE_UID),
+                );
+            }
+        }
+    }
+    // Some writers put the derivation in the shared groups.
+    for shared in items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE) {
+        for deriv in items(shared, tags::DERIVATION_IMAGE_SEQUENCE) {
+            for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
+                push_nonempty(
+                    &mut source_instances,
+                    text(src, tags::REFERENCED_SOP_INSTANCE_UID),
+                );
+            }
+        }
+    }
+    source_instances.sort();
+    source_instances.dedup();
+    let sort_key = SortKey {
+        content: date_time(obj, tags::CONTENT_DATE, tags::CONTENT_TIME),
+        series: date_time(obj, tags::SERIES_DATE, tags::SERIES_TIME),
+        created: date_time(
+            obj,
+            tags::INSTANCE_CREATION_DATE,
+            tags::INSTANCE_CREATION_TIME,
+        ),
+        uid: series.clone(),
+    };
+    Ok(InstanceHeader::Seg(SegInstance {
+        sop_class,
+        sop_instance,
+        series,
+        study,
+        instance_number: obj
+            .get(tags::INSTANCE_NUMBER)
+            .and_then(|e| e.to_int::<i64>().ok()),
+        referenced_series,
+        source_instances,
+        sort_key,
+        segment_count: items(obj, tags::SEGMENT_SEQUENCE).len(),
+    }))
+}
+
+fn push_nonempty(v: &mut Vec<String>, s: String) {
+    if !s.is_empty() {
+        v.push(s);
+    }
+}
+
+fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
+}
+
+/// A text value with DICOM padding (trailing spaces and NULs) removed; empty when absent.
+pub fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
+    obj.get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| {
+            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn required(
+    obj: &InMemDicomObject,
+    tag: dicom_core::Tag,
+    name: &'static str,
+) -> Result<String, ReadError> {
+    let v = text(obj, tag);
+    if v.is_empty() {
+        Err(ReadError::Missing(name))
+    } else {
+        Ok(v)
+    }
+}
+
+/// Date and time joined so that plain string order is time order ("20180410" + "183328.5").
+fn date_time(obj: &InMemDicomObject, date: dicom_core::Tag, time: dicom_core::Tag) -> String {
+    let d = text(obj, date);
+    if d.is_empty() {
+        return String::new();
+    }
+    let t = text(obj, time).replace(':', "");
+    format!("{d}{t}")
+}
+
+/// Flattens an error and its sources into one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        let m = src.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = src.source();
+    }
+    s
+}
+
+/// Groups SEG instances into series. Instances that share a SOP Instance UID are duplicates:
+/// the one at the lowest location (byte order) is kept, deterministically, and the others are
+/// named in a warning on the series.
+pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
+    found.sort_by(|a, b| {
+        (a.0.series.as_str(), a.0.sop_instance.as_str(), a.1.as_str()).cmp(&(
+            b.0.series.as_str(),
+            b.0.sop_instance.as_str(),
+            b.1.as_str(),
+        ))
+    });
+    let mut out: Vec<SegSeries> = Vec::new();
+    let mut cur: Vec<(SegInstance, String)> = Vec::new();
+    let flush = |cur: &mut Vec<(SegInstance, String)>, out: &mut Vec<SegSeries>| {
+        if cur.is_empty() {
+            return;
+        }
+        let mut warnings = Vec::new();
+        let mut kept: Vec<(SegInstance, String)> = Vec::new();
+        for (inst, loc) in cur.drain(..) {
+            if let Some((_, kept_loc)) = kept
+                .iter()
+                .find(|(k, _)| k.sop_instance == inst.sop_instance)
+            {
+                warnings.push(format!(
+                    "duplicate SOPInstanceUID {} in {} and {}: using {}",
+                    inst.sop_instance, kept_loc, loc, kept_loc
+                ));
+                continue;
+            }
+            kept.push((inst, loc));
+        }
+        kept.sort_by(|a, b| {
+            (a.0.instance_number.unwrap_or(i64::MAX), &a.0.sop_instance)
+                .cmp(&(b.0.instance_number.unwrap_or(i64::MAX), &b.0.sop_instance))
+        });
+        let mut instances: Vec<(String, String)> = kept
+            .iter()
+            .map(|(i, l)| (i.sop_instance.clone(), l.clone()))
+            .collect();
+        instances.sort();
+        let mut first = kept[0].0.clone();
+        // References from every instance count for the source-instances rule.
+        let mut all_sources: Vec<String> = kept
+            .iter()
+            .flat_map(|(i, _)| i.source_instances.iter().cloned())
+            .collect();
+        all_sources.sort();
+        all_sources.dedup();
+        first.source_instances = all_sources;
+        out.push(SegSeries {
+            first,
+            instances: instances.iter().map(|(u, _)| u.clone()).collect(),
+            locations: instances.into_iter().map(|(_, l)| l).collect(),
+            warnings,
+        });
+    };
+    for item in found {
+        if cur.last().is_some_and(|(c, _)| c.series != item.0.series) {
+            flush(&mut cur, &mut out);
+        }
+        cur.push(item);
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+/// A path as shown to users and stored in the ledger.
+pub fn display_path(p: &Path) -> String {
+    PathBuf::from(p).display().to_string()
+}

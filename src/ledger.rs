@@ -1,0 +1,852 @@
+//! The ledger: a durable record (SQLite) of every label series seen, what each image's notified
+//! label is, and an outbox of notify entries not yet confirmed by the API.
+//!
+//! Every public method that writes is one transaction: the label state and the outbox entries it
+//! implies are committed together, and an entry leaves the outbox only in [`Ledger::confirm`],
+//! after the API answered 2xx. A crash at any point loses nothing and repeats at most the batch
+//! that was in flight. This is the only module that speaks SQL.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::dicom::{MatchOutcome, MatchedLabel};
+use crate::source::Listing;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: labels, per-image notified state, outbox, sent journal, problems, cursors, meta
+    "CREATE TABLE labels (
+        label_uid   TEXT PRIMARY KEY,
+        study_uid   TEXT NOT NULL,
+        image_uid   TEXT,
+        rule        TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT '',
+        fingerprint TEXT NOT NULL,
+        sort_key    TEXT NOT NULL,
+        instances   INTEGER NOT NULL,
+        locations   TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        present     INTEGER NOT NULL,
+        first_seen  INTEGER NOT NULL,
+        last_seen   INTEGER NOT NULL,
+        gone_at     INTEGER
+     );
+     CREATE INDEX labels_image ON labels(image_uid, present, status);
+     CREATE INDEX labels_source ON labels(source, present);
+     CREATE TABLE images (
+        dataset      TEXT NOT NULL,
+        image_uid    TEXT NOT NULL,
+        label_uid    TEXT,
+        fingerprint  TEXT,
+        sort_key     TEXT,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (dataset, image_uid)
+     );
+     CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        dataset     TEXT NOT NULL,
+        section     TEXT NOT NULL CHECK (section IN ('added','updated','removed')),
+        image_uid   TEXT NOT NULL,
+        label_uid   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT
+     );
+     CREATE TABLE sent (
+        id          INTEGER PRIMARY KEY,
+        dataset     TEXT NOT NULL,
+        section     TEXT NOT NULL,
+        image_uid   TEXT NOT NULL,
+        label_uid   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        sent_at     INTEGER NOT NULL
+     );
+     CREATE TABLE problems (
+        source      TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        seen_at     INTEGER NOT NULL,
+        PRIMARY KEY (source, path)
+     );
+     CREATE TABLE cursors (
+        source      TEXT PRIMARY KEY,
+        value       TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+     );
+     CREATE TABLE meta (
+        key         TEXT PRIMARY KEY,
+        value       TEXT NOT NULL
+     );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("state file {path}: {source}")]
+    Sql {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state file {path} is in use by another segbridge process{holder}; waited {waited:?}. \
+         Stop the other process or use another --state file"
+    )]
+    Locked {
+        path: String,
+        holder: String,
+        waited: Duration,
+    },
+    #[error("state file {path}: cannot create lock file {lock}: {source}")]
+    LockFile {
+        path: String,
+        lock: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "state file {path} has schema version {found}, newer than this segbridge knows ({known}); \
+         upgrade segbridge"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// One section of a notify body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Added,
+    Updated,
+    Removed,
+}
+
+impl Section {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Section::Added => "added",
+            Section::Updated => "updated",
+            Section::Removed => "removed",
+        }
+    }
+
+    fn parse(s: &str) -> Section {
+        match s {
+            "added" => Section::Added,
+            "updated" => Section::Updated,
+            _ => Section::Removed,
+        }
+    }
+}
+
+/// A change to tell the API about: one (image, label) in one section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub section: Section,
+    pub image: String,
+    pub label: String,
+}
+
+/// A change waiting in the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub dataset: String,
+    pub section: Section,
+    pub image: String,
+    pub label: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// What the ledger knows, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub state: String,
+    pub schema_version: i64,
+    pub labels_by_status: Vec<(String, i64)>,
+    pub labels_gone: i64,
+    pub images_notified: i64,
+    pub outbox_depth: i64,
+    pub outbox_oldest: Option<String>,
+    pub outbox_last_error: Option<String>,
+    pub entries_sent: i64,
+    pub last_notify: Option<String>,
+    pub attention: Vec<LabelRow>,
+    pub problems: Vec<crate::source::Problem>,
+}
+
+/// A label as the ledger knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelRow {
+    pub label: String,
+    pub image: Option<String>,
+    pub status: String,
+    #[serde(rename = "match")]
+    pub rule: String,
+    pub reason: String,
+    pub source: String,
+}
+
+/// The durable state of one segbridge installation.
+pub struct Ledger {
+    conn: Connection,
+    path: String,
+    /// Held for the ledger's lifetime: one writer process per state file.
+    _lock: Option<File>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn fmt_time(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .to_string()
+}
+
+impl Ledger {
+    /// Opens (creating and migrating when needed) the state file for writing. Only one process
+    /// may write a state file: a second one waits up to `lock_wait`, then fails with
+    /// [`LedgerError::Locked`].
+    pub fn open(path: &Path, lock_wait: Duration) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        let lock = acquire_lock(path, lock_wait)?;
+        let conn = Connection::open(path).map_err(|e| sql(&shown, e))?;
+        let mut ledger = Ledger {
+            conn,
+            path: shown,
+            _lock: Some(lock),
+        };
+        ledger.init()?;
+        Ok(ledger)
+    }
+
+    /// A private in-memory ledger: a copy of the state file when it exists, else empty. Used by
+    /// `--dry-run`, which must change nothing and take no lock.
+    pub fn snapshot(path: &Path) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        let mut conn = Connection::open_in_memory().map_err(|e| sql(&shown, e))?;
+        if path.exists() {
+            let src = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| sql(&shown, e))?;
+            src.busy_timeout(Duration::from_secs(5))
+                .map_err(|e| sql(&shown, e))?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut conn).map_err(|e| sql(&shown, e))?;
+            backup
+                .run_to_completion(1000, Duration::ZERO, None)
+                .map_err(|e| sql(&shown, e))?;
+        }
+        let mut ledger = Ledger {
+            conn,
+            path: shown,
+            _lock: None,
+        };
+        ledger.init()?;
+        Ok(ledger)
+    }
+
+    /// Opens the state file read-only, without the writer lock (for `status` while a watcher runs).
+    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql(&shown, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sql(&shown, e))?;
+        let ledger = Ledger {
+            conn,
+            path: shown,
+            _lock: None,
+        };
+        let v = ledger.schema_version()?;
+        if v > MIGRATIONS.len() as i64 {
+            return Err(LedgerError::TooNew {
+                path: ledger.path.clone(),
+                found: v,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(ledger)
+    }
+
+    fn init(&mut self) -> Result<(), LedgerError> {
+        let p = self.path.clone();
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sql(&p, e))?;
+        // WAL lets `status` read while a watcher writes; FULL makes a commit survive power loss.
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| sql(&p, e))?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| sql(&p, e))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| sql(&p, e))?;
+        let version = self.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(LedgerError::TooNew {
+                path: p,
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+            tx.execute_batch(m).map_err(|e| sql(&p, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| sql(&p, e))?;
+            tx.commit().map_err(|e| sql(&p, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64, LedgerError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Records one listing of a source and plans the notify entries it implies for `dataset`,
+    /// all in one transaction. Returns the changes added to the outbox.
+    ///
+    /// Only a complete listing turns a label that was not seen into `gone`, and never one stored
+    /// at a location the source could not read this time.
+    pub fn apply(
+        &mut self,
+        listing: &Listing,
+        labels: &[MatchedLabel],
+        dataset: &str,
+    ) -> Result<Vec<Change>, LedgerError> {
+        let p = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+        let changes = apply_tx(&tx, listing, labels, dataset).map_err(|e| sql(&p, e))?;
+        tx.commit().map_err(|e| sql(&p, e))?;
+        Ok(changes)
+    }
+
+    /// Up to `n` outbox entries of `dataset`, oldest first.
+    pub fn pending(&self, dataset: &str, n: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, dataset, section, image_uid, label_uid, attempts, last_error
+                 FROM outbox WHERE dataset = ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map(params![dataset, n as i64], |r| {
+                Ok(OutboxEntry {
+                    id: r.get(0)?,
+                    dataset: r.get(1)?,
+                    section: Section::parse(&r.get::<_, String>(2)?),
+                    image: r.get(3)?,
+                    label: r.get(4)?,
+                    attempts: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    pub fn outbox_depth(&self, dataset: Option<&str>) -> Result<i64, LedgerError> {
+        let q = match dataset {
+            Some(d) => self
+                .conn
+                .query_row("SELECT COUNT(*) FROM outbox WHERE dataset = ?1", [d], |r| {
+                    r.get(0)
+                }),
+            None => self
+                .conn
+                .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)),
+        };
+        q.map_err(|e| sql(&self.path, e))
+    }
+
+    /// The API accepted these entries: move them from the outbox to the sent journal.
+    pub fn confirm(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
+        let p = self.path.clone();
+        let t = now();
+        let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO sent (id, dataset, section, image_uid, label_uid, created_at, sent_at)
+                     SELECT id, dataset, section, image_uid, label_uid, created_at, ?2
+                     FROM outbox WHERE id = ?1",
+                )
+                .map_err(|e| sql(&p, e))?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                .map_err(|e| sql(&p, e))?;
+            for id in ids {
+                ins.execute(params![id, t]).map_err(|e| sql(&p, e))?;
+                del.execute([id]).map_err(|e| sql(&p, e))?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_notify', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [t.to_string()],
+            )
+            .map_err(|e| sql(&p, e))?;
+        }
+        tx.commit().map_err(|e| sql(&p, e))
+    }
+
+    /// A delivery attempt failed: count it and keep the reason, for `status`.
+    pub fn record_failure(&mut self, ids: &[i64], error: &str) -> Result<(), LedgerError> {
+        let p = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                )
+                .map_err(|e| sql(&p, e))?;
+            for id in ids {
+                st.execute(params![id, error]).map_err(|e| sql(&p, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql(&p, e))
+    }
+
+    pub fn cursor(&self, source: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM cursors WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Every label the ledger has, for `status --json` and tests.
+    pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
+        self.label_rows("SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE 'gone' END, rule, reason, source FROM labels ORDER BY label_uid")
+    }
+
+    fn label_rows(&self, q: &str) -> Result<Vec<LabelRow>, LedgerError> {
+        let mut st = self.conn.prepare(q).map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(LabelRow {
+                    label: r.get(0)?,
+                    image: r.get(1)?,
+                    status: r.get(2)?,
+                    rule: r.get(3)?,
+                    reason: r.get(4)?,
+                    source: r.get(5)?,
+                })
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    pub fn status(&self) -> Result<StatusReport, LedgerError> {
+        let p = &self.path;
+        let c = &self.conn;
+        let mut by_status = Vec::new();
+        {
+            let mut st = c
+                .prepare(
+                    "SELECT status, COUNT(*) FROM labels WHERE present = 1
+                     GROUP BY status ORDER BY status",
+                )
+                .map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(|e| sql(p, e))?;
+            for r in rows {
+                by_status.push(r.map_err(|e| sql(p, e))?);
+            }
+        }
+        let one = |q: &str| -> Result<i64, LedgerError> {
+            c.query_row(q, [], |r| r.get(0)).map_err(|e| sql(p, e))
+        };
+        let oldest: Option<i64> = c
+            .query_row("SELECT MIN(created_at) FROM outbox", [], |r| r.get(0))
+            .map_err(|e| sql(p, e))?;
+        let last_error: Option<String> = c
+            .query_row(
+                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(p, e))?
+            .flatten();
+        let last_notify: Option<String> = c
+            .query_row("SELECT value FROM meta WHERE key = 'last_notify'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| sql(p, e))?;
+        let problems = {
+            let mut st = c
+                .prepare("SELECT path, reason FROM problems ORDER BY path")
+                .map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(crate::source::Problem {
+                        path: r.get(0)?,
+                        reason: r.get(1)?,
+                    })
+                })
+                .map_err(|e| sql(p, e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql(p, e))?
+        };
+        Ok(StatusReport {
+            state: self.path.clone(),
+            schema_version: self.schema_version()?,
+            labels_by_status: by_status,
+            labels_gone: one("SELECT COUNT(*) FROM labels WHERE present = 0")?,
+            images_notified: one("SELECT COUNT(*) FROM images WHERE label_uid IS NOT NULL")?,
+            outbox_depth: one("SELECT COUNT(*) FROM outbox")?,
+            outbox_oldest: oldest.map(fmt_time),
+            outbox_last_error: last_error,
+            entries_sent: one("SELECT COUNT(*) FROM sent")?,
+            last_notify: last_notify
+                .and_then(|s| s.parse::<i64>().ok())
+                .map(fmt_time),
+            attention: self.label_rows(
+                "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
+                 WHERE present = 1 AND status IN ('unusable', 'unmatched') ORDER BY status, label_uid",
+            )?,
+            problems,
+        })
+    }
+
+    /// SQLite's own integrity check; `ok` when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, LedgerError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| sql(&self.path, e))
+    }
+}
+
+fn sql(path: &str, e: rusqlite::Error) -> LedgerError {
+    LedgerError::Sql {
+        path: path.to_string(),
+        source: e,
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Takes the exclusive advisory lock beside the state file. The OS releases it when the process
+/// dies, however it dies, so a killed segbridge never leaves a stale lock.
+fn acquire_lock(path: &Path, wait: Duration) -> Result<File, LedgerError> {
+    let lp = lock_path(path);
+    let lock_err = |e: std::io::Error| LedgerError::LockFile {
+        path: path.display().to_string(),
+        lock: lp.display().to_string(),
+        source: e,
+    };
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lp)
+        .map_err(lock_err)?;
+    let start = Instant::now();
+    loop {
+        match f.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if start.elapsed() >= wait {
+                    let holder = std::fs::read_to_string(&lp)
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .map(|pid| format!(" (pid {pid})"))
+                        .unwrap_or_default();
+                    return Err(LedgerError::Locked {
+                        path: path.display().to_string(),
+                        holder,
+                        waited: wait,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+    }
+    f.set_len(0).map_err(lock_err)?;
+    write!(f, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(f)
+}
+
+/// The body of [`Ledger::apply`], inside its transaction.
+fn apply_tx(
+    tx: &Transaction<'_>,
+    listing: &Listing,
+    labels: &[MatchedLabel],
+    dataset: &str,
+) -> rusqlite::Result<Vec<Change>> {
+    let t = now();
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    {
+        let mut get = tx.prepare_cached(
+            "SELECT image_uid, status, fingerprint, present FROM labels WHERE label_uid = ?1",
+        )?;
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO labels (label_uid, study_uid, image_uid, rule, status, reason, fingerprint,
+                                 sort_key, instances, locations, source, present, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12)
+             ON CONFLICT (label_uid) DO UPDATE SET
+                study_uid = excluded.study_uid, image_uid = excluded.image_uid,
+                rule = excluded.rule, status = excluded.status, reason = excluded.reason,
+                fingerprint = excluded.fingerprint, sort_key = excluded.sort_key,
+                instances = excluded.instances, locations = excluded.locations,
+                source = excluded.source, present = 1, last_seen = excluded.last_seen,
+                gone_at = NULL",
+        )?;
+        let mut told = tx.prepare_cached(
+            "SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2",
+        )?;
+        for l in labels {
+            let uid = l.seg.uid();
+            seen.insert(uid);
+            let fp = l.seg.fingerprint();
+            let image = l.outcome.image().map(str::to_string);
+            let before: Option<(Option<String>, String, String, i64)> = get
+                .query_row([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let changed = match &before {
+                None => true,
+                Some((img, status, f, present)) => {
+                    *img != image || status != l.outcome.status() || *f != fp || *present == 0
+                }
+            };
+            upsert.execute(params![
+                uid,
+                l.seg.first.study,
+                image,
+                l.rule.as_str(),
+                l.outcome.status(),
+                l.outcome.reason(),
+                fp,
+                l.seg.first.sort_key.encoded(),
+                l.seg.instances.len() as i64,
+                serde_json::to_string(&l.seg.locations).unwrap_or_default(),
+                listing.source,
+                t,
+            ])?;
+            let pairable = matches!(
+                l.outcome,
+                MatchOutcome::Ready { .. } | MatchOutcome::Superseded { .. }
+            );
+            if let Some(img) = &image {
+                if pairable {
+                    // an image this dataset was never told about needs a decision too
+                    let known: Option<Option<String>> =
+                        told.query_row(params![dataset, img], |r| r.get(0)).optional()?;
+                    if changed || known.is_none() {
+                        dirty.insert(img.clone());
+                    }
+                } else if changed {
+                    dirty.insert(img.clone());
+                }
+            }
+            if let Some((Some(old_img), ..)) = &before {
+                if image.as_ref() != Some(old_img) {
+                    dirty.insert(old_img.clone());
+                }
+            }
+        }
+    }
+    // Problems are replaced per listing.
+    tx.execute("DELETE FROM problems WHERE source = ?1", [&listing.source])?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR REPLACE INTO problems (source, path, reason, seen_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for pr in &listing.problems {
+            ins.execute(params![listing.source, pr.path, pr.reason, t])?;
+        }
+    }
+    // Removals: only from a complete listing, never for labels stored where reading failed.
+    if listing.complete() {
+        let unreadable: HashSet<&str> = listing.problems.iter().map(|p| p.path.as_str()).collect();
+        let mut missing = Vec::new();
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT label_uid, image_uid, locations FROM labels WHERE source = ?1 AND present = 1",
+            )?;
+            let rows = st.query_map([&listing.source], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (uid, img, locs) = row?;
+                if seen.contains(uid.as_str()) {
+                    continue;
+                }
+                let locs: Vec<String> = serde_json::from_str(&locs).unwrap_or_default();
+                if locs.iter().any(|l| unreadable.contains(l.as_str())) {
+                    continue;
+                }
+                missing.push((uid, img));
+            }
+        }
+        let mut gone = tx.prepare_cached(
+            "UPDATE labels SET present = 0, gone_at = ?2 WHERE label_uid = ?1",
+        )?;
+        for (uid, img) in missing {
+            gone.execute(params![uid, t])?;
+            if let Some(img) = img {
+                dirty.insert(img);
+            }
+        }
+    }
+    let mut changes = Vec::new();
+    for image in dirty {
+        decide(tx, dataset, &image, t, &mut changes)?;
+    }
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO outbox (dataset, section, image_uid, label_uid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for c in &changes {
+            ins.execute(params![dataset, c.section.as_str(), c.image, c.label, t])?;
+        }
+    }
+    Ok(changes)
+}
+
+/// Decides what `dataset` must be told about one image, updates what it has been told, and
+/// re-applies the newest-label order across sources (the order is the matcher's sort key).
+fn decide(
+    tx: &Transaction<'_>,
+    dataset: &str,
+    image: &str,
+    t: i64,
+    out: &mut Vec<Change>,
+) -> rusqlite::Result<()> {
+    // The current label: newest present pairable label of this image.
+    let candidates: Vec<(String, String, String)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT label_uid, fingerprint, sort_key FROM labels
+             WHERE image_uid = ?1 AND present = 1 AND status IN ('ready', 'superseded')
+             ORDER BY sort_key DESC",
+        )?;
+        let rows = st.query_map([image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if let Some((cur, ..)) = candidates.first() {
+        let mut set = tx.prepare_cached(
+            "UPDATE labels SET status = ?2, reason = ?3 WHERE label_uid = ?1",
+        )?;
+        set.execute(params![cur, "ready", ""])?;
+        for (other, ..) in candidates.iter().skip(1) {
+            set.execute(params![
+                other,
+                "superseded",
+                format!("superseded by newer label {cur}")
+            ])?;
+        }
+    }
+    let current = candidates.into_iter().next();
+    let told: Option<(Option<String>, Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT label_uid, fingerprint, sort_key FROM images WHERE dataset = ?1 AND image_uid = ?2",
+        )?
+        .query_row(params![dataset, image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let told = told.and_then(|(l, f, k)| l.map(|l| (l, f.unwrap_or_default(), k.unwrap_or_default())));
+    let told_present = match &told {
+        Some((l, ..)) => tx
+            .prepare_cached(
+                "SELECT COUNT(*) FROM labels WHERE label_uid = ?1 AND present = 1
+                 AND image_uid = ?2 AND status IN ('ready', 'superseded')",
+            )?
+            .query_row(params![l, image], |r| r.get::<_, i64>(0))?
+            > 0,
+        None => false,
+    };
+    let mut new_told = told.clone();
+    match (&told, &current) {
+        (None, Some((c, f, k))) => {
+            out.push(change(Section::Added, image, c));
+            new_told = Some((c.clone(), f.clone(), k.clone()));
+        }
+        (Some((tl, tf, tk)), cur) => {
+            if !told_present {
+                out.push(change(Section::Removed, image, tl));
+                new_told = None;
+            }
+            if let Some((c, f, k)) = cur {
+                if c == tl && told_present {
+                    if f != tf {
+                        // same series, different instances
+                        out.push(change(Section::Updated, image, c));
+                        new_told = Some((c.clone(), f.clone(), k.clone()));
+                    }
+                } else if k > tk {
+                    // a newer label replaces the told one
+                    out.push(change(Section::Updated, image, c));
+                    new_told = Some((c.clone(), f.clone(), k.clone()));
+                } else if !told_present {
+                    // an older label remains and becomes current without a notify: the
+                    // training server finds it over DICOMweb by itself
+                    new_told = Some((c.clone(), f.clone(), k.clone()));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    if new_told != told || told.is_none() {
+        let (l, f, k) = match &new_told {
+            Some((l, f, k)) => (Some(l.as_str()), Some(f.as_str()), Some(k.as_str())),
+            None => (None, None, None),
+        };
+        tx.prepare_cached(
+            "INSERT INTO images (dataset, image_uid, label_uid, fingerprint, sort_key, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (dataset, image_uid) DO UPDATE SET label_uid = excluded.label_uid,
+                fingerprint = excluded.fingerprint, sort_key = excluded.sort_key,
+                updated_at = excluded.updated_at",
+        )?
+        .execute(params![dataset, image, l, f, k, t])?;
+    }
+    Ok(())
+}
+
+fn change(section: Section, image: &str, label: &str) -> Change {
+    Change {
+        section,
+        image: image.to_string(),
+        label: label.to_string(),
+    }
+}

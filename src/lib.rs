@@ -1,0 +1,16 @@
+//! segbridge: discovers DICOM SEG labels, pairs them with their image series, keeps a durable
+//! ledger, and notifies the MONAI Cloud API so continual-learning rounds start by themselves.
+//!
+//! Data flows one way: [`source`] → [`dicom`] (reader, matcher) → [`ledger`] (SQLite outbox) →
+//! [`notify`]. [`pipeline`] wires them; [`emulator`] is a local MONAI API for tests and the demo.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod dicom;
+pub mod emulator;
+pub mod fixtures;
+pub mod ledger;
+pub mod notify;
+pub mod pipeline;
+pub mod source;

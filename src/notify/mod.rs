@@ -1,0 +1,499 @@
+//! The MONAI Cloud API client: login → token, log in again once on 401, retries with capped
+//! exponential backoff and jitter, and the notify body exactly as the contract has it.
+//! This is the only module that talks to the MONAI API.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{debug, warn};
+
+use crate::ledger::{OutboxEntry, Section};
+
+/// A secret (API key, token, password): never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One `{"image", "label"}` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub image: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Specs {
+    pub added: Vec<Entry>,
+    pub updated: Vec<Entry>,
+    pub removed: Vec<Entry>,
+}
+
+/// `{"action": "notify", "specs": {...}}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyBody {
+    pub action: String,
+    pub specs: Specs,
+}
+
+impl NotifyBody {
+    pub fn from_entries(entries: &[OutboxEntry]) -> NotifyBody {
+        let mut specs = Specs::default();
+        for e in entries {
+            let entry = Entry {
+                image: e.image.clone(),
+                label: e.label.clone(),
+            };
+            match e.section {
+                Section::Added => specs.added.push(entry),
+                Section::Updated => specs.updated.push(entry),
+                Section::Removed => specs.removed.push(entry),
+            }
+        }
+        NotifyBody {
+            action: "notify".into(),
+            specs,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.specs.added.len() + self.specs.updated.len() + self.specs.removed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How to reach the API and how hard to try.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Host, such as `https://api.monai.ngc.nvidia.com` (`/api/v1` is added).
+    pub host: String,
+    pub org: String,
+    pub key: Option<Secret>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+    /// Give up retrying a call after this long (the entries stay in the outbox).
+    pub retry_for: Duration,
+    /// The longest single backoff sleep.
+    pub max_backoff: Duration,
+}
+
+impl ApiConfig {
+    pub fn new(host: &str, org: &str, key: Option<Secret>) -> ApiConfig {
+        ApiConfig {
+            host: host.trim_end_matches('/').to_string(),
+            org: org.to_string(),
+            key,
+            timeout: Duration::from_secs(30),
+            retry_for: Duration::from_secs(120),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What went wrong talking to the API. Never contains the key or the token.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no API key: set MONAI_API_KEY (or api_key in the config file)")]
+    MissingKey,
+    #[error("login refused by {url}: HTTP {status}{}", desc(.error_code, .error_desc))]
+    LoginRefused {
+        url: String,
+        status: u16,
+        error_code: Option<i64>,
+        error_desc: Option<String>,
+    },
+    #[error("{method} {url}: HTTP {status}{}", desc(.error_code, .error_desc))]
+    Http {
+        method: String,
+        url: String,
+        status: u16,
+        error_code: Option<i64>,
+        error_desc: Option<String>,
+    },
+    #[error("{method} {url}: {reason}")]
+    Transport {
+        method: String,
+        url: String,
+        reason: String,
+    },
+    #[error("{method} {url}: gave up after {attempts} attempts in {elapsed:?}; last error: {last}")]
+    GaveUp {
+        method: String,
+        url: String,
+        attempts: u32,
+        elapsed: Duration,
+        last: String,
+    },
+    #[error("{method} {url}: unexpected answer: {reason}")]
+    BadAnswer {
+        method: String,
+        url: String,
+        reason: String,
+    },
+}
+
+fn desc(code: &Option<i64>, d: &Option<String>) -> String {
+    match (code, d) {
+        (Some(c), Some(d)) => format!(" (error_code {c}: {d})"),
+        (None, Some(d)) => format!(" ({d})"),
+        (Some(c), None) => format!(" (error_code {c})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// The API's error body, when it sent one.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error_code: Option<i64>,
+    error_desc: Option<String>,
+}
+
+fn parse_error_body(bytes: &[u8]) -> (Option<i64>, Option<String>) {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => (b.error_code, b.error_desc),
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes);
+            let t = text.trim();
+            if t.is_empty() {
+                (None, None)
+            } else {
+                (None, Some(t.chars().take(300).collect()))
+            }
+        }
+    }
+}
+
+/// A logged-in (or about to be) client.
+pub struct Client {
+    http: reqwest::Client,
+    cfg: ApiConfig,
+    token: Option<Secret>,
+    pub user_id: Option<String>,
+}
+
+/// A successful answer: status and parsed JSON (Null when the body was empty or not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Client {
+    pub fn new(cfg: ApiConfig) -> Result<Client, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
+            .timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport {
+                method: "init".into(),
+                url: cfg.host.clone(),
+                reason: crate::dicom::reader::error_chain(&e),
+            })?;
+        Ok(Client {
+            http,
+            cfg,
+            token: None,
+            user_id: None,
+        })
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.cfg
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{}", self.cfg.host, path)
+    }
+
+    /// A path under `/orgs/{org}`.
+    pub fn org_path(&self, rest: &str) -> String {
+        format!("/orgs/{}{}", self.cfg.org, rest)
+    }
+
+    /// `POST /api/v1/login` → token (retried like any call; a 401 is final).
+    pub async fn login(&mut self) -> Result<(), ApiError> {
+        let key = self.cfg.key.clone().ok_or(ApiError::MissingKey)?;
+        let body = serde_json::json!({ "ngc_api_key": key.expose() });
+        let ans = self
+            .send_retrying(Method::POST, "/login", Some(&body), false)
+            .await?;
+        let token = ans
+            .body
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::BadAnswer {
+                method: "POST".into(),
+                url: self.url("/login"),
+                reason: "no \"token\" in the login answer".into(),
+            })?;
+        self.token = Some(Secret::new(token));
+        self.user_id = ans
+            .body
+            .get("user_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        debug!(user_id = ?self.user_id, "logged in");
+        Ok(())
+    }
+
+    /// An authenticated call: logs in first when needed, and again once on a 401.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, ApiError> {
+        if self.token.is_none() {
+            self.login().await?;
+        }
+        match self
+            .send_retrying(method.clone(), path, body, true)
+            .await
+        {
+            Err(ApiError::Http { status: 401, .. }) => {
+                debug!("token refused (401): logging in again");
+                self.token = None;
+                self.login().await?;
+                self.send_retrying(method, path, body, true).await
+            }
+            other => other,
+        }
+    }
+
+    /// `POST /orgs/{org}/datasets/{id}/jobs` with a notify body.
+    pub async fn notify(&mut self, dataset: &str, body: &NotifyBody) -> Result<(), ApiError> {
+        let path = self.org_path(&format!("/datasets/{dataset}/jobs"));
+        let value = serde_json::to_value(body).map_err(|e| ApiError::BadAnswer {
+            method: "POST".into(),
+            url: self.url(&path),
+            reason: e.to_string(),
+        })?;
+        self.call(Method::POST, &path, Some(&value)).await.map(|_| ())
+    }
+
+    /// Sends one request with retries on transient failures, within the retry budget.
+    async fn send_retrying(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: bool,
+    ) -> Result<Answer, ApiError> {
+        let url = self.url(path);
+        let start = Instant::now();
+        let mut attempt: u32 = 0;
+        let mut not_found_attempts = 0;
+        loop {
+            attempt += 1;
+            let res = self.send_once(&method, &url, body, auth).await;
+            let (retry, wait_hint, err) = match res {
+                Ok(a) => return Ok(a),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry { err, after }) => {
+                    if let ApiError::Http { status: 404, .. } = &err {
+                        // The server answers many failures as 404; retry a few times only.
+                        not_found_attempts += 1;
+                        (not_found_attempts < 3, after, err)
+                    } else {
+                        (true, after, err)
+                    }
+                }
+            };
+            let elapsed = start.elapsed();
+            if !retry {
+                return Err(err);
+            }
+            let backoff = self.backoff(attempt);
+            let wait = wait_hint.map(|h| h.max(backoff)).unwrap_or(backoff);
+            if elapsed + wait > self.cfg.retry_for {
+                return Err(ApiError::GaveUp {
+                    method: method.to_string(),
+                    url,
+                    attempts: attempt,
+                    elapsed,
+                    last: err.to_string(),
+                });
+            }
+            warn!(attempt, wait_ms = wait.as_millis() as u64, "{err}; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Capped exponential backoff with equal jitter: half fixed, half random.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = Duration::from_millis(200);
+        let exp = base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.cfg.max_backoff);
+        let half = exp / 2;
+        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
+        half + Duration::from_millis(jitter)
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        url: &str,
+        body: Option<&Value>,
+        auth: bool,
+    ) -> Result<Answer, Failure> {
+        let mut req = self.http.request(method.clone(), url);
+        if auth {
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t.expose());
+            }
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let transport = |e: reqwest::Error| {
+            let reason = if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                format!("cannot connect: {}", crate::dicom::reader::error_chain(&e))
+            } else {
+                crate::dicom::reader::error_chain(&e)
+            };
+            // reqwest's messages carry the URL only, never headers: no secret leaks here
+            Failure::Retry {
+                err: ApiError::Transport {
+                    method: method.to_string(),
+                    url: url.to_string(),
+                    reason,
+                },
+                after: None,
+            }
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Ok(Answer {
+                status,
+                body,
+                raw: bytes.to_vec(),
+            });
+        }
+        let (error_code, error_desc) = parse_error_body(&bytes);
+        if !auth && status == StatusCode::UNAUTHORIZED {
+            return Err(Failure::Final(ApiError::LoginRefused {
+                url: url.to_string(),
+                status: status.as_u16(),
+                error_code,
+                error_desc,
+            }));
+        }
+        let err = ApiError::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+            status: status.as_u16(),
+            error_code,
+            error_desc,
+        };
+        let retryable = status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || (status == StatusCode::NOT_FOUND && error_code.is_some());
+        if retryable {
+            Err(Failure::Retry {
+                err,
+                after: retry_after,
+            })
+        } else {
+            Err(Failure::Final(err))
+        }
+    }
+}
+
+enum Failure {
+    Retry {
+        err: ApiError,
+        after: Option<Duration>,
+    },
+    Final(ApiError),
+}
+
+/// `Retry-After`: delta-seconds or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    httpdate::parse_http_date(v)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+        .map(|d| d.min(Duration::from_secs(3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_never_debug_printed() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn body_has_all_three_sections_in_order() {
+        let e = |id, s, i: &str, l: &str| OutboxEntry {
+            id,
+            dataset: "d".into(),
+            section: s,
+            image: i.into(),
+            label: l.into(),
+            attempts: 0,
+            last_error: None,
+        };
+        let b = NotifyBody::from_entries(&[
+            e(1, Section::Added, "I1", "L1"),
+            e(2, Section::Removed, "I2", "L2"),
+        ]);
+        assert_eq!(
+            serde_json::to_value(&b).unwrap(),
+            serde_json::json!({"action": "notify", "specs": {
+                "added": [{"image": "I1", "label": "L1"}], "updated": [],
+                "removed": [{"image": "I2", "label": "L2"}]}})
+        );
+    }
+}

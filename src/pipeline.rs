@@ -1,0 +1,166 @@
+//! The pipeline, one way: source → match → ledger (outbox) → notifier.
+//!
+//! - [`scan`] lists a source and matches every SEG (writes nothing);
+//! - [`record`] writes a scan into the ledger and returns the planned changes;
+//! - [`deliver`] drains the outbox in batches, confirming each only after a 2xx.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::dicom::{match_all, MatchOutcome, MatchedLabel};
+use crate::ledger::{Change, Ledger, LedgerError, OutboxEntry};
+use crate::notify::{ApiError, Client, NotifyBody};
+use crate::source::{folder, Listing};
+
+/// A source listed and matched.
+pub struct Scan {
+    pub listing: Listing,
+    pub labels: Vec<MatchedLabel>,
+}
+
+/// Lists a folder and matches what it holds.
+pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
+    let mut listing = folder::list(root)?;
+    let segs = std::mem::take(&mut listing.segs);
+    let labels = match_all(segs, &listing.index);
+    Ok(Scan { listing, labels })
+}
+
+/// Logs, once each, the labels that will not be notified and why (for `sync` and daemons;
+/// `scan` prints the same in its table instead).
+pub fn log_outcomes(scan: &Scan) {
+    for l in &scan.labels {
+        match &l.outcome {
+            MatchOutcome::Unusable { .. } => warn!(
+                label = l.seg.uid(),
+                image = l.outcome.image().unwrap_or(""),
+                "unusable label, not notified: {}",
+                l.outcome.reason()
+            ),
+            MatchOutcome::Unmatched { .. } => warn!(
+                label = l.seg.uid(),
+                "unmatched label, kept for a later run: {}",
+                l.outcome.reason()
+            ),
+            _ => {}
+        }
+        for w in &l.seg.warnings {
+            warn!(label = l.seg.uid(), "{w}");
+        }
+    }
+}
+
+/// Records a scan in the ledger (one transaction) and returns the changes it queued.
+pub fn record(ledger: &mut Ledger, scan: &Scan, dataset: &str) -> Result<Vec<Change>, LedgerError> {
+    if !scan.listing.complete() {
+        warn!(
+            source = %scan.listing.source,
+            "listing incomplete, nothing will be marked removed this run: {}",
+            scan.listing.incomplete_reasons.join("; ")
+        );
+    }
+    ledger.apply(&scan.listing, &scan.labels, dataset)
+}
+
+/// One line of `scan --json`.
+#[derive(Debug, Serialize)]
+pub struct LabelLine<'a> {
+    pub label: &'a str,
+    pub image: Option<&'a str>,
+    pub study: &'a str,
+    pub status: &'a str,
+    #[serde(rename = "match")]
+    pub rule: &'a str,
+    pub reason: String,
+    pub source: &'a str,
+    pub sop_class: &'a str,
+    pub instances: usize,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
+}
+
+impl<'a> LabelLine<'a> {
+    pub fn of(l: &'a MatchedLabel) -> LabelLine<'a> {
+        LabelLine {
+            label: l.seg.uid(),
+            image: l.outcome.image(),
+            study: &l.seg.first.study,
+            status: l.outcome.status(),
+            rule: l.rule.as_str(),
+            reason: l.outcome.reason(),
+            source: l.seg.locations.first().map(String::as_str).unwrap_or(""),
+            sop_class: &l.seg.first.sop_class,
+            instances: l.seg.instances.len(),
+            warnings: &l.seg.warnings,
+        }
+    }
+}
+
+/// What a delivery did.
+#[derive(Debug, Default, Serialize)]
+pub struct Delivery {
+    pub calls: usize,
+    pub entries_sent: usize,
+    pub bodies: Vec<NotifyBody>,
+}
+
+/// Why a delivery stopped early; the entries not sent stay in the outbox.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// Splits outbox entries into notify bodies of at most `batch` entries, oldest first.
+pub fn batches(entries: &[OutboxEntry], batch: usize) -> Vec<(Vec<i64>, NotifyBody)> {
+    entries
+        .chunks(batch.max(1))
+        .map(|c| (c.iter().map(|e| e.id).collect(), NotifyBody::from_entries(c)))
+        .collect()
+}
+
+/// Drains the outbox of `dataset`: each batch is sent, and confirmed only after a 2xx.
+pub async fn deliver(
+    ledger: &mut Ledger,
+    client: &mut Client,
+    dataset: &str,
+    batch: usize,
+) -> Result<Delivery, DeliveryError> {
+    let mut report = Delivery::default();
+    loop {
+        let pending = ledger.pending(dataset, batch.max(1))?;
+        if pending.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+        let body = NotifyBody::from_entries(&pending);
+        match client.notify(dataset, &body).await {
+            Ok(()) => {
+                ledger.confirm(&ids)?;
+                info!(
+                    dataset,
+                    added = ?entry_list(&body.specs.added),
+                    updated = ?entry_list(&body.specs.updated),
+                    removed = ?entry_list(&body.specs.removed),
+                    "notified {} entries",
+                    body.len()
+                );
+                report.calls += 1;
+                report.entries_sent += body.len();
+                report.bodies.push(body);
+            }
+            Err(e) => {
+                ledger.record_failure(&ids, &e.to_string())?;
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+fn entry_list(v: &[crate::notify::Entry]) -> Vec<String> {
+    v.iter().map(|e| format!("{}<-{}", e.image, e.label)).collect()
+}
