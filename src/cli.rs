@@ -67,6 +67,9 @@ pub struct Global {
     /// Seconds before one API request times out [default: 30]
     #[arg(long, global = true)]
     pub timeout: Option<f64>,
+    /// Seconds to wait for another segbridge process to release the state file [default: 5]
+    #[arg(long, global = true)]
+    pub lock_wait: Option<f64>,
     /// Log format on stderr
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -229,7 +232,7 @@ fn settings(g: &Global, folder: Option<PathBuf>) -> Result<Settings, ConfigError
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
     };
-    Settings::resolve(
+    let mut s = Settings::resolve(
         Overrides {
             api: g.api.clone(),
             org: g.org.clone(),
@@ -241,7 +244,13 @@ fn settings(g: &Global, folder: Option<PathBuf>) -> Result<Settings, ConfigError
             timeout: g.timeout,
         },
         file,
-    )
+    )?;
+    if let Some(w) = g.lock_wait {
+        s.lock_wait = Duration::try_from_secs_f64(w).map_err(|_| {
+            ConfigError("--lock-wait must be a non-negative number of seconds".into())
+        })?;
+    }
+    Ok(s)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -341,7 +350,11 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
         scan.labels.len()
     )?;
     if !scan.labels.is_empty() {
-        writeln!(out, "\n{:<11} {:<18} {:<44} {:<44} ", "STATUS", "MATCH", "LABEL (SEG SERIES)", "IMAGE SERIES")?;
+        writeln!(
+            out,
+            "\n{:<11} {:<18} {:<44} {:<44} ",
+            "STATUS", "MATCH", "LABEL (SEG SERIES)", "IMAGE SERIES"
+        )?;
         for l in &scan.labels {
             writeln!(
                 out,
@@ -351,7 +364,12 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
                 l.seg.uid(),
                 l.outcome.image().unwrap_or("-"),
             )?;
-            writeln!(out, "{:<11} from {}", "", l.seg.locations.first().map(String::as_str).unwrap_or(""))?;
+            writeln!(
+                out,
+                "{:<11} from {}",
+                "",
+                l.seg.locations.first().map(String::as_str).unwrap_or("")
+            )?;
             if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
                 writeln!(out, "{:<11} why: {}", "", l.outcome.reason())?;
             }
@@ -421,7 +439,12 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
     });
     let depth = ledger.outbox_depth(Some(&dataset))?;
-    let count = |st: &str| scan.labels.iter().filter(|l| l.outcome.status() == st).count();
+    let count = |st: &str| {
+        scan.labels
+            .iter()
+            .filter(|l| l.outcome.status() == st)
+            .count()
+    };
     let summary = json!({
         "dataset": dataset,
         "seg_series": scan.labels.len(),
@@ -452,10 +475,19 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         )
         .map_err(anyhow::Error::from)?;
         for l in scan.labels.iter().filter(|l| {
-            matches!(l.outcome, MatchOutcome::Unusable { .. } | MatchOutcome::Unmatched { .. })
+            matches!(
+                l.outcome,
+                MatchOutcome::Unusable { .. } | MatchOutcome::Unmatched { .. }
+            )
         }) {
-            writeln!(out, "  {} {}: {}", l.outcome.status(), l.seg.uid(), l.outcome.reason())
-                .map_err(anyhow::Error::from)?;
+            writeln!(
+                out,
+                "  {} {}: {}",
+                l.outcome.status(),
+                l.seg.uid(),
+                l.outcome.reason()
+            )
+            .map_err(anyhow::Error::from)?;
         }
         if let Ok(d) = &result {
             writeln!(
@@ -495,25 +527,67 @@ fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {
         writeln!(out, "{v}").map_err(anyhow::Error::from)?;
         return Ok(());
     }
-    let w = |out: &mut std::io::StdoutLock, s: String| writeln!(out, "{s}").map_err(anyhow::Error::from);
-    w(&mut out, format!("state file      {} (schema {})", report.state, report.schema_version))?;
+    let w = |out: &mut std::io::StdoutLock, s: String| {
+        writeln!(out, "{s}").map_err(anyhow::Error::from)
+    };
+    w(
+        &mut out,
+        format!(
+            "state file      {} (schema {})",
+            report.state, report.schema_version
+        ),
+    )?;
     let by: Vec<String> = report
         .labels_by_status
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect();
-    w(&mut out, format!("labels          {} ; {} gone", if by.is_empty() { "none".into() } else { by.join(", ") }, report.labels_gone))?;
-    w(&mut out, format!("images told     {}", report.images_notified))?;
+    w(
+        &mut out,
+        format!(
+            "labels          {} ; {} gone",
+            if by.is_empty() {
+                "none".into()
+            } else {
+                by.join(", ")
+            },
+            report.labels_gone
+        ),
+    )?;
+    w(
+        &mut out,
+        format!("images told     {}", report.images_notified),
+    )?;
     w(&mut out, format!("entries sent    {}", report.entries_sent))?;
-    w(&mut out, format!("last notify     {}", report.last_notify.as_deref().unwrap_or("never")))?;
-    w(&mut out, format!("outbox          {} waiting{}", report.outbox_depth, report.outbox_oldest.as_ref().map(|o| format!(", oldest {o}")).unwrap_or_default()))?;
+    w(
+        &mut out,
+        format!(
+            "last notify     {}",
+            report.last_notify.as_deref().unwrap_or("never")
+        ),
+    )?;
+    w(
+        &mut out,
+        format!(
+            "outbox          {} waiting{}",
+            report.outbox_depth,
+            report
+                .outbox_oldest
+                .as_ref()
+                .map(|o| format!(", oldest {o}"))
+                .unwrap_or_default()
+        ),
+    )?;
     if let Some(e) = &report.outbox_last_error {
         w(&mut out, format!("last error      {e}"))?;
     }
     if !report.attention.is_empty() {
         w(&mut out, "\nlabels that will not be notified:".into())?;
         for l in &report.attention {
-            w(&mut out, format!("  {} {} ({}): {}", l.status, l.label, l.rule, l.reason))?;
+            w(
+                &mut out,
+                format!("  {} {} ({}): {}", l.status, l.label, l.rule, l.reason),
+            )?;
         }
     }
     if !report.problems.is_empty() {

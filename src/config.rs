@@ -130,7 +130,10 @@ impl Settings {
             batch,
             folder: cli.folder.or(file.folder),
             key,
-            retry_for: secs(cli.retry_for.or(file.retry_for).unwrap_or(120.0), "--retry-for")?,
+            retry_for: secs(
+                cli.retry_for.or(file.retry_for).unwrap_or(120.0),
+                "--retry-for",
+            )?,
             timeout: secs(cli.timeout.or(file.timeout).unwrap_or(30.0), "--timeout")?,
             lock_wait: Duration::from_secs(5),
         })
@@ -174,7 +177,8 @@ mod tests {
 
     #[test]
     fn cli_beats_file_beats_default() {
-        let file: FileConfig = toml::from_str("org = \"fileorg\"\ndataset = \"d1\"\nbatch = 7").unwrap();
+        let file: FileConfig =
+            toml::from_str("org = \"fileorg\"\ndataset = \"d1\"\nbatch = 7").unwrap();
         let s = Settings::resolve(
             Overrides {
                 dataset: Some("d2".into()),

@@ -28,7 +28,10 @@ pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> 
         None => {
             let dir = tmp.path().join("fixtures");
             crate::fixtures::write_demo_set(&dir).context("generating fixtures")?;
-            println!("(no ./fixtures here: generated a fixture set in {})", dir.display());
+            println!(
+                "(no ./fixtures here: generated a fixture set in {})",
+                dir.display()
+            );
             dir
         }
     };
@@ -57,18 +60,27 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     .await
     .context("cannot start the emulator")?;
     step(&format!("MONAI API emulator on {}", emu.url()));
-    let mut api = ApiConfig::new(&emu.url(), crate::config::DEFAULT_ORG, Some(Secret::new(key)));
+    let mut api = ApiConfig::new(
+        &emu.url(),
+        crate::config::DEFAULT_ORG,
+        Some(Secret::new(key)),
+    );
     api.retry_for = Duration::from_secs(10);
     let mut client = Client::new(api)?;
     client.login().await?;
     println!("logged in as {}", client.user_id.as_deref().unwrap_or("?"));
 
-    let dataset = post(&mut client, "/datasets", json!({
-        "name": "segbridge-demo", "description": "labels synced by segbridge demo",
-        "type": "semantic_segmentation", "format": "monai",
-        "client_url": "http://127.0.0.1:8042/dicom-web", "client_id": "orthanc",
-        "client_secret": "not-used-by-the-demo", "filters": "Modality=CT"
-    })).await?;
+    let dataset = post(
+        &mut client,
+        "/datasets",
+        json!({
+            "name": "segbridge-demo", "description": "labels synced by segbridge demo",
+            "type": "semantic_segmentation", "format": "monai",
+            "client_url": "http://127.0.0.1:8042/dicom-web", "client_id": "orthanc",
+            "client_secret": "not-used-by-the-demo", "filters": "Modality=CT"
+        }),
+    )
+    .await?;
     let dataset_id = id_of(&dataset)?;
     println!("dataset     {dataset_id}");
     let bases = client
@@ -84,20 +96,35 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         })
         .cloned()
         .context("no VISTA-3D base experiment")?;
-    println!("base        {} {} ({})", base["name"].as_str().unwrap_or(""), base["version"].as_str().unwrap_or(""), id_of(&base)?);
-    let ws = post(&mut client, "/workspaces", json!({
-        "name": "segbridge-demo", "cloud_type": "aws",
-        "cloud_specific_details": {"cloud_bucket_name": "segbridge-demo",
-            "access_key": "demo", "secret_key": "demo"}
-    })).await?;
+    println!(
+        "base        {} {} ({})",
+        base["name"].as_str().unwrap_or(""),
+        base["version"].as_str().unwrap_or(""),
+        id_of(&base)?
+    );
+    let ws = post(
+        &mut client,
+        "/workspaces",
+        json!({
+            "name": "segbridge-demo", "cloud_type": "aws",
+            "cloud_specific_details": {"cloud_bucket_name": "segbridge-demo",
+                "access_key": "demo", "secret_key": "demo"}
+        }),
+    )
+    .await?;
     let ws_id = id_of(&ws)?;
-    let exp = post(&mut client, "/experiments", json!({
-        "name": "segbridge-demo", "description": "continual learning from synced labels",
-        "network_arch": "monai_vista3d", "base_experiment": [id_of(&base)?],
-        "inference_dataset": dataset_id, "eval_dataset": dataset_id,
-        "train_datasets": [dataset_id], "realtime_infer": true, "workspace": ws_id,
-        "model_params": {"labels": {"1": "liver", "2": "kidney", "3": "spleen"}}
-    })).await?;
+    let exp = post(
+        &mut client,
+        "/experiments",
+        json!({
+            "name": "segbridge-demo", "description": "continual learning from synced labels",
+            "network_arch": "monai_vista3d", "base_experiment": [id_of(&base)?],
+            "inference_dataset": dataset_id, "eval_dataset": dataset_id,
+            "train_datasets": [dataset_id], "realtime_infer": true, "workspace": ws_id,
+            "model_params": {"labels": {"1": "liver", "2": "kidney", "3": "spleen"}}
+        }),
+    )
+    .await?;
     let exp_id = id_of(&exp)?;
     println!("experiment  {exp_id}");
     let cl = client
@@ -110,7 +137,10 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         )
         .await?
         .body;
-    let cl_id = cl.as_str().context("the CL job answer is not a job id")?.to_string();
+    let cl_id = cl
+        .as_str()
+        .context("the CL job answer is not a job id")?
+        .to_string();
     println!("CL job      {cl_id} (round_size 2, max_rounds 2)");
 
     step(&format!("scan {}", folder.display()));
@@ -124,7 +154,10 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     println!("{} changes queued in {}", changes.len(), state.display());
     let delivery = pipeline::deliver(&mut ledger, &mut client, &dataset_id, 100).await?;
     for b in &delivery.bodies {
-        println!("POST .../datasets/{dataset_id}/jobs {}", serde_json::to_string(b).unwrap_or_default());
+        println!(
+            "POST .../datasets/{dataset_id}/jobs {}",
+            serde_json::to_string(b).unwrap_or_default()
+        );
     }
     let skipped: Vec<_> = scan
         .labels
@@ -165,13 +198,17 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         match j["action"].as_str() {
             Some("train") => println!(
                 "round {}  {}  {:<8} key metric {}",
-                j["round"], j["id"].as_str().unwrap_or(""), j["status"].as_str().unwrap_or(""),
+                j["round"],
+                j["id"].as_str().unwrap_or(""),
+                j["status"].as_str().unwrap_or(""),
                 j["result"]["key_metric"]
             ),
             _ => println!(
                 "CL job   {}  {:<8} rounds {} (images waiting for the next round: {})",
-                j["id"].as_str().unwrap_or(""), j["status"].as_str().unwrap_or(""),
-                j["result"]["rounds"], j["result"]["images_pending"]
+                j["id"].as_str().unwrap_or(""),
+                j["status"].as_str().unwrap_or(""),
+                j["result"]["rounds"],
+                j["result"]["images_pending"]
             ),
         }
     }

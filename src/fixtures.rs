@@ -17,7 +17,9 @@ const IMPLEMENTATION_UID: &str = "2.25.266540838519402402245829138385541735217";
 
 /// A UID derived from a name: `2.25.` followed by the first 128 bits of SHA-1(name).
 pub fn uid(name: &str) -> String {
-    let d = sha1_smol::Sha1::from(format!("segbridge-fixture:{name}")).digest().bytes();
+    let d = sha1_smol::Sha1::from(format!("segbridge-fixture:{name}"))
+        .digest()
+        .bytes();
     let mut b = [0u8; 16];
     b.copy_from_slice(&d[..16]);
     format!("2.25.{}", u128::from_be_bytes(b))
@@ -168,7 +170,11 @@ pub fn write_ct(dir: &Path, ct: &CtSeries, prefix: &str) -> io::Result<Vec<PathB
             el(tags::SERIES_DATE, VR::DA, "20240101"),
             el(tags::SERIES_TIME, VR::TM, "090000"),
             el(tags::INSTANCE_NUMBER, VR::IS, (i + 1).to_string()),
-            el(tags::FRAME_OF_REFERENCE_UID, VR::UI, ct.frame_of_reference.as_str()),
+            el(
+                tags::FRAME_OF_REFERENCE_UID,
+                VR::UI,
+                ct.frame_of_reference.as_str(),
+            ),
             el(
                 tags::IMAGE_POSITION_PATIENT,
                 VR::DS,
@@ -184,7 +190,11 @@ pub fn write_ct(dir: &Path, ct: &CtSeries, prefix: &str) -> io::Result<Vec<PathB
             el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
             el(tags::BITS_STORED, VR::US, PrimitiveValue::from(16u16)),
             el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(15u16)),
-            el(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(1u16)),
+            el(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(1u16),
+            ),
             el(tags::RESCALE_INTERCEPT, VR::DS, "-1024"),
             el(tags::RESCALE_SLOPE, VR::DS, "1"),
         ];
@@ -236,7 +246,11 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
             el(tags::CONTENT_LABEL, VR::CS, "SEGMENTATION"),
             el(tags::CONTENT_CREATOR_NAME, VR::PN, "segbridge^fixture"),
             el(tags::MANUFACTURER, VR::LO, "segbridge"),
-            el(tags::FRAME_OF_REFERENCE_UID, VR::UI, ct.frame_of_reference.as_str()),
+            el(
+                tags::FRAME_OF_REFERENCE_UID,
+                VR::UI,
+                ct.frame_of_reference.as_str(),
+            ),
             el(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
             el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
             el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
@@ -245,7 +259,11 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
             el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16)),
             el(tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16)),
             el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16)),
-            el(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+            el(
+                tags::PIXEL_REPRESENTATION,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ),
             el(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"),
         ];
         e.extend(patient_study(ct));
@@ -254,7 +272,11 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
             mine.iter()
                 .map(|(i, label)| {
                     obj(vec![
-                        el(tags::SEGMENT_NUMBER, VR::US, PrimitiveValue::from((*i + 1) as u16)),
+                        el(
+                            tags::SEGMENT_NUMBER,
+                            VR::US,
+                            PrimitiveValue::from((*i + 1) as u16),
+                        ),
                         el(tags::SEGMENT_LABEL, VR::LO, label.as_str()),
                         el(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "MANUAL"),
                         seq(
@@ -347,7 +369,11 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
                                     el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop.as_str()),
                                     seq(
                                         tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                                        vec![code("121322", "DCM", "Source image for image processing operation")],
+                                        vec![code(
+                                            "121322",
+                                            "DCM",
+                                            "Source image for image processing operation",
+                                        )],
                                     ),
                                 ])],
                             ),
@@ -365,11 +391,7 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
                 }
             }
         }
-        e.push(el(
-            tags::NUMBER_OF_FRAMES,
-            VR::IS,
-            frames.len().to_string(),
-        ));
+        e.push(el(tags::NUMBER_OF_FRAMES, VR::IS, frames.len().to_string()));
         e.push(seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, frames));
         let mut packed = vec![0u8; bits.len().div_ceil(8)];
         for (i, b) in bits.iter().enumerate() {
@@ -402,7 +424,11 @@ pub fn write_demo_set(root: &Path) -> io::Result<Vec<PathBuf>> {
     // 1. a SEG that references its CT series: ready (referenced-series)
     let a = CtSeries::new("liver-ct", 3);
     out.extend(write_ct(&root.join("liver-ct/ct"), &a, "IM")?);
-    out.extend(write_seg(&root.join("liver-ct"), &SegSpec::new("liver-seg", &a), "seg.dcm")?);
+    out.extend(write_seg(
+        &root.join("liver-ct"),
+        &SegSpec::new("liver-seg", &a),
+        "seg.dcm",
+    )?);
     // 2. two SEGs of one image: only the newer is current
     let b = CtSeries::new("kidney-ct", 3);
     out.extend(write_ct(&root.join("kidney-ct/ct"), &b, "IM")?);
@@ -437,9 +463,15 @@ pub fn write_demo_set(root: &Path) -> io::Result<Vec<PathBuf>> {
     let broken = root.join("broken");
     std::fs::create_dir_all(&broken)?;
     std::fs::write(broken.join("empty.dcm"), b"")?;
-    std::fs::write(broken.join("notes.txt"), b"exported by the PACS on Monday\n")?;
+    std::fs::write(
+        broken.join("notes.txt"),
+        b"exported by the PACS on Monday\n",
+    )?;
     let seg_bytes = std::fs::read(root.join("liver-ct/seg.dcm"))?;
-    std::fs::write(broken.join("truncated.dcm"), &seg_bytes[..seg_bytes.len().min(700)])?;
+    std::fs::write(
+        broken.join("truncated.dcm"),
+        &seg_bytes[..seg_bytes.len().min(700)],
+    )?;
     let mut garbage = vec![0u8; 128];
     garbage.extend_from_slice(b"DICM");
     garbage.extend((0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8));

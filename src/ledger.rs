@@ -244,7 +244,8 @@ impl Ledger {
                 .map_err(|e| sql(&shown, e))?;
             src.busy_timeout(Duration::from_secs(5))
                 .map_err(|e| sql(&shown, e))?;
-            let backup = rusqlite::backup::Backup::new(&src, &mut conn).map_err(|e| sql(&shown, e))?;
+            let backup =
+                rusqlite::backup::Backup::new(&src, &mut conn).map_err(|e| sql(&shown, e))?;
             backup
                 .run_to_completion(1000, Duration::ZERO, None)
                 .map_err(|e| sql(&shown, e))?;
@@ -370,11 +371,12 @@ impl Ledger {
 
     pub fn outbox_depth(&self, dataset: Option<&str>) -> Result<i64, LedgerError> {
         let q = match dataset {
-            Some(d) => self
-                .conn
-                .query_row("SELECT COUNT(*) FROM outbox WHERE dataset = ?1", [d], |r| {
-                    r.get(0)
-                }),
+            Some(d) => {
+                self.conn
+                    .query_row("SELECT COUNT(*) FROM outbox WHERE dataset = ?1", [d], |r| {
+                        r.get(0)
+                    })
+            }
             None => self
                 .conn
                 .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)),
@@ -497,9 +499,11 @@ impl Ledger {
             .map_err(|e| sql(p, e))?
             .flatten();
         let last_notify: Option<String> = c
-            .query_row("SELECT value FROM meta WHERE key = 'last_notify'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'last_notify'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| sql(p, e))?;
         let problems = {
@@ -628,9 +632,8 @@ fn apply_tx(
                 source = excluded.source, present = 1, last_seen = excluded.last_seen,
                 gone_at = NULL",
         )?;
-        let mut told = tx.prepare_cached(
-            "SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2",
-        )?;
+        let mut told = tx
+            .prepare_cached("SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2")?;
         for l in labels {
             let uid = l.seg.uid();
             seen.insert(uid);
@@ -666,8 +669,9 @@ fn apply_tx(
             if let Some(img) = &image {
                 if pairable {
                     // an image this dataset was never told about needs a decision too
-                    let known: Option<Option<String>> =
-                        told.query_row(params![dataset, img], |r| r.get(0)).optional()?;
+                    let known: Option<Option<String>> = told
+                        .query_row(params![dataset, img], |r| r.get(0))
+                        .optional()?;
                     if changed || known.is_none() {
                         dirty.insert(img.clone());
                     }
@@ -719,9 +723,8 @@ fn apply_tx(
                 missing.push((uid, img));
             }
         }
-        let mut gone = tx.prepare_cached(
-            "UPDATE labels SET present = 0, gone_at = ?2 WHERE label_uid = ?1",
-        )?;
+        let mut gone =
+            tx.prepare_cached("UPDATE labels SET present = 0, gone_at = ?2 WHERE label_uid = ?1")?;
         for (uid, img) in missing {
             gone.execute(params![uid, t])?;
             if let Some(img) = img {
@@ -765,9 +768,8 @@ fn decide(
         rows.collect::<Result<_, _>>()?
     };
     if let Some((cur, ..)) = candidates.first() {
-        let mut set = tx.prepare_cached(
-            "UPDATE labels SET status = ?2, reason = ?3 WHERE label_uid = ?1",
-        )?;
+        let mut set =
+            tx.prepare_cached("UPDATE labels SET status = ?2, reason = ?3 WHERE label_uid = ?1")?;
         set.execute(params![cur, "ready", ""])?;
         for (other, ..) in candidates.iter().skip(1) {
             set.execute(params![
@@ -784,15 +786,17 @@ fn decide(
         )?
         .query_row(params![dataset, image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let told = told.and_then(|(l, f, k)| l.map(|l| (l, f.unwrap_or_default(), k.unwrap_or_default())));
+    let told =
+        told.and_then(|(l, f, k)| l.map(|l| (l, f.unwrap_or_default(), k.unwrap_or_default())));
     let told_present = match &told {
-        Some((l, ..)) => tx
-            .prepare_cached(
+        Some((l, ..)) => {
+            tx.prepare_cached(
                 "SELECT COUNT(*) FROM labels WHERE label_uid = ?1 AND present = 1
                  AND image_uid = ?2 AND status IN ('ready', 'superseded')",
             )?
             .query_row(params![l, image], |r| r.get::<_, i64>(0))?
-            > 0,
+                > 0
+        }
         None => false,
     };
     let mut new_told = told.clone();
@@ -848,5 +852,250 @@ fn change(section: Section, image: &str, label: &str) -> Change {
         section,
         image: image.to_string(),
         label: label.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dicom::reader::{SegInstance, SegSeries, SortKey};
+    use crate::dicom::{match_all, ImageIndex};
+    use crate::source::Problem;
+
+    /// (label uid, image uid, content date, instance uids)
+    type L = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    );
+
+    fn listing(labels: &[L], images: &[&str]) -> (Listing, Vec<MatchedLabel>) {
+        let mut index = ImageIndex::default();
+        for i in images {
+            index.insert(&format!("{i}.sop"), i, "st", "CT");
+        }
+        let segs = labels
+            .iter()
+            .map(|(uid, img, date, inst)| SegSeries {
+                first: SegInstance {
+                    sop_class: crate::dicom::SEG_SOP_CLASS.into(),
+                    sop_instance: inst[0].into(),
+                    series: (*uid).into(),
+                    study: "st".into(),
+                    instance_number: Some(1),
+                    referenced_series: vec![(*img).into()],
+                    source_instances: vec![],
+                    sort_key: SortKey {
+                        content: (*date).into(),
+                        uid: (*uid).into(),
+                        ..Default::default()
+                    },
+                    segment_count: 1,
+                },
+                instances: inst.iter().map(|s| s.to_string()).collect(),
+                locations: vec![format!("/f/{uid}")],
+                warnings: vec![],
+            })
+            .collect();
+        let matched = match_all(segs, &index);
+        (
+            Listing {
+                source: "folder:/f".into(),
+                ..Default::default()
+            },
+            matched,
+        )
+    }
+
+    fn run(l: &mut Ledger, labels: &[L], images: &[&str]) -> Vec<(Section, String, String)> {
+        let (listing, matched) = listing(labels, images);
+        l.apply(&listing, &matched, "ds")
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.section, c.image, c.label))
+            .collect()
+    }
+
+    fn c(s: Section, i: &str, l: &str) -> (Section, String, String) {
+        (s, i.into(), l.into())
+    }
+
+    fn fresh() -> Ledger {
+        Ledger::snapshot(Path::new("/nonexistent/segbridge-test.db")).unwrap()
+    }
+
+    #[test]
+    fn first_label_is_added_then_nothing() {
+        let mut l = fresh();
+        let ls: &[L] = &[("L1", "A", "1", &["L1.1"])];
+        assert_eq!(run(&mut l, ls, &["A"]), vec![c(Section::Added, "A", "L1")]);
+        assert_eq!(run(&mut l, ls, &["A"]), vec![]);
+        assert_eq!(l.pending("ds", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn newer_label_is_updated_and_changed_instances_too() {
+        let mut l = fresh();
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+        assert_eq!(
+            run(
+                &mut l,
+                &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+                &["A"]
+            ),
+            vec![c(Section::Updated, "A", "L2")]
+        );
+        assert_eq!(
+            run(
+                &mut l,
+                &[
+                    ("L1", "A", "1", &["L1.1"]),
+                    ("L2", "A", "2", &["L2.1", "L2.2"])
+                ],
+                &["A"]
+            ),
+            vec![c(Section::Updated, "A", "L2")]
+        );
+        // an older label appearing later changes nothing
+        assert_eq!(
+            run(
+                &mut l,
+                &[
+                    ("L0", "A", "0", &["L0.1"]),
+                    ("L1", "A", "1", &["L1.1"]),
+                    ("L2", "A", "2", &["L2.1", "L2.2"])
+                ],
+                &["A"]
+            ),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn removed_label_is_removed_and_older_one_becomes_current_silently() {
+        let mut l = fresh();
+        run(
+            &mut l,
+            &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+            &["A"],
+        );
+        assert_eq!(
+            run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+            vec![c(Section::Removed, "A", "L2")]
+        );
+        // L1 is now what the dataset has: removing it is a removal too
+        assert_eq!(
+            run(&mut l, &[], &["A"]),
+            vec![c(Section::Removed, "A", "L1")]
+        );
+        // and a new label after that is added again
+        assert_eq!(
+            run(&mut l, &[("L3", "A", "3", &["L3.1"])], &["A"]),
+            vec![c(Section::Added, "A", "L3")]
+        );
+    }
+
+    #[test]
+    fn replaced_label_is_removed_and_updated() {
+        let mut l = fresh();
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+        assert_eq!(
+            run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]),
+            vec![
+                c(Section::Removed, "A", "L1"),
+                c(Section::Updated, "A", "L2")
+            ]
+        );
+    }
+
+    #[test]
+    fn incomplete_listing_or_unreadable_location_never_removes() {
+        let mut l = fresh();
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+        let (mut listing, matched) = listing(&[], &["A"]);
+        listing.incomplete_reasons.push("cannot list /f/sub".into());
+        assert!(l.apply(&listing, &matched, "ds").unwrap().is_empty());
+        listing.incomplete_reasons.clear();
+        listing.problems.push(Problem {
+            path: "/f/L1".into(),
+            reason: "truncated".into(),
+        });
+        assert!(l.apply(&listing, &matched, "ds").unwrap().is_empty());
+        listing.problems.clear();
+        assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unmatched_label_becomes_added_when_its_image_arrives() {
+        let mut l = fresh();
+        assert!(run(&mut l, &[("L1", "A", "1", &["L1.1"])], &[]).is_empty());
+        assert_eq!(
+            run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+            vec![c(Section::Added, "A", "L1")]
+        );
+    }
+
+    #[test]
+    fn outbox_entries_leave_only_on_confirm_and_are_journaled() {
+        let mut l = fresh();
+        run(
+            &mut l,
+            &[("L1", "A", "1", &["L1.1"]), ("L9", "B", "1", &["L9.1"])],
+            &["A", "B"],
+        );
+        let p = l.pending("ds", 1).unwrap();
+        assert_eq!(p.len(), 1);
+        l.record_failure(&[p[0].id], "HTTP 500").unwrap();
+        assert_eq!(l.pending("ds", 10).unwrap()[0].attempts, 1);
+        l.confirm(&[p[0].id]).unwrap();
+        assert_eq!(l.pending("ds", 10).unwrap().len(), 1);
+        let st = l.status().unwrap();
+        assert_eq!(st.entries_sent, 1);
+        assert_eq!(st.outbox_depth, 1);
+        assert_eq!(l.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn datasets_are_told_separately() {
+        let mut l = fresh();
+        let (listing, matched) = listing(&[("L1", "A", "1", &["L1.1"])], &["A"]);
+        assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
+        assert_eq!(l.apply(&listing, &matched, "other").unwrap().len(), 1);
+        assert_eq!(l.apply(&listing, &matched, "other").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn second_writer_waits_then_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let _first = Ledger::open(&path, Duration::from_millis(10)).unwrap();
+        let err = Ledger::open(&path, Duration::from_millis(300))
+            .err()
+            .unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, LedgerError::Locked { .. }), "{msg}");
+        assert!(msg.contains("in use by another segbridge process"), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn migrations_are_versioned_and_newer_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let l = Ledger::open(&path, Duration::ZERO).unwrap();
+            assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        }
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(
+            Ledger::open(&path, Duration::ZERO),
+            Err(LedgerError::TooNew { found: 99, .. })
+        ));
     }
 }

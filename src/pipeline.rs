@@ -119,7 +119,12 @@ pub enum DeliveryError {
 pub fn batches(entries: &[OutboxEntry], batch: usize) -> Vec<(Vec<i64>, NotifyBody)> {
     entries
         .chunks(batch.max(1))
-        .map(|c| (c.iter().map(|e| e.id).collect(), NotifyBody::from_entries(c)))
+        .map(|c| {
+            (
+                c.iter().map(|e| e.id).collect(),
+                NotifyBody::from_entries(c),
+            )
+        })
         .collect()
 }
 
@@ -162,5 +167,7 @@ pub async fn deliver(
 }
 
 fn entry_list(v: &[crate::notify::Entry]) -> Vec<String> {
-    v.iter().map(|e| format!("{}<-{}", e.image, e.label)).collect()
+    v.iter()
+        .map(|e| format!("{}<-{}", e.image, e.label))
+        .collect()
 }

@@ -325,7 +325,10 @@ mod tests {
         );
         assert_eq!(out[0].outcome.status(), "unmatched");
         assert!(out[0].outcome.reason().contains("Z is not present"));
-        assert!(out[1].outcome.reason().contains("no ReferencedSeriesSequence"));
+        assert!(out[1]
+            .outcome
+            .reason()
+            .contains("no ReferencedSeriesSequence"));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::mem::InMemDicomObject;
 use dicom_object::file::ReadPreamble;
+use dicom_object::mem::InMemDicomObject;
 use dicom_object::OpenFileOptions;
 
 use super::is_seg_sop_class;
@@ -149,8 +149,11 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Reads the header of one Part-10 file (everything before Pixel Data). A panic inside the
 /// parser (a bug on hostile input) is caught and reported as a parse error for that file.
 pub fn read_instance(path: &Path) -> Result<InstanceHeader, ReadError> {
-    std::panic::catch_unwind(|| read_instance_inner(path))
-        .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked on this file".into())))
+    std::panic::catch_unwind(|| read_instance_inner(path)).unwrap_or_else(|_| {
+        Err(ReadError::Parse(
+            "the DICOM parser panicked on this file".into(),
+        ))
+    })
 }
 
 fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
@@ -186,8 +189,16 @@ pub fn header_from_object(
     sop_class: String,
 ) -> Result<InstanceHeader, ReadError> {
     let sop_instance = required(obj, tags::SOP_INSTANCE_UID, "SOPInstanceUID (0008,0018)")?;
-    let series = required(obj, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID (0020,000E)")?;
-    let study = required(obj, tags::STUDY_INSTANCE_UID, "StudyInstanceUID (0020,000D)")?;
+    let series = required(
+        obj,
+        tags::SERIES_INSTANCE_UID,
+        "SeriesInstanceUID (0020,000E)",
+    )?;
+    let study = required(
+        obj,
+        tags::STUDY_INSTANCE_UID,
+        "StudyInstanceUID (0020,000D)",
+    )?;
     if !is_seg_sop_class(&sop_class) {
         return Ok(InstanceHeader::Image(ImageInstance {
             sop_instance,

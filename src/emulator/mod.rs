@@ -7,6 +7,9 @@
 //! and `POST /_emulator/faults` (the next N API calls fail, hang or drop the connection).
 //! Job state advances with the clock, evaluated on every request, so there are no timers to leak.
 
+// Handlers answer with a ready `Response` on both sides, as axum handlers do.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -203,7 +206,10 @@ pub fn router(cfg: EmulatorConfig) -> Router {
             "/api/v1/orgs/{org}/experiments/{id}/jobs/{job}/logs",
             get(job_logs),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), faults_and_auth));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults_and_auth,
+        ));
     Router::new()
         .route("/_emulator/notifications", get(notifications))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
@@ -267,8 +273,7 @@ async fn faults_and_auth(State(st): State<AppState>, req: Request, next: Next) -
                 let status = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut r = err(status, 500, format!("injected fault: HTTP {s}"));
                 if let Some(ra) = f.retry_after {
-                    r.headers_mut()
-                        .insert("retry-after", HeaderValue::from(ra));
+                    r.headers_mut().insert("retry-after", HeaderValue::from(ra));
                 }
                 return r;
             }
@@ -550,8 +555,7 @@ impl Emu {
                 let start = {
                     let cl = self.cl.get_mut(&cl_id).expect("cl state");
                     cl.pending_images.insert(img.clone());
-                    if cl.pending_images.len() >= cl.round_size
-                        && cl.rounds_started < cl.max_rounds
+                    if cl.pending_images.len() >= cl.round_size && cl.rounds_started < cl.max_rounds
                     {
                         cl.pending_images.clear();
                         cl.rounds_started += 1;
@@ -579,9 +583,15 @@ impl Emu {
             action: "train".into(),
             status: if busy { "Pending" } else { "Running" }.into(),
             created: SystemTime::now(),
-            specs: self.jobs[cl_id].specs.get("train_spec").cloned().unwrap_or(json!({})),
+            specs: self.jobs[cl_id]
+                .specs
+                .get("train_spec")
+                .cloned()
+                .unwrap_or(json!({})),
             result: json!({}),
-            logs: vec![format!("round {round}: started by continual-learning job {cl_id}")],
+            logs: vec![format!(
+                "round {round}: started by continual-learning job {cl_id}"
+            )],
             parent: Some(cl_id.to_string()),
             round,
             started: if busy { None } else { Some(now) },
@@ -616,7 +626,8 @@ impl Emu {
             if let Some(j) = self.jobs.get_mut(id) {
                 j.status = "Done".into();
                 j.result = json!({"key_metric": metric, "epochs_done": j.specs.get("epochs").cloned().unwrap_or(json!(1))});
-                j.logs.push(format!("round {round}: done, key metric {metric}"));
+                j.logs
+                    .push(format!("round {round}: done, key metric {metric}"));
             }
             let Some(cl_id) = parent else { continue };
             let finished = {
@@ -673,8 +684,15 @@ async fn create_workspace(
             "Invalid workspace: cloud_type must be \"aws\" or \"azure\"",
         ));
     }
-    if m.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-        return Err(err(StatusCode::BAD_REQUEST, 3, "Invalid workspace: missing \"name\""));
+    if m.get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            3,
+            "Invalid workspace: missing \"name\"",
+        ));
     }
     let id = new_id();
     m.insert("id".into(), json!(id));
@@ -713,9 +731,16 @@ async fn create_experiment(
 ) -> Reply {
     let mut m = object(&body)?;
     let mut emu = st.emu.lock().expect("emulator state");
-    let name_ok = m.get("name").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let name_ok = m
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty());
     if !name_ok {
-        return Err(err(StatusCode::BAD_REQUEST, 3, "Invalid experiment: missing \"name\""));
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            3,
+            "Invalid experiment: missing \"name\"",
+        ));
     }
     let bases = base_experiments();
     let base_ids: Vec<&str> = bases["experiments"]
@@ -733,7 +758,12 @@ async fn create_experiment(
         }
     }
     for key in ["train_datasets"] {
-        for d in m.get(key).and_then(Value::as_array).cloned().unwrap_or_default() {
+        for d in m
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
             if !d.as_str().is_some_and(|d| emu.datasets.contains_key(d)) {
                 return Err(not_found(format!("Dataset {d} not found")));
             }
@@ -782,7 +812,10 @@ async fn patch_experiment(
         .get_mut(&id)
         .ok_or_else(|| not_found(format!("Experiment {id} not found")))?;
     if let Some(v) = m.get("realtime_infer") {
-        let was = e.get("realtime_infer").and_then(Value::as_bool).unwrap_or(false);
+        let was = e
+            .get("realtime_infer")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if v.as_bool() == Some(true) && !was {
             return Err(not_found(
                 "realtime_infer cannot be turned on again once it was turned off",
@@ -820,7 +853,9 @@ async fn create_job(
         "annotation" => {
             let round_size = specs.get("round_size").and_then(Value::as_u64).unwrap_or(0);
             if round_size == 0 {
-                return Err(not_found("Invalid annotation specs: round_size must be a positive integer"));
+                return Err(not_found(
+                    "Invalid annotation specs: round_size must be a positive integer",
+                ));
             }
             let stop = specs.get("stop_criteria").cloned().unwrap_or(json!({}));
             if let Some(o) = stop.as_object() {
@@ -835,7 +870,10 @@ async fn create_job(
                     job: id.clone(),
                     round_size: round_size as usize,
                     max_rounds: stop.get("max_rounds").and_then(Value::as_u64).unwrap_or(1) as u32,
-                    key_metric: stop.get("key_metric").and_then(Value::as_f64).unwrap_or(1.0),
+                    key_metric: stop
+                        .get("key_metric")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(1.0),
                     pending_images: BTreeSet::new(),
                     rounds_started: 0,
                     rounds_done: 0,
@@ -850,7 +888,9 @@ async fn create_job(
                 created: SystemTime::now(),
                 specs,
                 result: json!({"rounds": 0}),
-                logs: vec![format!("continual learning started, round size {round_size}")],
+                logs: vec![format!(
+                    "continual learning started, round size {round_size}"
+                )],
                 parent: None,
                 round: 0,
                 started: Some(Instant::now()),
@@ -859,7 +899,9 @@ async fn create_job(
             emu.jobs.insert(id.clone(), job);
             Ok((StatusCode::CREATED, Json(json!(id))).into_response())
         }
-        other => Err(not_found(format!("Unsupported experiment action: {other:?}"))),
+        other => Err(not_found(format!(
+            "Unsupported experiment action: {other:?}"
+        ))),
     }
 }
 
@@ -881,10 +923,7 @@ fn job_json(j: &Job, cl: Option<&ClState>) -> Value {
     v
 }
 
-async fn list_jobs(
-    State(st): State<AppState>,
-    Path((_o, exp)): Path<(String, String)>,
-) -> Reply {
+async fn list_jobs(State(st): State<AppState>, Path((_o, exp)): Path<(String, String)>) -> Reply {
     let mut emu = st.emu.lock().expect("emulator state");
     if !emu.experiments.contains_key(&exp) {
         return Err(not_found(format!("Experiment {exp} not found")));
@@ -955,7 +994,10 @@ async fn job_action(
     let children: Vec<String> = if action == "cancel" {
         emu.jobs
             .values()
-            .filter(|j| j.parent.as_deref() == Some(job) && !["Done", "Error", "Canceled"].contains(&j.status.as_str()))
+            .filter(|j| {
+                j.parent.as_deref() == Some(job)
+                    && !["Done", "Error", "Canceled"].contains(&j.status.as_str())
+            })
             .map(|j| j.id.clone())
             .collect()
     } else {
@@ -1008,7 +1050,9 @@ async fn clear_faults(State(st): State<AppState>) -> Response {
 
 async fn stats(State(st): State<AppState>) -> Response {
     let emu = st.emu.lock().expect("emulator state");
-    Json(json!({"calls": emu.calls, "notifications": emu.notifications.len(),
-        "faults_queued": emu.faults.len()}))
+    Json(
+        json!({"calls": emu.calls, "notifications": emu.notifications.len(),
+        "faults_queued": emu.faults.len()}),
+    )
     .into_response()
 }

@@ -136,7 +136,9 @@ pub enum ApiError {
         url: String,
         reason: String,
     },
-    #[error("{method} {url}: gave up after {attempts} attempts in {elapsed:?}; last error: {last}")]
+    #[error(
+        "{method} {url}: gave up after {attempts} attempts in {elapsed:?}; last error: {last}"
+    )]
     GaveUp {
         method: String,
         url: String,
@@ -270,10 +272,7 @@ impl Client {
         if self.token.is_none() {
             self.login().await?;
         }
-        match self
-            .send_retrying(method.clone(), path, body, true)
-            .await
-        {
+        match self.send_retrying(method.clone(), path, body, true).await {
             Err(ApiError::Http { status: 401, .. }) => {
                 debug!("token refused (401): logging in again");
                 self.token = None;
@@ -292,7 +291,9 @@ impl Client {
             url: self.url(&path),
             reason: e.to_string(),
         })?;
-        self.call(Method::POST, &path, Some(&value)).await.map(|_| ())
+        self.call(Method::POST, &path, Some(&value))
+            .await
+            .map(|_| ())
     }
 
     /// Sends one request with retries on transient failures, within the retry budget.
@@ -338,7 +339,11 @@ impl Client {
                     last: err.to_string(),
                 });
             }
-            warn!(attempt, wait_ms = wait.as_millis() as u64, "{err}; retrying");
+            warn!(
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "{err}; retrying"
+            );
             tokio::time::sleep(wait).await;
         }
     }

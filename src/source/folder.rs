@@ -53,7 +53,9 @@ pub fn list(root: &Path) -> Result<Listing, FolderError> {
                         path,
                         reason: "symbolic link loop, not followed".into(),
                     });
-                } else if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                } else if e
+                    .io_error()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
                 {
                     // a dangling link or a file deleted while walking
                     listing.problems.push(Problem {

@@ -1,0 +1,208 @@
+//! Shared helpers: an emulator on a loopback port in this process, and the segbridge binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use segbridge::emulator::{self, EmulatorConfig};
+use serde_json::{json, Value};
+
+pub struct Emu {
+    pub rt: tokio::runtime::Runtime,
+    pub url: String,
+    pub key: String,
+    http: reqwest::Client,
+}
+
+impl Emu {
+    pub fn start() -> Emu {
+        Emu::with(EmulatorConfig::default())
+    }
+
+    pub fn with(cfg: EmulatorConfig) -> Emu {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = cfg.api_key.clone();
+        let running = rt
+            .block_on(emulator::spawn("127.0.0.1:0".parse().unwrap(), cfg))
+            .unwrap();
+        Emu {
+            url: running.url(),
+            rt,
+            key,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.rt.block_on(async {
+            self.http
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// A raw API call: (status, body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut r = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.url));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    pub fn token(&self) -> String {
+        let (s, b) = self.call(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"ngc_api_key": self.key})),
+        );
+        assert_eq!(s, 201, "{b}");
+        b["token"].as_str().unwrap().to_string()
+    }
+
+    pub fn create_dataset(&self) -> String {
+        let t = self.token();
+        let (s, b) = self.call(
+            "POST",
+            "/api/v1/orgs/iasixjqzw1hj/datasets",
+            Some(&t),
+            Some(
+                json!({"name": "t", "type": "semantic_segmentation", "format": "monai",
+                        "client_url": "http://127.0.0.1:9/dicom-web"}),
+            ),
+        );
+        assert_eq!(s, 201, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn notifications(&self) -> Vec<Value> {
+        self.get("/_emulator/notifications")
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn fault(&self, f: Value) {
+        self.rt.block_on(async {
+            let r = self
+                .http
+                .post(format!("{}/_emulator/faults", self.url))
+                .json(&f)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        })
+    }
+
+    pub fn clear_faults(&self) {
+        self.rt.block_on(async {
+            self.http
+                .delete(format!("{}/_emulator/faults", self.url))
+                .send()
+                .await
+                .unwrap();
+        })
+    }
+}
+
+/// The segbridge binary with a clean environment (no inherited SEGBRIDGE_* or key).
+pub fn segbridge(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_segbridge"));
+    c.current_dir(dir)
+        .env_remove("MONAI_API_KEY")
+        .env_remove("SEGBRIDGE_API")
+        .env_remove("SEGBRIDGE_ORG")
+        .env_remove("SEGBRIDGE_DATASET")
+        .env_remove("SEGBRIDGE_STATE")
+        .env_remove("SEGBRIDGE_CONFIG")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// `segbridge sync` against the emulator, with the emulator's key.
+pub fn sync(emu: &Emu, dir: &Path, folder: &Path, dataset: &str, extra: &[&str]) -> Output {
+    let mut c = segbridge(dir);
+    c.env("MONAI_API_KEY", &emu.key)
+        .args(["sync", "--folder"])
+        .arg(folder)
+        .args(["--dataset", dataset, "--api", &emu.url])
+        .args(extra);
+    if !extra.contains(&"--retry-for") {
+        c.args(["--retry-for", "5"]);
+    }
+    c.output().unwrap()
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The (section, image, label) triples of a list of notify bodies, in order.
+pub fn entries(bodies: &[Value]) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for b in bodies {
+        assert_eq!(b["action"], "notify");
+        for s in ["added", "updated", "removed"] {
+            for e in b["specs"][s].as_array().unwrap() {
+                out.push((
+                    s.to_string(),
+                    e["image"].as_str().unwrap().to_string(),
+                    e["label"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub fn e(s: &str, image: &str, label: &str) -> (String, String, String) {
+    (s.into(), image.into(), label.into())
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
