@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# README command 2: runs every test.
+# Installs what is missing (a real Orthanc with the DICOMweb plugin, from Debian's packages),
+# then runs `cargo test`. Tests that need Orthanc start their own instance on free loopback
+# ports with a temporary storage dir and stop it when they end; they FAIL, never skip, when
+# Orthanc is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "scripts/test.sh: need root (or sudo) to install: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  # a stale package list is the usual reason an install fails on a fresh machine
+  as_root apt-get install -y --no-install-recommends "$@" || {
+    as_root apt-get update && as_root apt-get install -y --no-install-recommends "$@"; }
+}
+
+missing=()
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || missing+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/test.sh: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
+fi
+# The Debian package may try to start its own service; ours are started by the tests.
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "scripts/test.sh: cargo not found: install Rust stable (rustup) first" >&2
+  exit 1
+fi
+
+echo "scripts/test.sh: $(Orthanc --version 2>/dev/null | head -1 || echo Orthanc), $(cargo --version)" >&2
+exec cargo test --locked "$@"
