@@ -12,11 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::config::{ConfigError, FileConfig, Overrides, Settings};
+use crate::daemon;
 use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::{Ledger, LedgerError};
 use crate::notify::{ApiError, Client};
 use crate::pipeline::{self, DeliveryError, LabelLine, Scan};
+use crate::source::Source;
 
 /// Exit codes (documented in README).
 pub mod exit {
@@ -25,6 +27,7 @@ pub mod exit {
     pub const CONFIG: u8 = 2;
     pub const DELIVERY: u8 = 3;
     pub const STATE: u8 = 4;
+    pub const SOURCE: u8 = 5;
 }
 
 #[derive(Parser, Debug)]
@@ -86,6 +89,8 @@ pub enum Command {
     Scan(ScanArgs),
     /// Notify the API of what changed since the last run, once
     Sync(SyncArgs),
+    /// Keep watching the sources and notify as labels come, until SIGTERM
+    Watch(WatchArgs),
     /// What the ledger knows
     Status(JsonArg),
     /// Run a local, contract-faithful MONAI API server
@@ -101,11 +106,47 @@ pub struct JsonArg {
     pub json: bool,
 }
 
+/// Where labels come from. Several may be given; each keeps its own cursor.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// Folder to scan recursively (DICOM recognised by content); may be repeated
+    #[arg(long)]
+    pub folder: Vec<PathBuf>,
+    /// DICOMweb root of any server, e.g. http://pacs:8042/dicom-web
+    #[arg(long)]
+    pub dicomweb: Option<String>,
+    /// Orthanc REST root, e.g. http://pacs:8042 (its DICOMweb root: URL/dicom-web, or --dicomweb)
+    #[arg(long)]
+    pub orthanc: Option<String>,
+    /// Basic-auth user for the PACS (password from env DICOMWEB_PASSWORD; a bearer token from
+    /// env DICOMWEB_TOKEN instead)
+    #[arg(long)]
+    pub dicomweb_user: Option<String>,
+    /// PEM file of a CA to trust for the PACS's TLS certificate
+    #[arg(long)]
+    pub ca_cert: Option<PathBuf>,
+    /// The dataset's image filter (QIDO query string, e.g. "Modality=CT"): labels of images
+    /// outside it are unusable
+    #[arg(long)]
+    pub image_filter: Option<String>,
+    /// Concurrent requests to the PACS at most [default: 8]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// QIDO page size [default: 500]
+    #[arg(long)]
+    pub page_size: Option<usize>,
+    /// Upload SEG files found in --folder to this DICOMweb root (STOW-RS) before notifying them
+    #[arg(long)]
+    pub stow: Option<String>,
+    /// Also react to Orthanc's NewSeries (when its StableAge is long)
+    #[arg(long)]
+    pub on_new_series: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct ScanArgs {
-    /// Folder to scan (recursively; DICOM recognised by content)
-    #[arg(long)]
-    pub folder: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
@@ -113,15 +154,26 @@ pub struct ScanArgs {
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// Folder to scan (recursively; DICOM recognised by content)
-    #[arg(long)]
-    pub folder: Option<PathBuf>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Print the notify bodies that would be sent; change nothing, call nothing
     #[arg(long)]
     pub dry_run: bool,
     /// JSON output for scripts
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Seconds between full listings (also on start) [default: 600]
+    #[arg(long)]
+    pub reconcile: Option<f64>,
+    /// Seconds between polls of the Orthanc changes feed or a DICOMweb listing [default: 2]
+    #[arg(long)]
+    pub poll: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -194,7 +246,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    let daemon = matches!(cli.command, Command::Watch(_));
+    init_logging(&cli.global, daemon);
     match dispatch(cli) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) => {
@@ -208,9 +261,11 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging(g: &Global) {
+fn init_logging(g: &Global, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match g.verbose {
+        // a daemon says what it notifies; a one-shot command only what went wrong
+        0 if daemon => "segbridge=info",
         0 => "segbridge=warn",
         1 => "segbridge=info",
         _ => "segbridge=debug",
@@ -227,7 +282,12 @@ fn init_logging(g: &Global) {
     }
 }
 
-fn settings(g: &Global, folder: Option<PathBuf>) -> Result<Settings, ConfigError> {
+fn settings(
+    g: &Global,
+    src: &SourceArgs,
+    reconcile: Option<f64>,
+    poll: Option<f64>,
+) -> Result<Settings, ConfigError> {
     let file = match &g.config {
         Some(p) => FileConfig::load(p)?,
         None => FileConfig::default(),
@@ -239,9 +299,21 @@ fn settings(g: &Global, folder: Option<PathBuf>) -> Result<Settings, ConfigError
             dataset: g.dataset.clone(),
             state: g.state.clone(),
             batch: g.batch,
-            folder,
+            folder: src.folder.first().cloned(),
+            more_folders: src.folder.iter().skip(1).cloned().collect(),
             retry_for: g.retry_for,
             timeout: g.timeout,
+            dicomweb: src.dicomweb.clone(),
+            orthanc: src.orthanc.clone(),
+            dicomweb_user: src.dicomweb_user.clone(),
+            ca_cert: src.ca_cert.clone(),
+            image_filter: src.image_filter.clone(),
+            concurrency: src.concurrency,
+            page_size: src.page_size,
+            stow: src.stow.clone(),
+            reconcile,
+            poll,
+            on_new_series: src.on_new_series,
         },
         file,
     )?;
@@ -265,17 +337,18 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     let g = cli.global;
     match cli.command {
         Command::Scan(a) => {
-            let s = settings(&g, a.folder)?;
-            let folder = s.require_folder()?;
-            let scan = pipeline::scan_folder(folder)?;
-            print_scan(&scan, a.json)?;
-            Ok(())
+            let s = settings(&g, &a.sources, None, None)?;
+            scan(&s, a.json)
         }
         Command::Sync(a) => {
-            let s = settings(&g, a.folder)?;
+            let s = settings(&g, &a.sources, None, None)?;
             sync(&s, a.dry_run, a.json)
         }
-        Command::Status(a) => status(&settings(&g, None)?, a.json),
+        Command::Watch(a) => {
+            let s = settings(&g, &a.sources, a.reconcile, a.poll)?;
+            watch(&s)
+        }
+        Command::Status(a) => status(&settings(&g, &SourceArgs::default(), None, None)?, a.json),
         Command::Emulator(a) => {
             let cfg = EmulatorConfig {
                 api_key: a.api_key,
@@ -344,7 +417,8 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{} files, {} image series, {} SEG series",
+        "{}: {} files, {} image series, {} SEG series",
+        scan.listing.source,
         scan.listing.files_seen,
         scan.listing.index.series_count(),
         scan.labels.len()
@@ -387,20 +461,101 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lists every source once (nothing written) and merges what they sent into one scan.
+async fn scan_sources(
+    sources: &[Source],
+) -> Result<(Scan, Vec<crate::source::SourceError>), Failure> {
+    let known = Default::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Scan>(4);
+    let producers = async {
+        let runs = sources.iter().map(|src| {
+            let tx = tx.clone();
+            let known = &known;
+            async move { src.list_once(known, 200, &tx).await }
+        });
+        let r = futures_util::future::join_all(runs).await;
+        drop(tx);
+        r
+    };
+    let consumer = async {
+        let mut merged = Scan {
+            listing: crate::source::Listing {
+                source: sources
+                    .iter()
+                    .map(Source::name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ..Default::default()
+            },
+            labels: vec![],
+        };
+        let mut paths = std::collections::HashSet::new();
+        while let Some(scan) = rx.recv().await {
+            merged.listing.files_seen += if scan.listing.partial {
+                0
+            } else {
+                scan.listing.files_seen
+            };
+            for p in scan.listing.problems {
+                if paths.insert(p.path.clone()) {
+                    merged.listing.problems.push(p);
+                }
+            }
+            merged.listing.index.merge(scan.listing.index);
+            merged.labels.extend(scan.labels);
+        }
+        merged
+    };
+    let (results, mut merged) = tokio::join!(producers, consumer);
+    merged.labels.sort_by(|a, b| a.seg.uid().cmp(b.seg.uid()));
+    Ok((
+        merged,
+        results.into_iter().filter_map(Result::err).collect(),
+    ))
+}
+
+fn scan(s: &Settings, json_out: bool) -> Result<(), Failure> {
+    let sources = s.sources()?;
+    let rt = runtime()?;
+    let (merged, errors) = rt.block_on(scan_sources(&sources))?;
+    print_scan(&merged, json_out)?;
+    source_errors(errors)
+}
+
+fn source_errors(errors: Vec<crate::source::SourceError>) -> Result<(), Failure> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        code: exit::SOURCE,
+        error: anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    })
+}
+
 fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
-    let folder = s.require_folder()?.to_path_buf();
+    let sources = s.sources()?;
     let dataset = s.require_dataset()?.to_string();
     if !dry_run {
         s.require_key()?;
     }
-    let scan = pipeline::scan_folder(&folder)?;
-    pipeline::log_outcomes(&scan);
-    for p in &scan.listing.problems {
-        tracing::warn!(path = %p.path, "skipped: {}", p.reason);
-    }
+    let rt = runtime()?;
+    let mut reporter = pipeline::Reporter::default();
     if dry_run {
         let mut ledger = Ledger::snapshot(&s.state)?;
-        let changes = pipeline::record(&mut ledger, &scan, &dataset)?;
+        let report = rt.block_on(daemon::collect_once(
+            &mut ledger,
+            &sources,
+            &dataset,
+            200,
+            &mut reporter,
+        ))?;
         let pending = ledger.pending(&dataset, usize::MAX >> 1)?;
         let bodies = pipeline::batches(&pending, s.batch);
         let mut out = std::io::stdout().lock();
@@ -413,7 +568,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
             writeln!(
                 out,
                 "dry run: {} new changes, {} entries in {} notify call(s) to dataset {dataset}; nothing written, nothing sent",
-                changes.len(),
+                report.changes,
                 pending.len(),
                 bodies.len()
             )
@@ -429,34 +584,43 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
                 .map_err(anyhow::Error::from)?;
             }
         }
-        return Ok(());
+        return source_errors(report.source_errors);
     }
     let mut ledger = Ledger::open(&s.state, s.lock_wait)?;
-    let changes = pipeline::record(&mut ledger, &scan, &dataset)?;
-    let rt = runtime()?;
+    let report = rt.block_on(daemon::collect_once(
+        &mut ledger,
+        &sources,
+        &dataset,
+        200,
+        &mut reporter,
+    ))?;
     let result = rt.block_on(async {
         let mut client = Client::new(s.api_config())?;
         pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
     });
     let depth = ledger.outbox_depth(Some(&dataset))?;
-    let count = |st: &str| {
-        scan.labels
+    let st = ledger.status()?;
+    let count = |k: &str| {
+        st.labels_by_status
             .iter()
-            .filter(|l| l.outcome.status() == st)
-            .count()
+            .find(|(s, _)| s == k)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
     };
     let summary = json!({
         "dataset": dataset,
-        "seg_series": scan.labels.len(),
+        "sources": sources.iter().map(Source::name).collect::<Vec<_>>(),
+        "seg_series": st.labels_by_status.iter().map(|(_, n)| n).sum::<i64>(),
         "ready": count("ready"),
         "superseded": count("superseded"),
         "unusable": count("unusable"),
         "unmatched": count("unmatched"),
-        "unreadable_files": scan.listing.problems.len(),
-        "changes_queued": changes.len(),
+        "unreadable_files": st.problems.len(),
+        "changes_queued": report.changes,
         "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
         "entries_sent": result.as_ref().map(|d| d.entries_sent).unwrap_or(0),
         "outbox_remaining": depth,
+        "source_errors": report.source_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         "error": result.as_ref().err().map(|e| e.to_string()),
     });
     let mut out = std::io::stdout().lock();
@@ -465,49 +629,68 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     } else {
         writeln!(
             out,
-            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched; {} unreadable files",
-            scan.labels.len(),
+            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched; {} unreadable",
+            summary["seg_series"],
             count("ready"),
             count("superseded"),
             count("unusable"),
             count("unmatched"),
-            scan.listing.problems.len()
+            st.problems.len()
         )
         .map_err(anyhow::Error::from)?;
-        for l in scan.labels.iter().filter(|l| {
-            matches!(
-                l.outcome,
-                MatchOutcome::Unusable { .. } | MatchOutcome::Unmatched { .. }
-            )
-        }) {
-            writeln!(
-                out,
-                "  {} {}: {}",
-                l.outcome.status(),
-                l.seg.uid(),
-                l.outcome.reason()
-            )
-            .map_err(anyhow::Error::from)?;
+        for l in &st.attention {
+            writeln!(out, "  {} {}: {}", l.status, l.label, l.reason)
+                .map_err(anyhow::Error::from)?;
         }
         if let Ok(d) = &result {
             writeln!(
                 out,
                 "{} changes queued; {} entries sent in {} notify call(s); outbox: {}",
-                changes.len(),
-                d.entries_sent,
-                d.calls,
-                depth
+                report.changes, d.entries_sent, d.calls, depth
             )
             .map_err(anyhow::Error::from)?;
         }
     }
     match result {
-        Ok(_) => Ok(()),
+        Ok(_) => source_errors(report.source_errors),
         Err(e) => Err(Failure {
             code: exit::DELIVERY,
             error: anyhow::anyhow!("{e}; {depth} entries stay in the outbox for the next run"),
         }),
     }
+}
+
+fn watch(s: &Settings) -> Result<(), Failure> {
+    let sources = s.sources()?;
+    let dataset = s.require_dataset()?.to_string();
+    s.require_key()?;
+    let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    let rt = runtime()?;
+    let mut api = s.api_config();
+    // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
+    api.retry_for = api.retry_for.min(Duration::from_secs(30));
+    let client = Client::new(api)?;
+    let opts = daemon::LiveOptions {
+        dataset,
+        batch: s.batch,
+        chunk: 200,
+        reconcile: s.pacs.reconcile,
+        poll: s.pacs.poll,
+    };
+    rt.block_on(async move {
+        let shutdown = daemon::shutdown_on_signals();
+        daemon::run_live(
+            ledger,
+            client,
+            sources,
+            opts,
+            shutdown,
+            daemon::LiveIo::default(),
+        )
+        .await
+    })?;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {

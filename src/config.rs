@@ -28,6 +28,23 @@ pub struct FileConfig {
     pub timeout: Option<f64>,
     /// The MONAI API key; prefer the MONAI_API_KEY environment variable.
     pub api_key: Option<String>,
+    pub dicomweb: Option<String>,
+    pub orthanc: Option<String>,
+    pub dicomweb_user: Option<String>,
+    /// Prefer the DICOMWEB_PASSWORD environment variable.
+    pub dicomweb_password: Option<String>,
+    /// Prefer the DICOMWEB_TOKEN environment variable.
+    pub dicomweb_token: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub image_filter: Option<String>,
+    pub concurrency: Option<usize>,
+    pub page_size: Option<usize>,
+    pub stow: Option<String>,
+    /// Seconds between full listings in `watch`.
+    pub reconcile: Option<f64>,
+    /// Seconds between polls of the Orthanc changes feed or a DICOMweb listing in `watch`.
+    pub poll: Option<f64>,
+    pub on_new_series: Option<bool>,
 }
 
 /// A configuration problem: shown as one line, exit code 2.
@@ -46,7 +63,8 @@ impl FileConfig {
                 e.message().trim()
             ))
         })?;
-        if cfg.api_key.is_some() {
+        if cfg.api_key.is_some() || cfg.dicomweb_password.is_some() || cfg.dicomweb_token.is_some()
+        {
             warn_if_readable_by_others(path);
         }
         Ok(cfg)
@@ -59,7 +77,7 @@ fn warn_if_readable_by_others(path: &Path) {
     if let Ok(m) = std::fs::metadata(path) {
         if m.permissions().mode() & 0o077 != 0 {
             tracing::warn!(
-                "config file {} holds api_key and is readable by other users; chmod 600 it",
+                "config file {} holds a secret and is readable by other users; chmod 600 it",
                 path.display()
             );
         }
@@ -82,6 +100,26 @@ pub struct Settings {
     pub retry_for: Duration,
     pub timeout: Duration,
     pub lock_wait: Duration,
+    pub pacs: PacsSettings,
+}
+
+/// Where and how to reach the PACS.
+#[derive(Debug, Clone, Default)]
+pub struct PacsSettings {
+    pub folders: Vec<PathBuf>,
+    pub dicomweb: Option<String>,
+    pub orthanc: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    pub ca_cert: Option<PathBuf>,
+    pub image_filter: Option<String>,
+    pub concurrency: usize,
+    pub page_size: usize,
+    pub stow: Option<String>,
+    pub reconcile: Duration,
+    pub poll: Duration,
+    pub on_new_series: bool,
 }
 
 /// The flags that every command shares (already merged with the environment by clap).
@@ -95,6 +133,34 @@ pub struct Overrides {
     pub folder: Option<PathBuf>,
     pub retry_for: Option<f64>,
     pub timeout: Option<f64>,
+    pub dicomweb: Option<String>,
+    pub orthanc: Option<String>,
+    pub dicomweb_user: Option<String>,
+    pub ca_cert: Option<PathBuf>,
+    pub image_filter: Option<String>,
+    pub concurrency: Option<usize>,
+    pub page_size: Option<usize>,
+    pub stow: Option<String>,
+    pub reconcile: Option<f64>,
+    pub poll: Option<f64>,
+    pub on_new_series: bool,
+    pub more_folders: Vec<PathBuf>,
+}
+
+fn env_secret(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
+fn check_url(flag: &str, url: Option<String>) -> Result<Option<String>, ConfigError> {
+    match url {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(ConfigError(
+            format!("{flag} {u}: expected an http:// or https:// URL"),
+        )),
+        other => Ok(other.map(|u| u.trim_end_matches('/').to_string())),
+    }
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
@@ -119,7 +185,42 @@ impl Settings {
                 "--api {api}: expected an http:// or https:// URL"
             )));
         }
+        let mut folders: Vec<PathBuf> = cli
+            .folder
+            .clone()
+            .or(file.folder.clone())
+            .into_iter()
+            .collect();
+        folders.extend(cli.more_folders.iter().cloned());
+        folders.dedup();
+        let pacs = PacsSettings {
+            folders,
+            dicomweb: check_url("--dicomweb", cli.dicomweb.or(file.dicomweb))?,
+            orthanc: check_url("--orthanc", cli.orthanc.or(file.orthanc))?,
+            user: cli.dicomweb_user.or(file.dicomweb_user),
+            password: env_secret("DICOMWEB_PASSWORD").or(file.dicomweb_password.map(Secret::new)),
+            token: env_secret("DICOMWEB_TOKEN").or(file.dicomweb_token.map(Secret::new)),
+            ca_cert: cli.ca_cert.or(file.ca_cert),
+            image_filter: cli
+                .image_filter
+                .or(file.image_filter)
+                .filter(|f| !f.trim().is_empty()),
+            concurrency: cli
+                .concurrency
+                .or(file.concurrency)
+                .unwrap_or(8)
+                .clamp(1, 64),
+            page_size: cli.page_size.or(file.page_size).unwrap_or(500).max(1),
+            stow: check_url("--stow", cli.stow.or(file.stow))?,
+            reconcile: secs(
+                cli.reconcile.or(file.reconcile).unwrap_or(600.0),
+                "--reconcile",
+            )?,
+            poll: secs(cli.poll.or(file.poll).unwrap_or(2.0), "--poll")?,
+            on_new_series: cli.on_new_series || file.on_new_series.unwrap_or(false),
+        };
         Ok(Settings {
+            pacs,
             api,
             org: cli.org.or(file.org).unwrap_or_else(|| DEFAULT_ORG.into()),
             dataset: cli.dataset.or(file.dataset).filter(|d| !d.is_empty()),
@@ -159,6 +260,75 @@ impl Settings {
         self.folder
             .as_deref()
             .ok_or_else(|| ConfigError("no source: give --folder DIR".into()))
+    }
+
+    /// The sources these settings name; at least one is required.
+    pub fn sources(&self) -> Result<Vec<crate::source::Source>, ConfigError> {
+        use crate::source::dicomweb::DicomWeb;
+        use crate::source::folder::FolderSource;
+        use crate::source::http::{Auth, PacsClient, PacsOptions};
+        use crate::source::orthanc::Orthanc;
+        use crate::source::Source;
+        let p = &self.pacs;
+        let auth = match (&p.token, &p.user) {
+            (Some(t), _) => Auth::Bearer(t.clone()),
+            (None, Some(u)) => Auth::Basic {
+                user: u.clone(),
+                password: p.password.clone(),
+            },
+            (None, None) => Auth::None,
+        };
+        let opts = PacsOptions {
+            auth,
+            ca_cert: p.ca_cert.clone(),
+            timeout: self.timeout,
+            concurrency: p.concurrency,
+            ..Default::default()
+        };
+        let setup = |e: crate::source::http::PacsError| ConfigError(e.to_string());
+        let mut out = Vec::new();
+        let stow = match &p.stow {
+            Some(u) => Some(PacsClient::new(u, opts.clone()).map_err(setup)?),
+            None => None,
+        };
+        for f in &p.folders {
+            let meta = std::fs::metadata(f)
+                .map_err(|e| ConfigError(format!("folder {}: {e}", f.display())))?;
+            if !meta.is_dir() {
+                return Err(ConfigError(format!(
+                    "folder {}: not a directory",
+                    f.display()
+                )));
+            }
+            std::fs::read_dir(f)
+                .map_err(|e| ConfigError(format!("folder {}: {e}", f.display())))?;
+            out.push(Source::Folder(FolderSource::new(f.clone(), stow.clone())));
+        }
+        match (&p.orthanc, &p.dicomweb) {
+            (Some(o), dw) => {
+                let mut src = Orthanc::new(
+                    o,
+                    dw.as_deref(),
+                    opts.clone(),
+                    p.page_size,
+                    p.image_filter.clone(),
+                )
+                .map_err(setup)?;
+                src.on_new_series = p.on_new_series;
+                out.push(Source::Orthanc(src));
+            }
+            (None, Some(dw)) => out.push(Source::DicomWeb(
+                DicomWeb::new(dw, opts.clone(), p.page_size, p.image_filter.clone())
+                    .map_err(setup)?,
+            )),
+            (None, None) => {}
+        }
+        if out.is_empty() {
+            return Err(ConfigError(
+                "no source: give --folder DIR, --dicomweb URL or --orthanc URL".into(),
+            ));
+        }
+        Ok(out)
     }
 
     pub fn require_key(&self) -> Result<(), ConfigError> {

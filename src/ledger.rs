@@ -6,7 +6,7 @@
 //! after the API answered 2xx. A crash at any point loses nothing and repeats at most the batch
 //! that was in flight. This is the only module that speaks SQL.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,9 @@ const MIGRATIONS: &[&str] = &[
         key         TEXT PRIMARY KEY,
         value       TEXT NOT NULL
      );",
+    // 2: the source's own series ID (Orthanc), to resolve deletion hooks that carry only it
+    "ALTER TABLE labels ADD COLUMN remote_id TEXT;
+     CREATE INDEX labels_remote ON labels(remote_id);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -442,6 +445,93 @@ impl Ledger {
             .map_err(|e| sql(&self.path, e))
     }
 
+    /// What a remote source needs to skip unchanged series: label UID → (instance count,
+    /// status) of every present label. Unmatched labels are left out, so they are read and
+    /// matched again on every listing.
+    pub fn known_labels(&self) -> Result<HashMap<String, (i64, String)>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT label_uid, instances, status FROM labels
+                 WHERE present = 1 AND status != 'unmatched'",
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Present labels that are unmatched (their image may have arrived since).
+    pub fn unmatched_labels(&self) -> Result<Vec<(String, String)>, LedgerError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT label_uid, study_uid FROM labels WHERE present = 1 AND status = 'unmatched'",
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// The label UID of a series known by the source's own ID (Orthanc's), if any.
+    pub fn label_by_remote_id(&self, remote_id: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT label_uid FROM labels WHERE remote_id = ?1",
+                [remote_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// Marks labels gone because the source said so (a deletion event), and plans what the
+    /// dataset must be told, in one transaction.
+    pub fn remove_labels(
+        &mut self,
+        labels: &[String],
+        dataset: &str,
+    ) -> Result<Vec<Change>, LedgerError> {
+        let p = self.path.clone();
+        let t = now();
+        let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+        let changes = (|| -> rusqlite::Result<Vec<Change>> {
+            let mut dirty = BTreeSet::new();
+            for uid in labels {
+                let img: Option<Option<String>> = tx
+                    .query_row(
+                        "SELECT image_uid FROM labels WHERE label_uid = ?1 AND present = 1",
+                        [uid],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(img) = img {
+                    tx.execute(
+                        "UPDATE labels SET present = 0, gone_at = ?2 WHERE label_uid = ?1",
+                        params![uid, t],
+                    )?;
+                    if let Some(img) = img {
+                        dirty.insert(img);
+                    }
+                }
+            }
+            let mut changes = Vec::new();
+            for image in dirty {
+                decide(&tx, dataset, &image, t, &mut changes)?;
+            }
+            queue(&tx, dataset, &changes, t)?;
+            Ok(changes)
+        })()
+        .map_err(|e| sql(&p, e))?;
+        tx.commit().map_err(|e| sql(&p, e))?;
+        Ok(changes)
+    }
+
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
         self.label_rows("SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE 'gone' END, rule, reason, source FROM labels ORDER BY label_uid")
@@ -622,15 +712,16 @@ fn apply_tx(
         )?;
         let mut upsert = tx.prepare_cached(
             "INSERT INTO labels (label_uid, study_uid, image_uid, rule, status, reason, fingerprint,
-                                 sort_key, instances, locations, source, present, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12)
+                                 sort_key, instances, locations, source, present, first_seen, last_seen,
+                                 remote_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13)
              ON CONFLICT (label_uid) DO UPDATE SET
                 study_uid = excluded.study_uid, image_uid = excluded.image_uid,
                 rule = excluded.rule, status = excluded.status, reason = excluded.reason,
                 fingerprint = excluded.fingerprint, sort_key = excluded.sort_key,
                 instances = excluded.instances, locations = excluded.locations,
                 source = excluded.source, present = 1, last_seen = excluded.last_seen,
-                gone_at = NULL",
+                gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id)",
         )?;
         let mut told = tx
             .prepare_cached("SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2")?;
@@ -661,6 +752,7 @@ fn apply_tx(
                 serde_json::to_string(&l.seg.locations).unwrap_or_default(),
                 listing.source,
                 t,
+                l.seg.remote_id,
             ])?;
             let pairable = matches!(
                 l.outcome,
@@ -686,8 +778,20 @@ fn apply_tx(
             }
         }
     }
-    // Problems are replaced per listing.
-    tx.execute("DELETE FROM problems WHERE source = ?1", [&listing.source])?;
+    // Unchanged labels: seen again, nothing else to do.
+    {
+        let mut touch = tx.prepare_cached(
+            "UPDATE labels SET last_seen = ?2, source = ?3 WHERE label_uid = ?1 AND present = 1",
+        )?;
+        for uid in &listing.unchanged {
+            touch.execute(params![uid, t, listing.source])?;
+            seen.insert(uid.as_str());
+        }
+    }
+    // Problems are replaced by a complete listing, added to by a partial one.
+    if listing.complete() {
+        tx.execute("DELETE FROM problems WHERE source = ?1", [&listing.source])?;
+    }
     {
         let mut ins = tx.prepare_cached(
             "INSERT OR REPLACE INTO problems (source, path, reason, seen_at) VALUES (?1, ?2, ?3, ?4)",
@@ -732,20 +836,30 @@ fn apply_tx(
             }
         }
     }
+    if let Some(cursor) = &listing.cursor {
+        tx.execute(
+            "INSERT INTO cursors (source, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![listing.source, cursor, t],
+        )?;
+    }
     let mut changes = Vec::new();
     for image in dirty {
         decide(tx, dataset, &image, t, &mut changes)?;
     }
-    {
-        let mut ins = tx.prepare_cached(
-            "INSERT INTO outbox (dataset, section, image_uid, label_uid, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for c in &changes {
-            ins.execute(params![dataset, c.section.as_str(), c.image, c.label, t])?;
-        }
-    }
+    queue(tx, dataset, &changes, t)?;
     Ok(changes)
+}
+
+fn queue(tx: &Transaction<'_>, dataset: &str, changes: &[Change], t: i64) -> rusqlite::Result<()> {
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO outbox (dataset, section, image_uid, label_uid, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for c in changes {
+        ins.execute(params![dataset, c.section.as_str(), c.image, c.label, t])?;
+    }
+    Ok(())
 }
 
 /// Decides what `dataset` must be told about one image, updates what it has been told, and
@@ -896,6 +1010,7 @@ mod tests {
                 instances: inst.iter().map(|s| s.to_string()).collect(),
                 locations: vec![format!("/f/{uid}")],
                 warnings: vec![],
+                remote_id: None,
             })
             .collect();
         let matched = match_all(segs, &index);

@@ -22,32 +22,59 @@ pub struct Scan {
 
 /// Lists a folder and matches what it holds.
 pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
-    let mut listing = folder::list(root)?;
+    scan_folder_cached(root, &mut folder::HeaderCache::default())
+}
+
+/// [`scan_folder`] with a cache of headers already read.
+pub fn scan_folder_cached(
+    root: &Path,
+    cache: &mut folder::HeaderCache,
+) -> Result<Scan, folder::FolderError> {
+    let mut listing = folder::list_cached(root, cache)?;
     let segs = std::mem::take(&mut listing.segs);
     let labels = match_all(segs, &listing.index);
     Ok(Scan { listing, labels })
 }
 
-/// Logs, once each, the labels that will not be notified and why (for `sync` and daemons;
-/// `scan` prints the same in its table instead).
-pub fn log_outcomes(scan: &Scan) {
-    for l in &scan.labels {
-        match &l.outcome {
-            MatchOutcome::Unusable { .. } => warn!(
-                label = l.seg.uid(),
-                image = l.outcome.image().unwrap_or(""),
-                "unusable label, not notified: {}",
-                l.outcome.reason()
-            ),
-            MatchOutcome::Unmatched { .. } => warn!(
-                label = l.seg.uid(),
-                "unmatched label, kept for a later run: {}",
-                l.outcome.reason()
-            ),
-            _ => {}
+/// Logs the labels that will not be notified and why, once per label and reason: a daemon
+/// that rescans every minute does not repeat itself. (`scan` prints the same in its table.)
+#[derive(Default)]
+pub struct Reporter {
+    said: std::collections::HashMap<String, String>,
+}
+
+impl Reporter {
+    pub fn report(&mut self, scan: &Scan) {
+        for l in &scan.labels {
+            let note = format!("{}|{}", l.outcome.status(), l.outcome.reason());
+            if self.said.get(l.seg.uid()) == Some(&note) {
+                continue;
+            }
+            match &l.outcome {
+                MatchOutcome::Unusable { .. } => warn!(
+                    label = l.seg.uid(),
+                    image = l.outcome.image().unwrap_or(""),
+                    "unusable label, not notified: {}",
+                    l.outcome.reason()
+                ),
+                MatchOutcome::Unmatched { .. } => warn!(
+                    label = l.seg.uid(),
+                    "unmatched label, kept for a later run: {}",
+                    l.outcome.reason()
+                ),
+                _ => {}
+            }
+            for w in &l.seg.warnings {
+                warn!(label = l.seg.uid(), "{w}");
+            }
+            self.said.insert(l.seg.uid().to_string(), note);
         }
-        for w in &l.seg.warnings {
-            warn!(label = l.seg.uid(), "{w}");
+        for p in &scan.listing.problems {
+            let note = format!("problem|{}", p.reason);
+            if self.said.get(&p.path) != Some(&note) {
+                warn!(path = %p.path, "skipped: {}", p.reason);
+                self.said.insert(p.path.clone(), note);
+            }
         }
     }
 }

@@ -36,9 +36,25 @@ impl ImageIndex {
         self.instances.insert(sop.to_string(), series.to_string());
     }
 
+    /// Records a present image series without its instances (a remote source that checked it).
+    pub fn insert_series(&mut self, series: &str, study: &str, modality: &str) {
+        self.series
+            .entry(series.to_string())
+            .or_insert_with(|| (study.to_string(), modality.to_string()));
+    }
+
     /// Marks a present series as outside the dataset's image filter.
     pub fn exclude(&mut self, series: &str, reason: impl Into<String>) {
         self.excluded.insert(series.to_string(), reason.into());
+    }
+
+    /// Adds what another index knows.
+    pub fn merge(&mut self, other: ImageIndex) {
+        for (k, v) in other.series {
+            self.series.entry(k).or_insert(v);
+        }
+        self.instances.extend(other.instances);
+        self.excluded.extend(other.excluded);
     }
 
     pub fn has_series(&self, series: &str) -> bool {
@@ -278,6 +294,7 @@ mod tests {
             instances: vec![format!("{uid}.1")],
             locations: vec![format!("/x/{uid}")],
             warnings: vec![],
+            remote_id: None,
         }
     }
 

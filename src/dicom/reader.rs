@@ -95,6 +95,8 @@ pub struct SegSeries {
     pub locations: Vec<String>,
     /// Things worth saying about the series that do not stop it (duplicates and so on).
     pub warnings: Vec<String>,
+    /// The source's own ID for the series (Orthanc's series ID), when it has one.
+    pub remote_id: Option<String>,
 }
 
 impl SegSeries {
@@ -383,6 +385,7 @@ pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
             instances: instances.iter().map(|(u, _)| u.clone()).collect(),
             locations: instances.into_iter().map(|(_, l)| l).collect(),
             warnings,
+            remote_id: None,
         });
     };
     for item in found {

@@ -191,6 +191,8 @@ pub struct Client {
     cfg: ApiConfig,
     token: Option<Secret>,
     pub user_id: Option<String>,
+    /// When this turns true, no further retry is started (shutdown).
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// A successful answer: status and parsed JSON (Null when the body was empty or not JSON).
@@ -219,7 +221,17 @@ impl Client {
             cfg,
             token: None,
             user_id: None,
+            cancel: None,
         })
+    }
+
+    /// Stops retrying (the call in flight still finishes) once `cancel` turns true.
+    pub fn set_cancel(&mut self, cancel: tokio::sync::watch::Receiver<bool>) {
+        self.cancel = Some(cancel);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| *c.borrow())
     }
 
     pub fn config(&self) -> &ApiConfig {
@@ -330,7 +342,7 @@ impl Client {
             }
             let backoff = self.backoff(attempt);
             let wait = wait_hint.map(|h| h.max(backoff)).unwrap_or(backoff);
-            if elapsed + wait > self.cfg.retry_for {
+            if elapsed + wait > self.cfg.retry_for || self.cancelled() {
                 return Err(ApiError::GaveUp {
                     method: method.to_string(),
                     url,

@@ -1,8 +1,10 @@
 //! The folder source: walks a directory tree, recognises DICOM by content, reads headers only.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use walkdir::WalkDir;
 
 use super::{Listing, Problem};
@@ -15,9 +17,29 @@ pub enum FolderError {
     Unreadable { path: String, reason: String },
 }
 
+/// Headers already read, by path, valid while the file's size and mtime stay the same. A live
+/// watcher keeps one so that a rescan reads only what changed. Failures are not kept: a file
+/// still being written is read again on the next scan.
+#[derive(Default)]
+pub struct HeaderCache {
+    entries: HashMap<PathBuf, (Option<SystemTime>, u64, InstanceHeader)>,
+}
+
+fn stamp(p: &Path) -> (Option<SystemTime>, u64) {
+    match std::fs::metadata(p) {
+        Ok(m) => (m.modified().ok(), m.len()),
+        Err(_) => (None, 0),
+    }
+}
+
 /// Lists everything under `root`. Unreadable files are reported and skipped; an unreadable
 /// sub-directory makes the listing incomplete (so nothing is removed because of it).
 pub fn list(root: &Path) -> Result<Listing, FolderError> {
+    list_cached(root, &mut HeaderCache::default())
+}
+
+/// [`list`], reading again only the files that changed since `cache` saw them.
+pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, FolderError> {
     let meta = std::fs::metadata(root).map_err(|e| FolderError::Unreadable {
         path: root.display().to_string(),
         reason: e.to_string(),
@@ -75,7 +97,41 @@ pub fn list(root: &Path) -> Result<Listing, FolderError> {
         }
     }
     listing.files_seen = files.len();
-    let results = read_all(&files);
+    let stamps: Vec<(Option<SystemTime>, u64)> = files.iter().map(|f| stamp(f)).collect();
+    let stale: Vec<PathBuf> = files
+        .iter()
+        .zip(&stamps)
+        .filter(|(f, st)| {
+            st.0.is_none()
+                || cache
+                    .entries
+                    .get(*f)
+                    .is_none_or(|(m, l, _)| (*m, *l) != **st)
+        })
+        .map(|(f, _)| f.clone())
+        .collect();
+    let mut fresh: HashMap<PathBuf, Result<InstanceHeader, ReadError>> =
+        stale.iter().cloned().zip(read_all(&stale)).collect();
+    let keep: HashSet<&PathBuf> = files.iter().collect();
+    cache.entries.retain(|p, _| keep.contains(p));
+    let results: Vec<Result<InstanceHeader, ReadError>> = files
+        .iter()
+        .zip(&stamps)
+        .map(|(f, st)| match fresh.remove(f) {
+            Some(r) => {
+                match &r {
+                    Ok(h) if st.0.is_some() => {
+                        cache.entries.insert(f.clone(), (st.0, st.1, h.clone()));
+                    }
+                    _ => {
+                        cache.entries.remove(f);
+                    }
+                }
+                r
+            }
+            None => Ok(cache.entries[f].2.clone()),
+        })
+        .collect();
     let mut segs = Vec::new();
     for (path, res) in files.iter().zip(results) {
         let shown = reader::display_path(path);
@@ -146,4 +202,165 @@ fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
             })
             .collect()
     })
+}
+
+/// A folder as a source: listing, optional STOW-RS upload of its SEGs, live watching.
+#[derive(Clone)]
+pub struct FolderSource {
+    pub root: PathBuf,
+    /// Upload SEG files found here to this DICOMweb server before notifying them.
+    pub stow: Option<super::http::PacsClient>,
+    cache: std::sync::Arc<std::sync::Mutex<HeaderCache>>,
+}
+
+impl FolderSource {
+    pub fn new(root: PathBuf, stow: Option<super::http::PacsClient>) -> FolderSource {
+        FolderSource {
+            root,
+            stow,
+            cache: Default::default(),
+        }
+    }
+
+    pub fn source_name(&self) -> String {
+        source_name(&self.root)
+    }
+
+    /// Lists and matches the folder (on a blocking thread), then uploads what must be.
+    pub async fn scan(
+        &self,
+        known: &super::dicomweb::Known,
+    ) -> Result<crate::pipeline::Scan, FolderError> {
+        let root = self.root.clone();
+        let cache = self.cache.clone();
+        let mut scan = tokio::task::spawn_blocking(move || {
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            crate::pipeline::scan_folder_cached(&root, &mut c)
+        })
+        .await
+        .map_err(|e| FolderError::Unreadable {
+            path: self.root.display().to_string(),
+            reason: format!("scan task failed: {e}"),
+        })??;
+        if let Some(stow) = &self.stow {
+            stow_ready(&mut scan, stow, known).await;
+        }
+        Ok(scan)
+    }
+
+    /// Watches the folder: a full scan on start, on every (debounced) change and every
+    /// `reconcile`; files that could not be read are tried again shortly.
+    pub async fn run_live(
+        self,
+        mut ctx: super::LiveCtx,
+        tx: tokio::sync::mpsc::Sender<crate::pipeline::Scan>,
+    ) {
+        use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode};
+        let name = self.source_name();
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let debouncer = new_debouncer(
+            std::time::Duration::from_millis(500),
+            move |res: notify_debouncer_mini::DebounceEventResult| {
+                if res.is_ok() {
+                    let _ = ev_tx.try_send(());
+                }
+            },
+        );
+        let _debouncer = match debouncer {
+            Ok(mut d) => match d.watcher().watch(&self.root, RecursiveMode::Recursive) {
+                Ok(()) => Some(d),
+                Err(e) => {
+                    warn!("{name}: cannot watch for changes ({e}); rescanning every reconcile interval only");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!("{name}: cannot watch for changes ({e}); rescanning every reconcile interval only");
+                None
+            }
+        };
+        let mut health = super::Health::new(&name);
+        loop {
+            if *ctx.shutdown.borrow() {
+                return;
+            }
+            let known = super::known_labels(&ctx.state);
+            let retry = match self.scan(&known).await {
+                Ok(scan) => {
+                    health.ok();
+                    // a file still being written, or an upload that failed: look again soon
+                    let again = scan
+                        .listing
+                        .problems
+                        .iter()
+                        .any(|p| p.reason.starts_with("corrupt or truncated"))
+                        || scan
+                            .labels
+                            .iter()
+                            .any(|l| l.outcome.reason().contains("STOW-RS upload"));
+                    if tx.send(scan).await.is_err() {
+                        return;
+                    }
+                    again.then_some(std::time::Duration::from_secs(2))
+                }
+                Err(e) => Some(health.fail(&e.to_string())),
+            };
+            let wait = retry.unwrap_or(ctx.reconcile).min(ctx.reconcile);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Some(()) = ev_rx.recv() => {}
+                _ = ctx.shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Uploads the ready SEGs the ledger does not know yet with STOW-RS. One that fails is kept
+/// back (unmatched, with the reason) so it is never notified before the server has it.
+async fn stow_ready(
+    scan: &mut crate::pipeline::Scan,
+    stow: &super::http::PacsClient,
+    known: &super::dicomweb::Known,
+) {
+    use crate::dicom::MatchOutcome;
+    for l in scan.labels.iter_mut() {
+        if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
+            continue;
+        }
+        let uid = l.seg.uid().to_string();
+        if known
+            .get(&uid)
+            .is_some_and(|(n, _)| *n == l.seg.instances.len() as i64)
+        {
+            continue; // uploaded and recorded before
+        }
+        let mut files = Vec::new();
+        let mut failure = None;
+        for loc in &l.seg.locations {
+            match std::fs::read(loc) {
+                Ok(b) => files.push(b),
+                Err(e) => failure = Some(format!("cannot read {loc}: {e}")),
+            }
+        }
+        let result = match failure {
+            Some(f) => Err(f),
+            None => stow
+                .stow(&files)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => info!(label = %uid, "uploaded to {} with STOW-RS", stow.base),
+            Err(e) => {
+                warn!(label = %uid, "STOW-RS upload failed: {e}");
+                l.outcome = MatchOutcome::Unmatched {
+                    reason: format!(
+                        "not notified yet: STOW-RS upload to {} failed ({e}); retried on the next scan",
+                        stow.base
+                    ),
+                };
+            }
+        }
+    }
 }

@@ -2,7 +2,10 @@
 //! saw, what it knows about image series, the things it could not read, and whether the listing
 //! is complete (only a complete listing may turn "not seen" into "gone").
 
+pub mod dicomweb;
 pub mod folder;
+pub mod http;
+pub mod orthanc;
 
 use serde::Serialize;
 
@@ -27,10 +30,252 @@ pub struct Listing {
     /// Listing errors that make the listing incomplete (a directory that could not be read…).
     pub incomplete_reasons: Vec<String>,
     pub files_seen: usize,
+    /// Labels the source saw and knows unchanged since the ledger last recorded them (their
+    /// headers were not read again). They count as seen for removals.
+    pub unchanged: Vec<String>,
+    /// The source's cursor after this listing, stored in the same transaction.
+    pub cursor: Option<String>,
+    /// A partial listing (a chunk of a backfill, or changes from a feed): it never removes.
+    pub partial: bool,
 }
 
 impl Listing {
+    /// Only a complete listing may turn "not seen" into "gone".
     pub fn complete(&self) -> bool {
-        self.incomplete_reasons.is_empty()
+        self.incomplete_reasons.is_empty() && !self.partial
+    }
+
+    /// A partial listing of `source`.
+    pub fn partial(source: &str) -> Listing {
+        Listing {
+            source: source.to_string(),
+            partial: true,
+            ..Default::default()
+        }
+    }
+}
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::pipeline::Scan;
+
+/// A configured source.
+#[derive(Clone)]
+pub enum Source {
+    Folder(folder::FolderSource),
+    DicomWeb(dicomweb::DicomWeb),
+    Orthanc(orthanc::Orthanc),
+}
+
+/// What live sources share.
+#[derive(Clone)]
+pub struct LiveCtx {
+    /// The state file, opened read-only by sources for what they must skip.
+    pub state: PathBuf,
+    /// SEG series per scan sent to the ledger during a backfill.
+    pub chunk: usize,
+    /// Full listing every this long (and on start).
+    pub reconcile: Duration,
+    /// Poll interval of polling sources (QIDO, Orthanc changes).
+    pub poll: Duration,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A source could not be listed (completely).
+#[derive(Debug, thiserror::Error)]
+#[error("source {source_name}: {reason}")]
+pub struct SourceError {
+    pub source_name: String,
+    pub reason: String,
+}
+
+impl Source {
+    pub fn name(&self) -> String {
+        match self {
+            Source::Folder(f) => f.source_name(),
+            Source::DicomWeb(d) => d.source_name(),
+            Source::Orthanc(o) => o.source_name(),
+        }
+    }
+
+    /// One complete listing, sent as scans (chunks, then the complete one).
+    pub async fn list_once(
+        &self,
+        known: &dicomweb::Known,
+        chunk: usize,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), SourceError> {
+        let err = |reason: String| SourceError {
+            source_name: self.name(),
+            reason,
+        };
+        match self {
+            Source::Folder(f) => {
+                let scan = f.scan(known).await.map_err(|e| err(e.to_string()))?;
+                let _ = tx.send(scan).await;
+                Ok(())
+            }
+            Source::DicomWeb(d) => {
+                let listed = d.list_seg_series().await.map_err(|e| err(e.to_string()))?;
+                dicomweb::backfill(
+                    d,
+                    &d.source_name(),
+                    listed,
+                    known,
+                    dicomweb::Pass {
+                        chunk,
+                        complete: true,
+                        cursor: None,
+                    },
+                    tx,
+                )
+                .await
+                .map_err(|e| err(e.to_string()))
+            }
+            Source::Orthanc(o) => {
+                // the feed position before the listing: what changes during it is read later
+                let cursor = o.last_change().await.map_err(|e| err(e.to_string()))?;
+                o.reconcile(known, chunk, Some(cursor.to_string()), tx)
+                    .await
+                    .map_err(|e| err(e.to_string()))
+            }
+        }
+    }
+
+    /// Runs until shutdown: listings on start and every `reconcile`, and in between what the
+    /// source offers (file events, the changes feed, polling).
+    pub async fn run_live(self, ctx: LiveCtx, tx: mpsc::Sender<Scan>) {
+        match self {
+            Source::Folder(f) => f.run_live(ctx, tx).await,
+            Source::DicomWeb(_) | Source::Orthanc(_) => self.poll_live(ctx, tx).await,
+        }
+    }
+
+    async fn poll_live(self, mut ctx: LiveCtx, tx: mpsc::Sender<Scan>) {
+        let name = self.name();
+        let mut health = Health::new(&name);
+        let mut next_reconcile = Instant::now();
+        let mut cursor: Option<i64> = None;
+        loop {
+            if *ctx.shutdown.borrow() {
+                return;
+            }
+            let step = async {
+                if Instant::now() >= next_reconcile || cursor.is_none() {
+                    let known = known_labels(&ctx.state);
+                    if let Source::Orthanc(o) = &self {
+                        let c = o.last_change().await.map_err(|e| e.to_string())?;
+                        o.reconcile(&known, ctx.chunk, Some(c.to_string()), &tx)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        cursor = Some(c);
+                    } else {
+                        self.list_once(&known, ctx.chunk, &tx)
+                            .await
+                            .map_err(|e| e.reason)?;
+                        cursor = Some(0);
+                    }
+                    next_reconcile = Instant::now() + ctx.reconcile;
+                } else if let (Source::Orthanc(o), Some(since)) = (&self, cursor) {
+                    let poll = o.poll_changes(since).await.map_err(|e| e.to_string())?;
+                    if poll.last != since {
+                        // only now is the ledger read: an idle poll is one request, no more
+                        let known = if poll.series.is_empty() {
+                            dicomweb::Known::default()
+                        } else {
+                            known_labels(&ctx.state)
+                        };
+                        let unmatched = unmatched_labels(&ctx.state);
+                        o.apply_changes(&poll, &known, &unmatched, ctx.chunk, &tx)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        cursor = Some(poll.last);
+                    }
+                } else {
+                    // a DICOMweb server has no feed: each poll is a listing
+                    next_reconcile = Instant::now();
+                    return Ok(());
+                }
+                Ok::<(), String>(())
+            };
+            let wait = match step.await {
+                Ok(()) => {
+                    health.ok();
+                    ctx.poll
+                }
+                Err(e) => health.fail(&e),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = ctx.shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Read-only look at the ledger for a source: what it may skip.
+pub fn known_labels(state: &std::path::Path) -> dicomweb::Known {
+    crate::ledger::Ledger::open_read_only(state)
+        .and_then(|l| l.known_labels())
+        .unwrap_or_default()
+}
+
+fn unmatched_labels(state: &std::path::Path) -> Vec<(String, String)> {
+    crate::ledger::Ledger::open_read_only(state)
+        .and_then(|l| l.unmatched_labels())
+        .unwrap_or_default()
+}
+
+/// Reachability of one thing (a source, the API): says so once when it goes down and once when
+/// it comes back, and gives the capped exponential backoff to wait meanwhile.
+pub struct Health {
+    name: String,
+    down_since: Option<Instant>,
+    failures: u32,
+}
+
+impl Health {
+    pub fn new(name: &str) -> Health {
+        Health {
+            name: name.to_string(),
+            down_since: None,
+            failures: 0,
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+
+    pub fn ok(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            info!(
+                "{} is reachable again after {:.0?}",
+                self.name,
+                since.elapsed()
+            );
+        }
+        self.failures = 0;
+    }
+
+    /// Records a failure; returns how long to wait before trying again.
+    pub fn fail(&mut self, reason: &str) -> Duration {
+        self.failures += 1;
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            warn!(
+                "{}: {reason}; retrying with backoff (said once until it recovers)",
+                self.name
+            );
+        } else {
+            tracing::debug!("{} still failing: {reason}", self.name);
+        }
+        let secs = (1u64 << self.failures.min(6).saturating_sub(1)).min(60);
+        let jitter = rand::random::<u64>() % 500;
+        Duration::from_secs(secs) + Duration::from_millis(jitter)
     }
 }

@@ -1,0 +1,290 @@
+//! Running the pipeline: once over every source (`sync`), or continuously (`watch`, `serve`).
+//!
+//! Sources send scans into one channel; one loop owns the ledger and the API client, records
+//! each scan (one transaction), and drains the outbox. Sources never touch the ledger's writer
+//! and the notifier never touches a source.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::ledger::{Ledger, LedgerError};
+use crate::notify::Client;
+use crate::pipeline::{self, Delivery, DeliveryError, Reporter, Scan};
+use crate::source::{self, LiveCtx, Source, SourceError};
+
+/// Counters and gauges of a running pipeline (served as `/metrics` by `serve`).
+#[derive(Default, Debug)]
+pub struct Metrics {
+    pub seg_series_seen: AtomicU64,
+    pub matched_referenced_series: AtomicU64,
+    pub matched_source_instances: AtomicU64,
+    pub ready: AtomicU64,
+    pub unusable: AtomicU64,
+    pub unmatched: AtomicU64,
+    pub unreadable: AtomicU64,
+    pub notify_ok: AtomicU64,
+    pub notify_failed: AtomicU64,
+    pub entries_sent: AtomicU64,
+    pub outbox_depth: AtomicU64,
+    /// Unix seconds of the last confirmed notify (0 = never).
+    pub last_success: AtomicU64,
+    pub api_down: AtomicU64,
+    pub sources_down: AtomicU64,
+    pub hooks_received: AtomicU64,
+}
+
+impl Metrics {
+    fn count_scan(&self, scan: &Scan) {
+        use crate::dicom::MatchRule;
+        let add = |c: &AtomicU64, n: usize| {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        };
+        add(&self.seg_series_seen, scan.labels.len());
+        add(&self.unreadable, scan.listing.problems.len());
+        for l in &scan.labels {
+            match l.rule {
+                MatchRule::ReferencedSeries => add(&self.matched_referenced_series, 1),
+                MatchRule::SourceInstances => add(&self.matched_source_instances, 1),
+                MatchRule::None => {}
+            }
+            match l.outcome.status() {
+                "ready" => add(&self.ready, 1),
+                "unusable" => add(&self.unusable, 1),
+                "unmatched" => add(&self.unmatched, 1),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// What a `sync` did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub scans: usize,
+    pub changes: usize,
+    pub source_errors: Vec<SourceError>,
+    pub delivery: Option<Result<Delivery, DeliveryError>>,
+}
+
+/// Lists every source once and records what they send. Sources run concurrently; the ledger is
+/// written by this one future.
+pub async fn collect_once(
+    ledger: &mut Ledger,
+    sources: &[Source],
+    dataset: &str,
+    chunk: usize,
+    reporter: &mut Reporter,
+) -> Result<SyncReport, LedgerError> {
+    let known = ledger.known_labels()?;
+    let (tx, mut rx) = mpsc::channel::<Scan>(4);
+    let producers = async {
+        let runs = sources.iter().map(|s| {
+            let tx = tx.clone();
+            let known = &known;
+            async move { s.list_once(known, chunk, &tx).await }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        drop(tx);
+        results
+    };
+    let consumer = async {
+        let mut report = SyncReport::default();
+        while let Some(scan) = rx.recv().await {
+            reporter.report(&scan);
+            report.scans += 1;
+            report.changes += pipeline::record(ledger, &scan, dataset)?.len();
+        }
+        Ok::<_, LedgerError>(report)
+    };
+    let (results, report) = tokio::join!(producers, consumer);
+    let mut report = report?;
+    for r in results {
+        if let Err(e) = r {
+            warn!("{e}; nothing is marked removed for it this run");
+            report.source_errors.push(e);
+        }
+    }
+    Ok(report)
+}
+
+/// How a live run behaves.
+#[derive(Clone)]
+pub struct LiveOptions {
+    pub dataset: String,
+    pub batch: usize,
+    pub chunk: usize,
+    pub reconcile: Duration,
+    pub poll: Duration,
+}
+
+/// What a live run shares with the outside: its metrics, and extra inputs (the hook endpoint's
+/// scans and deletion events).
+#[derive(Default)]
+pub struct LiveIo {
+    pub metrics: Arc<Metrics>,
+    pub scans: Option<mpsc::Receiver<Scan>>,
+    pub removals: Option<mpsc::Receiver<Vec<String>>>,
+}
+
+/// Runs the sources until `shutdown` turns true, recording and delivering as things come.
+/// On shutdown: no new work is taken, the call in flight finishes, what sources already sent is
+/// recorded, and it returns.
+pub async fn run_live(
+    mut ledger: Ledger,
+    mut client: Client,
+    sources: Vec<Source>,
+    opts: LiveOptions,
+    mut shutdown: watch::Receiver<bool>,
+    io: LiveIo,
+) -> Result<(), LedgerError> {
+    let LiveIo {
+        metrics,
+        scans: extra,
+        removals,
+    } = io;
+    let (tx, mut rx) = mpsc::channel::<Scan>(8);
+    let ctx = LiveCtx {
+        state: ledger.path().into(),
+        chunk: opts.chunk,
+        reconcile: opts.reconcile,
+        poll: opts.poll,
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = Vec::new();
+    for s in sources {
+        info!("watching {}", s.name());
+        tasks.push(tokio::spawn(s.run_live(ctx.clone(), tx.clone())));
+    }
+    drop(tx);
+    let mut extra = extra;
+    let mut removals = removals;
+    let mut reporter = Reporter::default();
+    let mut api = source::Health::new("MONAI API");
+    let mut next_delivery = Instant::now();
+    let mut depth = ledger.outbox_depth(Some(&opts.dataset))?;
+    metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
+    client.set_cancel(shutdown.clone());
+    loop {
+        let deliver_at = tokio::time::Instant::from_std(next_delivery);
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(scan) = rx.recv() => {
+                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+            }
+            Some(scan) = recv_opt(&mut extra) => {
+                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+            }
+            Some(gone) = recv_opt(&mut removals) => {
+                let changes = ledger.remove_labels(&gone, &opts.dataset)?;
+                if !changes.is_empty() {
+                    info!("{} change(s) queued from deletion events", changes.len());
+                }
+            }
+            _ = tokio::time::sleep_until(deliver_at), if depth > 0 => {
+                match pipeline::deliver(&mut ledger, &mut client, &opts.dataset, opts.batch).await {
+                    Ok(d) => {
+                        api.ok();
+                        metrics.api_down.store(0, Ordering::Relaxed);
+                        metrics.notify_ok.fetch_add(d.calls as u64, Ordering::Relaxed);
+                        metrics.entries_sent.fetch_add(d.entries_sent as u64, Ordering::Relaxed);
+                        if d.calls > 0 {
+                            metrics.last_success.store(crate::ledger::now() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Err(DeliveryError::Ledger(e)) => return Err(e),
+                    Err(DeliveryError::Api(e)) => {
+                        metrics.notify_failed.fetch_add(1, Ordering::Relaxed);
+                        metrics.api_down.store(1, Ordering::Relaxed);
+                        let wait = api.fail(&e.to_string());
+                        next_delivery = Instant::now() + wait;
+                    }
+                }
+            }
+        }
+        depth = ledger.outbox_depth(Some(&opts.dataset))?;
+        metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
+        if depth > 0 && !api.is_down() {
+            next_delivery = next_delivery.min(Instant::now());
+        }
+    }
+    // Shutdown: sources stop at their next step; what they already sent is recorded.
+    info!("stopping: recording what the sources already sent");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for t in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, t).await.is_err() {
+            warn!("a source did not stop in time; its unfinished work will be redone on the next start");
+        }
+    }
+    while let Ok(scan) = rx.try_recv() {
+        record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+    }
+    Ok(())
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn record_scan(
+    ledger: &mut Ledger,
+    scan: &Scan,
+    dataset: &str,
+    reporter: &mut Reporter,
+    metrics: &Metrics,
+) -> Result<(), LedgerError> {
+    reporter.report(scan);
+    metrics.count_scan(scan);
+    let changes = pipeline::record(ledger, scan, dataset)?;
+    if !changes.is_empty() {
+        info!(
+            source = %scan.listing.source,
+            "{} change(s) queued: {}",
+            changes.len(),
+            changes
+                .iter()
+                .map(|c| format!("{} {}<-{}", c.section.as_str(), c.image, c.label))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Turns SIGTERM and SIGINT into the shutdown signal.
+pub fn shutdown_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).ok();
+            let term_fut = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_fut => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        info!("signal received: finishing the call in flight, then stopping");
+        let _ = tx.send(true);
+    });
+    rx
+}

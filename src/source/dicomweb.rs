@@ -1,0 +1,488 @@
+//! The DICOMweb source: QIDO-RS lists SEG series (paged), WADO-RS metadata gives each new or
+//! changed SEG's references (QIDO never returns sequences), QIDO checks the image series exist
+//! and pass the dataset's image filter.
+//!
+//! A hand-written client over the project's one reqwest stack rather than the `dicom-web` crate:
+//! that crate pulls a second major version of reqwest (and hyper, rustls) into the binary, and
+//! segbridge needs only four requests, with its own auth, body caps and concurrency bound.
+//! DICOM JSON is parsed by `dicom-json` into the same objects the file reader builds, so one
+//! function ([`crate::dicom::reader::header_from_object`]) reads SEG headers from both.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::http::{PacsClient, PacsError, PacsOptions};
+use super::{Listing, Problem};
+use crate::dicom::reader::{group_series, header_from_object, text, InstanceHeader, SegSeries};
+use crate::dicom::{match_all, ImageIndex};
+use crate::pipeline::Scan;
+
+/// One SEG series as a listing names it, before its headers are read.
+#[derive(Debug, Clone)]
+pub struct RemoteSeries {
+    pub study: String,
+    pub series: String,
+    /// Number of instances, when the listing says (the cheap change signal).
+    pub instances: Option<i64>,
+    /// The server's own ID (Orthanc).
+    pub remote_id: Option<String>,
+}
+
+/// A DICOMweb server.
+#[derive(Clone)]
+pub struct DicomWeb {
+    pub client: PacsClient,
+    pub page_size: usize,
+    /// The dataset's image filter, a QIDO query string such as `Modality=CT`.
+    pub image_filter: Option<String>,
+}
+
+/// What a listing of a remote source needs from the ledger.
+pub type Known = HashMap<String, (i64, String)>;
+
+const DICOM_JSON: &str = "application/dicom+json, application/json";
+
+impl DicomWeb {
+    pub fn new(
+        base: &str,
+        opts: PacsOptions,
+        page_size: usize,
+        image_filter: Option<String>,
+    ) -> Result<DicomWeb, PacsError> {
+        Ok(DicomWeb {
+            client: PacsClient::new(base, opts)?,
+            page_size: page_size.max(1),
+            image_filter: image_filter.filter(|f| !f.trim().is_empty()),
+        })
+    }
+
+    pub fn source_name(&self) -> String {
+        format!("dicomweb:{}", self.client.base)
+    }
+
+    /// QIDO-RS `/series?Modality=SEG`, page by page until a short page.
+    pub async fn list_seg_series(&self) -> Result<Vec<RemoteSeries>, PacsError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0usize;
+        let mut effective = self.page_size;
+        loop {
+            let path = format!(
+                "/series?Modality=SEG&limit={}&offset={offset}&includefield=00201209&includefield=0020000D",
+                self.page_size
+            );
+            let page = self.client.get_json(&path, DICOM_JSON).await?;
+            let items = page.as_array().ok_or_else(|| PacsError::Bad {
+                url: self.client.url(&path),
+                reason: "QIDO answer is not a JSON array".into(),
+            })?;
+            for it in items {
+                let (Some(study), Some(series)) =
+                    (json_str(it, "0020000D"), json_str(it, "0020000E"))
+                else {
+                    continue;
+                };
+                if seen.insert(series.clone()) {
+                    out.push(RemoteSeries {
+                        study,
+                        series,
+                        instances: json_int(it, "00201209"),
+                        remote_id: None,
+                    });
+                }
+            }
+            // A server may cap the page below our limit: the first page tells the real page
+            // size, and a page shorter than that is the last. An empty page always ends.
+            if items.is_empty() {
+                break;
+            }
+            if offset == 0 && items.len() < effective {
+                effective = items.len();
+            } else if items.len() < effective {
+                break;
+            }
+            offset += items.len();
+        }
+        Ok(out)
+    }
+
+    /// WADO-RS metadata of one series → its SEG header.
+    pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
+        let path = format!("/studies/{study}/series/{series}/metadata");
+        let v = self
+            .client
+            .get_json(&path, "application/dicom+json")
+            .await
+            .map_err(|e| e.to_string())?;
+        let location = self
+            .client
+            .url(&format!("/studies/{study}/series/{series}"));
+        segs_from_metadata(v, &location)
+            .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
+            .into_iter()
+            .find(|s| s.uid() == series)
+            .ok_or_else(|| {
+                format!(
+                    "{}: no SEG instance of series {series} in the metadata",
+                    self.client.url(&path)
+                )
+            })
+    }
+
+    /// Builds the image index the matcher needs for these SEGs: which referenced series exist
+    /// (and pass the filter), and which series hold their source instances when that is needed.
+    pub async fn resolve_index(&self, segs: &[SegSeries]) -> Result<ImageIndex, PacsError> {
+        let mut index = ImageIndex::default();
+        let wanted: Vec<String> = segs
+            .iter()
+            .filter_map(|s| s.first.referenced_series.first().cloned())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let conc = self.client.options().concurrency.max(1);
+        let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
+            .map(|uid| async move {
+                let q = format!("/series?SeriesInstanceUID={uid}&includefield=00080060");
+                let v = self.client.get_json(&q, DICOM_JSON).await?;
+                let hit = v.as_array().and_then(|a| a.first()).cloned();
+                let Some(hit) = hit else {
+                    return Ok((uid, None));
+                };
+                let study = json_str(&hit, "0020000D").unwrap_or_default();
+                let modality = json_str(&hit, "00080060").unwrap_or_default();
+                let passes = match &self.image_filter {
+                    None => true,
+                    Some(f) => {
+                        let v = self
+                            .client
+                            .get_json(&format!("/series?SeriesInstanceUID={uid}&{f}"), DICOM_JSON)
+                            .await?;
+                        v.as_array().is_some_and(|a| !a.is_empty())
+                    }
+                };
+                Ok((uid, Some((study, modality, passes))))
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for r in found {
+            let (uid, hit) = r?;
+            if let Some((study, modality, passes)) = hit {
+                index.insert_series(&uid, &study, &modality);
+                if !passes {
+                    index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                }
+            }
+        }
+        // source-instances fallback: only for SEGs whose referenced series is absent
+        let mut sops: Vec<String> = Vec::new();
+        for s in segs {
+            let usable = s
+                .first
+                .referenced_series
+                .first()
+                .is_some_and(|r| index.has_series(r));
+            if !usable {
+                sops.extend(s.source_instances().into_iter().take(16));
+            }
+        }
+        sops.sort();
+        sops.dedup();
+        let found: Vec<Result<Option<InstanceHit>, PacsError>> = stream::iter(sops)
+            .map(|sop| async move {
+                let q = format!(
+                    "/instances?SOPInstanceUID={sop}&includefield=0020000E&includefield=00080060"
+                );
+                let v = self.client.get_json(&q, DICOM_JSON).await?;
+                Ok(v.as_array().and_then(|a| a.first()).and_then(|hit| {
+                    Some((
+                        sop.clone(),
+                        json_str(hit, "0020000E")?,
+                        json_str(hit, "0020000D").unwrap_or_default(),
+                    ))
+                }))
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for r in found {
+            if let Some((sop, series, study)) = r? {
+                index.insert(&sop, &series, &study, "");
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// How one pass over a remote listing is recorded.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// SEG series per scan sent to the ledger.
+    pub chunk: usize,
+    /// A complete listing (may remove labels) or a partial one (changes from a feed).
+    pub complete: bool,
+    /// The source's cursor after this pass, stored with its last scan.
+    pub cursor: Option<String>,
+}
+
+/// An image series found on the server: (study, modality, passes the image filter).
+type SeriesHit = (String, String, bool);
+/// A source instance found on the server: (SOP Instance UID, series, study).
+type InstanceHit = (String, String, String);
+
+/// Reads what a remote listing names and sends it as scans, in chunks of `chunk` SEG series, so
+/// that a long backfill stopped half way keeps what it did. The last scan carries the cursor
+/// and, when `complete`, is the complete listing (it alone may remove labels); it is sent only
+/// when every step succeeded.
+pub async fn backfill(
+    dw: &DicomWeb,
+    source: &str,
+    listed: Vec<RemoteSeries>,
+    known: &Known,
+    pass: Pass,
+    tx: &mpsc::Sender<Scan>,
+) -> Result<(), PacsError> {
+    let Pass {
+        chunk,
+        complete,
+        cursor,
+    } = pass;
+    let mut unchanged = Vec::new();
+    let mut to_read = Vec::new();
+    for r in listed {
+        match (known.get(&r.series), r.instances) {
+            (Some((n, _)), Some(m)) if *n == m => unchanged.push(r.series),
+            _ => to_read.push(r),
+        }
+    }
+    if !to_read.is_empty() {
+        info!(
+            source,
+            new_or_changed = to_read.len(),
+            unchanged = unchanged.len(),
+            "reading SEG headers"
+        );
+    }
+    let bar = progress(to_read.len() as u64);
+    let mut all_seen: Vec<String> = Vec::new();
+    let mut problems_total: Vec<Problem> = Vec::new();
+    for part in to_read.chunks(chunk.max(1)) {
+        let conc = dw.client.options().concurrency.max(1);
+        let results: Vec<(RemoteSeries, Result<SegSeries, String>)> =
+            stream::iter(part.iter().cloned())
+                .map(|r| async move {
+                    let h = dw.series_header(&r.study, &r.series).await;
+                    (r, h)
+                })
+                .buffer_unordered(conc)
+                .collect()
+                .await;
+        let mut segs = Vec::new();
+        let mut problems = Vec::new();
+        let mut transient = None;
+        for (r, h) in results {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            match h {
+                Ok(mut s) => {
+                    s.remote_id = r.remote_id.clone();
+                    all_seen.push(s.uid().to_string());
+                    segs.push(s);
+                }
+                Err(reason) => {
+                    warn!(series = %r.series, "cannot read SEG header: {reason}");
+                    let location = dw
+                        .client
+                        .url(&format!("/studies/{}/series/{}", r.study, r.series));
+                    problems.push(Problem {
+                        path: location,
+                        reason: reason.clone(),
+                    });
+                    // keep it seen: a label we cannot read now is not a label that is gone
+                    all_seen.push(r.series.clone());
+                    transient.get_or_insert(reason);
+                }
+            }
+        }
+        let index = dw.resolve_index(&segs).await?;
+        let labels = match_all(segs, &index);
+        let mut listing = Listing::partial(source);
+        listing.problems = problems.clone();
+        problems_total.extend(problems);
+        if tx.send(Scan { listing, labels }).await.is_err() {
+            return Ok(()); // shutting down
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    // the complete listing: everything seen, nothing re-read (only it may remove labels)
+    let mut listing = Listing {
+        source: source.to_string(),
+        unchanged: unchanged.into_iter().chain(all_seen).collect(),
+        problems: problems_total,
+        cursor,
+        partial: !complete,
+        ..Default::default()
+    };
+    listing.files_seen = listing.unchanged.len();
+    let _ = tx
+        .send(Scan {
+            listing,
+            labels: vec![],
+        })
+        .await;
+    Ok(())
+}
+
+fn progress(n: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if n < 50 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(n);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} SEG series ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_message("backfill");
+    Some(b)
+}
+
+/// Parses a WADO-RS metadata answer (a JSON array of DICOM JSON instances) into SEG series.
+/// Elements the parser cannot take (a PN of `[null]`, say) are dropped first: segbridge needs
+/// UIDs, dates and sequences, never names.
+pub fn segs_from_metadata(v: Value, location: &str) -> Result<Vec<SegSeries>, String> {
+    let Value::Array(items) = v else {
+        return Err("metadata answer is not a JSON array".into());
+    };
+    let mut found = Vec::new();
+    for (i, mut item) in items.into_iter().enumerate() {
+        if !item.is_object() {
+            return Err(format!("metadata item {i} is not a JSON object"));
+        }
+        sanitize(&mut item, 0);
+        let sop_class = json_str(&item, "00080016").unwrap_or_default();
+        let obj: dicom_object::InMemDicomObject =
+            dicom_json::from_value(item).map_err(|e| format!("metadata item {i}: {e}"))?;
+        let sop_class = if sop_class.is_empty() {
+            text(&obj, dicom_dictionary_std::tags::SOP_CLASS_UID)
+        } else {
+            sop_class
+        };
+        match header_from_object(&obj, sop_class) {
+            Ok(InstanceHeader::Seg(s)) => found.push((s, location.to_string())),
+            Ok(InstanceHeader::Image(_)) => {}
+            Err(e) => return Err(format!("metadata item {i}: {e}")),
+        }
+    }
+    Ok(group_series(found))
+}
+
+/// Removes DICOM JSON elements that cannot matter here and that the parser refuses: person
+/// names and values holding nulls. Depth is bounded.
+fn sanitize(v: &mut Value, depth: usize) {
+    let Value::Object(m) = v else { return };
+    if depth > 32 {
+        m.clear();
+        return;
+    }
+    m.retain(|_, el| {
+        let vr = el
+            .get("vr")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if vr == "PN" {
+            return false;
+        }
+        match el.get_mut("Value") {
+            Some(Value::Array(vals)) if vr == "SQ" => {
+                vals.retain(|x| x.is_object());
+                true
+            }
+            Some(Value::Array(vals)) => !vals.iter().any(Value::is_null),
+            Some(_) => false,
+            None => true,
+        }
+    });
+    for el in m.values_mut() {
+        if el.get("vr").and_then(Value::as_str) == Some("SQ") {
+            if let Some(Value::Array(items)) = el.get_mut("Value") {
+                for it in items {
+                    sanitize(it, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+/// The first string value of a tag in a DICOM JSON object.
+pub fn json_str(obj: &Value, tag: &str) -> Option<String> {
+    let v = obj.get(tag)?.get("Value")?.get(0)?;
+    match v {
+        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn json_int(obj: &Value, tag: &str) -> Option<i64> {
+    let v = obj.get(tag)?.get("Value")?.get(0)?;
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seg_instance(series: &str, refd: &str) -> Value {
+        json!({
+            "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]},
+            "00080018": {"vr": "UI", "Value": [format!("{series}.1")]},
+            "00100010": {"vr": "PN", "Value": [null]},
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "0020000E": {"vr": "UI", "Value": [series]},
+            "00080023": {"vr": "DA", "Value": ["20240101"]},
+            "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": [refd]}}]},
+            "7FE00010": {"vr": "OB", "BulkDataURI": "http://x/bulk"}
+        })
+    }
+
+    #[test]
+    fn metadata_with_null_person_names_still_reads() {
+        let segs = segs_from_metadata(json!([seg_instance("9.9", "1.1")]), "loc").unwrap();
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].first.referenced_series, vec!["1.1".to_string()]);
+        assert_eq!(segs[0].first.sort_key.content, "20240101");
+    }
+
+    #[test]
+    fn hostile_metadata_is_an_error_not_a_panic() {
+        assert!(segs_from_metadata(json!({"not": "an array"}), "loc").is_err());
+        assert!(segs_from_metadata(json!([1, 2]), "loc").is_err());
+        let mut wrong = seg_instance("9.9", "1.1");
+        wrong["0020000E"] = json!({"vr": "UI", "Value": [12]});
+        let _ = segs_from_metadata(json!([wrong]), "loc");
+        let missing =
+            json!([{"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]}}]);
+        let e = segs_from_metadata(missing, "loc").unwrap_err();
+        assert!(e.contains("SOPInstanceUID"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_cut() {
+        let mut v = json!({"0020000E": {"vr": "UI", "Value": ["x"]}});
+        for _ in 0..200 {
+            v = json!({"00081115": {"vr": "SQ", "Value": [v]}});
+        }
+        sanitize(&mut v, 0);
+    }
+}

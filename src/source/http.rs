@@ -1,0 +1,307 @@
+//! HTTP to a PACS (DICOMweb or Orthanc REST): auth, TLS, timeouts, a few quick retries, and a cap
+//! on every body read.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tracing::debug;
+
+use crate::dicom::reader::error_chain;
+use crate::notify::Secret;
+
+/// How to authenticate to the PACS.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: Option<Secret>,
+    },
+    Bearer(Secret),
+}
+
+/// Connection settings shared by the DICOMweb and Orthanc sources.
+#[derive(Debug, Clone)]
+pub struct PacsOptions {
+    pub auth: Auth,
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub timeout: Duration,
+    /// Largest response body read (bytes).
+    pub max_body: usize,
+    /// Concurrent requests at most.
+    pub concurrency: usize,
+}
+
+impl Default for PacsOptions {
+    fn default() -> Self {
+        PacsOptions {
+            auth: Auth::None,
+            ca_cert: None,
+            timeout: Duration::from_secs(30),
+            max_body: 64 * 1024 * 1024,
+            concurrency: 8,
+        }
+    }
+}
+
+/// A failure talking to the PACS. Never contains a password or token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PacsError {
+    #[error("{url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("{url}: HTTP {status}{}", if .body.is_empty() { String::new() } else { format!(": {}", .body) })]
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: answer larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url}: unexpected answer: {reason}")]
+    Bad { url: String, reason: String },
+    #[error("cannot set up the PACS client: {0}")]
+    Setup(String),
+}
+
+impl PacsError {
+    /// Whether the request may succeed later (so a listing is only incomplete, not wrong).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            PacsError::Http {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+}
+
+/// One PACS endpoint.
+#[derive(Clone)]
+pub struct PacsClient {
+    http: reqwest::Client,
+    pub base: String,
+    opts: PacsOptions,
+}
+
+impl PacsClient {
+    pub fn new(base: &str, opts: PacsOptions) -> Result<PacsClient, PacsError> {
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(opts.timeout))
+            .timeout(opts.timeout)
+            .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &opts.ca_cert {
+            b = b.add_root_certificate(load_ca(ca)?);
+        }
+        let http = b.build().map_err(|e| PacsError::Setup(error_chain(&e)))?;
+        Ok(PacsClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            opts,
+        })
+    }
+
+    pub fn options(&self) -> &PacsOptions {
+        &self.opts
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, url);
+        match &self.opts.auth {
+            Auth::None => r,
+            Auth::Basic { user, password } => {
+                r.basic_auth(user, password.as_ref().map(|p| p.expose().to_string()))
+            }
+            Auth::Bearer(t) => r.bearer_auth(t.expose()),
+        }
+    }
+
+    /// GET with a couple of quick retries on transient failures; the body is capped.
+    pub async fn get_bytes(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> Result<(StatusCode, Vec<u8>), PacsError> {
+        let url = self.url(path);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = self.get_once(&url, accept).await;
+            match res {
+                Err(e @ PacsError::Transport { .. })
+                | Err(
+                    e @ PacsError::Http {
+                        status: 500..=599 | 429,
+                        ..
+                    },
+                ) if attempt < 3 => {
+                    debug!(attempt, "{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(&self, url: &str, accept: &str) -> Result<(StatusCode, Vec<u8>), PacsError> {
+        let resp = self
+            .request(Method::GET, url)
+            .header("accept", accept)
+            .send()
+            .await
+            .map_err(|e| transport(url, &e))?;
+        let status = resp.status();
+        let body = read_capped(resp, url, self.opts.max_body).await?;
+        if !status.is_success() {
+            return Err(PacsError::Http {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(300)])
+                    .trim()
+                    .to_string(),
+            });
+        }
+        Ok((status, body))
+    }
+
+    /// GET a JSON answer; an empty body (HTTP 204, as some QIDO servers answer "none") is `[]`.
+    pub async fn get_json(&self, path: &str, accept: &str) -> Result<Value, PacsError> {
+        let (_, body) = self.get_bytes(path, accept).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Array(vec![]));
+        }
+        serde_json::from_slice(&body).map_err(|e| PacsError::Bad {
+            url: self.url(path),
+            reason: format!("not JSON: {e}"),
+        })
+    }
+
+    /// POST a JSON body, JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
+        let url = self.url(path);
+        let resp = self
+            .request(Method::POST, &url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transport(&url, &e))?;
+        let status = resp.status();
+        let bytes = read_capped(resp, &url, self.opts.max_body).await?;
+        if !status.is_success() {
+            return Err(PacsError::Http {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    .trim()
+                    .to_string(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| PacsError::Bad {
+            url,
+            reason: format!("not JSON: {e}"),
+        })
+    }
+
+    /// STOW-RS: POST Part-10 files as multipart/related to `{base}/studies`.
+    pub async fn stow(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {
+        let url = self.url("/studies");
+        let boundary = format!("segbridge-{:016x}", rand::random::<u64>());
+        let mut body = Vec::with_capacity(files.iter().map(Vec::len).sum::<usize>() + 256);
+        for f in files {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(f);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let resp = self
+            .request(Method::POST, &url)
+            .header(
+                "content-type",
+                format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            )
+            .header("accept", "application/dicom+json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| transport(&url, &e))?;
+        let status = resp.status();
+        let bytes = read_capped(resp, &url, self.opts.max_body).await?;
+        if !status.is_success() {
+            return Err(PacsError::Http {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                    .trim()
+                    .to_string(),
+            });
+        }
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        // 00081198 FailedSOPSequence: any item means a file was refused
+        if let Some(failed) = v
+            .get("00081198")
+            .and_then(|f| f.get("Value"))
+            .and_then(Value::as_array)
+        {
+            if !failed.is_empty() {
+                return Err(PacsError::Bad {
+                    url,
+                    reason: format!("{} instance(s) refused by STOW-RS", failed.len()),
+                });
+            }
+        }
+        Ok(v)
+    }
+}
+
+fn transport(url: &str, e: &reqwest::Error) -> PacsError {
+    PacsError::Transport {
+        url: url.to_string(),
+        reason: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            error_chain(e)
+        },
+    }
+}
+
+async fn read_capped(
+    mut resp: reqwest::Response,
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, PacsError> {
+    if resp.content_length().is_some_and(|n| n as usize > limit) {
+        return Err(PacsError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(url, &e))? {
+        if out.len() + chunk.len() > limit {
+            return Err(PacsError::TooLarge {
+                url: url.to_string(),
+                limit,
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn load_ca(path: &Path) -> Result<reqwest::Certificate, PacsError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {e}", path.display())))?;
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e))))
+}

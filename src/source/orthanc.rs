@@ -1,0 +1,290 @@
+//! The Orthanc source: Orthanc's own REST API for the cheap paths (one `/tools/find` lists every
+//! SEG series with its instance count; `/changes` is the steady-state feed, one small request
+//! when idle) and its DICOMweb root for SEG headers and image checks.
+//!
+//! `/changes` never reports deletions, so a full listing (reconcile) runs on start and every
+//! `--reconcile`; deletion hooks (`serve`) come in through the same ledger.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
+use super::http::{PacsClient, PacsError, PacsOptions};
+use crate::pipeline::Scan;
+
+#[derive(Clone)]
+pub struct Orthanc {
+    pub rest: PacsClient,
+    pub dicomweb: DicomWeb,
+    /// React to NewSeries as well as StableSeries (when Orthanc's StableAge is long).
+    pub on_new_series: bool,
+}
+
+/// What one poll of `/changes` found.
+#[derive(Debug, Default)]
+pub struct ChangesPoll {
+    /// Orthanc IDs of series that became stable (or new), in feed order, deduplicated.
+    pub series: Vec<String>,
+    pub last: i64,
+    pub requests: usize,
+}
+
+/// Orthanc's series ID: SHA-1 of "PatientID|StudyInstanceUID|SeriesInstanceUID", as 40 hex
+/// digits in five groups of eight.
+pub fn series_id(patient: &str, study: &str, series: &str) -> String {
+    let hex = sha1_smol::Sha1::from(format!("{patient}|{study}|{series}"))
+        .digest()
+        .to_string();
+    hex.as_bytes()
+        .chunks(8)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+impl Orthanc {
+    pub fn new(
+        url: &str,
+        dicomweb_root: Option<&str>,
+        opts: PacsOptions,
+        page_size: usize,
+        image_filter: Option<String>,
+    ) -> Result<Orthanc, PacsError> {
+        let url = url.trim_end_matches('/');
+        let dw_root = dicomweb_root
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{url}/dicom-web"));
+        Ok(Orthanc {
+            rest: PacsClient::new(url, opts.clone())?,
+            dicomweb: DicomWeb::new(&dw_root, opts, page_size, image_filter)?,
+            on_new_series: false,
+        })
+    }
+
+    pub fn source_name(&self) -> String {
+        format!("orthanc:{}", self.rest.base)
+    }
+
+    /// Every SEG series, with its Orthanc ID and instance count, in one request.
+    pub async fn list_seg_series(&self) -> Result<Vec<(RemoteSeries, String)>, PacsError> {
+        let v = self
+            .rest
+            .post_json(
+                "/tools/find",
+                &json!({"Level": "Series", "Query": {"Modality": "SEG"}, "Expand": true}),
+            )
+            .await?;
+        let items = v.as_array().ok_or_else(|| PacsError::Bad {
+            url: self.rest.url("/tools/find"),
+            reason: "not a JSON array".into(),
+        })?;
+        Ok(items.iter().filter_map(series_entry).collect())
+    }
+
+    /// The StudyInstanceUID of an Orthanc study.
+    async fn study_uid(&self, study_id: &str) -> Result<String, PacsError> {
+        let path = format!("/studies/{study_id}");
+        let v = self.rest.get_json(&path, "application/json").await?;
+        v["MainDicomTags"]["StudyInstanceUID"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| PacsError::Bad {
+                url: self.rest.url(&path),
+                reason: "no StudyInstanceUID".into(),
+            })
+    }
+
+    /// Fills in the study UIDs of the series that will be read (the others do not need it).
+    async fn with_studies(
+        &self,
+        entries: Vec<(RemoteSeries, String)>,
+        known: &Known,
+    ) -> Result<Vec<RemoteSeries>, PacsError> {
+        let mut studies: HashMap<String, String> = HashMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for (mut r, parent) in entries {
+            let unchanged =
+                matches!((known.get(&r.series), r.instances), (Some((n, _)), Some(m)) if *n == m);
+            if !unchanged && r.study.is_empty() {
+                if !studies.contains_key(&parent) {
+                    let uid = self.study_uid(&parent).await?;
+                    studies.insert(parent.clone(), uid);
+                }
+                r.study = studies[&parent].clone();
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// The feed's newest sequence number.
+    pub async fn last_change(&self) -> Result<i64, PacsError> {
+        let v = self
+            .rest
+            .get_json("/changes?last", "application/json")
+            .await?;
+        v["Last"].as_i64().ok_or_else(|| PacsError::Bad {
+            url: self.rest.url("/changes?last"),
+            reason: "no \"Last\"".into(),
+        })
+    }
+
+    /// Follows `/changes` from `since` to its end. When idle this is one small request.
+    pub async fn poll_changes(&self, since: i64) -> Result<ChangesPoll, PacsError> {
+        let mut poll = ChangesPoll {
+            last: since,
+            ..Default::default()
+        };
+        let mut seen = HashSet::new();
+        loop {
+            let path = format!("/changes?since={}&limit=500", poll.last);
+            let v = self.rest.get_json(&path, "application/json").await?;
+            poll.requests += 1;
+            let changes = v["Changes"].as_array().ok_or_else(|| PacsError::Bad {
+                url: self.rest.url(&path),
+                reason: "no \"Changes\" list".into(),
+            })?;
+            for c in changes {
+                let kind = c["ChangeType"].as_str().unwrap_or("");
+                let wanted = kind == "StableSeries" || (self.on_new_series && kind == "NewSeries");
+                if wanted && c["ResourceType"] == "Series" {
+                    if let Some(id) = c["ID"].as_str() {
+                        if seen.insert(id.to_string()) {
+                            poll.series.push(id.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(last) = v["Last"].as_i64() {
+                poll.last = poll.last.max(last);
+            }
+            if v["Done"].as_bool().unwrap_or(true) || changes.is_empty() {
+                return Ok(poll);
+            }
+        }
+    }
+
+    /// One series by Orthanc ID: `None` when it is gone, else (entry, parent study, modality).
+    pub async fn series(
+        &self,
+        id: &str,
+    ) -> Result<Option<(RemoteSeries, String, String)>, PacsError> {
+        match self
+            .rest
+            .get_json(&format!("/series/{id}"), "application/json")
+            .await
+        {
+            Ok(v) => Ok(series_entry(&v).map(|(r, parent)| {
+                let modality = v["MainDicomTags"]["Modality"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                (r, parent, modality)
+            })),
+            Err(PacsError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A full listing (reconcile): every SEG series, reading only new or changed ones.
+    pub async fn reconcile(
+        &self,
+        known: &Known,
+        chunk: usize,
+        cursor: Option<String>,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), PacsError> {
+        let listed = self.list_seg_series().await?;
+        let listed = self.with_studies(listed, known).await?;
+        backfill(
+            &self.dicomweb,
+            &self.source_name(),
+            listed,
+            known,
+            Pass {
+                chunk,
+                complete: true,
+                cursor,
+            },
+            tx,
+        )
+        .await
+    }
+
+    /// Reads the series a changes poll named (plus `also`, labels to match again because an
+    /// image arrived), as a partial listing that stores the cursor.
+    pub async fn apply_changes(
+        &self,
+        poll: &ChangesPoll,
+        known: &Known,
+        unmatched: &[(String, String)],
+        chunk: usize,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), PacsError> {
+        let mut entries = Vec::new();
+        let mut image_arrived = false;
+        for id in &poll.series {
+            match self.series(id).await? {
+                Some((r, parent, modality)) if modality == "SEG" => entries.push((r, parent)),
+                Some(_) => image_arrived = true,
+                None => {}
+            }
+        }
+        let mut listed = self.with_studies(entries, known).await?;
+        if image_arrived {
+            let have: HashSet<String> = listed.iter().map(|r| r.series.clone()).collect();
+            for (label, study) in unmatched {
+                if !have.contains(label) {
+                    listed.push(RemoteSeries {
+                        study: study.clone(),
+                        series: label.clone(),
+                        instances: None,
+                        remote_id: None,
+                    });
+                }
+            }
+        }
+        backfill(
+            &self.dicomweb,
+            &self.source_name(),
+            listed,
+            known,
+            Pass {
+                chunk,
+                complete: false,
+                cursor: Some(poll.last.to_string()),
+            },
+            tx,
+        )
+        .await
+    }
+}
+
+fn series_entry(v: &Value) -> Option<(RemoteSeries, String)> {
+    let tags = &v["MainDicomTags"];
+    let series = tags["SeriesInstanceUID"].as_str()?.to_string();
+    Some((
+        RemoteSeries {
+            study: String::new(),
+            series,
+            instances: v["Instances"].as_array().map(|a| a.len() as i64),
+            remote_id: v["ID"].as_str().map(str::to_string),
+        },
+        v["ParentStudy"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthanc_series_id_is_grouped_sha1() {
+        let id = series_id("P", "1.2", "1.2.3");
+        assert_eq!(id.len(), 44);
+        assert_eq!(id.split('-').count(), 5);
+        assert!(id.split('-').all(|g| g.len() == 8));
+    }
+}
