@@ -141,6 +141,9 @@ pub struct SourceArgs {
     /// Also react to Orthanc's NewSeries (when its StableAge is long)
     #[arg(long)]
     pub on_new_series: bool,
+    /// SEG series recorded per ledger transaction during a backfill [default: 200]
+    #[arg(long)]
+    pub chunk: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -250,6 +253,7 @@ pub fn run() -> ExitCode {
     init_logging(&cli.global, daemon);
     match dispatch(cli) {
         Ok(()) => ExitCode::from(exit::OK),
+        Err(f) if is_broken_pipe(&f.error) => ExitCode::from(exit::OK),
         Err(f) => {
             let mut msg = format!("{:#}", f.error);
             if msg.is_empty() {
@@ -259,6 +263,16 @@ pub fn run() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Output piped into `head` and closed early is not an error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 fn init_logging(g: &Global, daemon: bool) {
@@ -271,9 +285,11 @@ fn init_logging(g: &Global, daemon: bool) {
         _ => "segbridge=debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if g.log_format == "json" {
         builder.json().init();
@@ -314,6 +330,7 @@ fn settings(
             reconcile,
             poll,
             on_new_series: src.on_new_series,
+            chunk: src.chunk,
         },
         file,
     )?;
@@ -415,11 +432,15 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let files = if scan.listing.files_seen > 0 {
+        format!("{} files, ", scan.listing.files_seen)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "{}: {} files, {} image series, {} SEG series",
+        "{}: {files}{} image series, {} SEG series",
         scan.listing.source,
-        scan.listing.files_seen,
         scan.listing.index.series_count(),
         scan.labels.len()
     )?;
@@ -673,7 +694,7 @@ fn watch(s: &Settings) -> Result<(), Failure> {
     let opts = daemon::LiveOptions {
         dataset,
         batch: s.batch,
-        chunk: 200,
+        chunk: s.pacs.chunk,
         reconcile: s.pacs.reconcile,
         poll: s.pacs.poll,
     };

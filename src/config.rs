@@ -45,6 +45,7 @@ pub struct FileConfig {
     /// Seconds between polls of the Orthanc changes feed or a DICOMweb listing in `watch`.
     pub poll: Option<f64>,
     pub on_new_series: Option<bool>,
+    pub chunk: Option<usize>,
 }
 
 /// A configuration problem: shown as one line, exit code 2.
@@ -120,6 +121,7 @@ pub struct PacsSettings {
     pub reconcile: Duration,
     pub poll: Duration,
     pub on_new_series: bool,
+    pub chunk: usize,
 }
 
 /// The flags that every command shares (already merged with the environment by clap).
@@ -145,6 +147,7 @@ pub struct Overrides {
     pub poll: Option<f64>,
     pub on_new_series: bool,
     pub more_folders: Vec<PathBuf>,
+    pub chunk: Option<usize>,
 }
 
 fn env_secret(name: &str) -> Option<Secret> {
@@ -218,6 +221,7 @@ impl Settings {
             )?,
             poll: secs(cli.poll.or(file.poll).unwrap_or(2.0), "--poll")?,
             on_new_series: cli.on_new_series || file.on_new_series.unwrap_or(false),
+            chunk: cli.chunk.or(file.chunk).unwrap_or(200).max(1),
         };
         Ok(Settings {
             pacs,
@@ -266,7 +270,7 @@ impl Settings {
     pub fn sources(&self) -> Result<Vec<crate::source::Source>, ConfigError> {
         use crate::source::dicomweb::DicomWeb;
         use crate::source::folder::FolderSource;
-        use crate::source::http::{Auth, PacsClient, PacsOptions};
+        use crate::source::http::{Auth, PacsOptions};
         use crate::source::orthanc::Orthanc;
         use crate::source::Source;
         let p = &self.pacs;
@@ -288,7 +292,10 @@ impl Settings {
         let setup = |e: crate::source::http::PacsError| ConfigError(e.to_string());
         let mut out = Vec::new();
         let stow = match &p.stow {
-            Some(u) => Some(PacsClient::new(u, opts.clone()).map_err(setup)?),
+            Some(u) => Some(
+                DicomWeb::new(u, opts.clone(), p.page_size, p.image_filter.clone())
+                    .map_err(setup)?,
+            ),
             None => None,
         };
         for f in &p.folders {
@@ -362,6 +369,13 @@ mod tests {
         assert_eq!(s.batch, 7);
         assert_eq!(s.api, DEFAULT_API);
         assert_eq!(s.state, PathBuf::from(DEFAULT_STATE));
+    }
+
+    #[test]
+    fn the_shipped_sample_config_parses() {
+        let cfg: FileConfig = toml::from_str(include_str!("../contrib/segbridge.toml")).unwrap();
+        assert_eq!(cfg.orthanc.as_deref(), Some("http://127.0.0.1:8042"));
+        assert_eq!(cfg.image_filter.as_deref(), Some("Modality=CT"));
     }
 
     #[test]

@@ -81,7 +81,7 @@ impl Reporter {
 
 /// Records a scan in the ledger (one transaction) and returns the changes it queued.
 pub fn record(ledger: &mut Ledger, scan: &Scan, dataset: &str) -> Result<Vec<Change>, LedgerError> {
-    if !scan.listing.complete() {
+    if !scan.listing.incomplete_reasons.is_empty() {
         warn!(
             source = %scan.listing.source,
             "listing incomplete, nothing will be marked removed this run: {}",

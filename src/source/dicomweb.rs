@@ -312,6 +312,7 @@ pub async fn backfill(
         let index = dw.resolve_index(&segs).await?;
         let labels = match_all(segs, &index);
         let mut listing = Listing::partial(source);
+        listing.index = index;
         listing.problems = problems.clone();
         problems_total.extend(problems);
         if tx.send(Scan { listing, labels }).await.is_err() {
@@ -322,7 +323,7 @@ pub async fn backfill(
         b.finish_and_clear();
     }
     // the complete listing: everything seen, nothing re-read (only it may remove labels)
-    let mut listing = Listing {
+    let listing = Listing {
         source: source.to_string(),
         unchanged: unchanged.into_iter().chain(all_seen).collect(),
         problems: problems_total,
@@ -330,7 +331,6 @@ pub async fn backfill(
         partial: !complete,
         ..Default::default()
     };
-    listing.files_seen = listing.unchanged.len();
     let _ = tx
         .send(Scan {
             listing,

@@ -208,13 +208,14 @@ fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
 #[derive(Clone)]
 pub struct FolderSource {
     pub root: PathBuf,
-    /// Upload SEG files found here to this DICOMweb server before notifying them.
-    pub stow: Option<super::http::PacsClient>,
+    /// Upload SEG files found here to this DICOMweb server before notifying them. Their images
+    /// must then be on that server (the training server trains only on what it finds there).
+    pub stow: Option<super::dicomweb::DicomWeb>,
     cache: std::sync::Arc<std::sync::Mutex<HeaderCache>>,
 }
 
 impl FolderSource {
-    pub fn new(root: PathBuf, stow: Option<super::http::PacsClient>) -> FolderSource {
+    pub fn new(root: PathBuf, stow: Option<super::dicomweb::DicomWeb>) -> FolderSource {
         FolderSource {
             root,
             stow,
@@ -243,7 +244,8 @@ impl FolderSource {
             reason: format!("scan task failed: {e}"),
         })??;
         if let Some(stow) = &self.stow {
-            stow_ready(&mut scan, stow, known).await;
+            match_on_server(&mut scan, stow).await;
+            stow_ready(&mut scan, &stow.client, known).await;
         }
         Ok(scan)
     }
@@ -297,7 +299,7 @@ impl FolderSource {
                         || scan
                             .labels
                             .iter()
-                            .any(|l| l.outcome.reason().contains("STOW-RS upload"));
+                            .any(|l| l.outcome.reason().contains("STOW-RS"));
                     if tx.send(scan).await.is_err() {
                         return;
                     }
@@ -311,6 +313,58 @@ impl FolderSource {
                 Some(()) = ev_rx.recv() => {}
                 _ = ctx.shutdown.changed() => return,
             }
+        }
+    }
+}
+
+/// With `--stow`, a label is matched against the images on the DICOMweb server it is uploaded
+/// to, not against the folder: that is where the training server looks.
+async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb::DicomWeb) {
+    use crate::dicom::{match_all, MatchOutcome};
+    let segs: Vec<_> = std::mem::take(&mut scan.labels)
+        .into_iter()
+        .map(|l| l.seg)
+        .collect();
+    match dw.resolve_index(&segs).await {
+        Ok(remote) => {
+            let local = &scan.listing.index;
+            let mut labels = match_all(segs, &remote);
+            for l in labels.iter_mut() {
+                let here = l
+                    .seg
+                    .first
+                    .referenced_series
+                    .first()
+                    .filter(|r| local.has_series(r))
+                    .cloned();
+                if let (MatchOutcome::Unmatched { .. }, Some(image)) = (&l.outcome, here) {
+                    l.outcome = MatchOutcome::Unmatched {
+                        reason: format!(
+                            "image series {image} is in the folder but not on the DICOMweb server {}; \
+                             the training server can only train on it there",
+                            dw.client.base
+                        ),
+                    };
+                }
+            }
+            scan.labels = labels;
+        }
+        Err(e) => {
+            let reason = format!(
+                "not notified yet: cannot check the images on the STOW-RS server {} ({e}); \
+                 retried on the next scan",
+                dw.client.base
+            );
+            scan.labels = segs
+                .into_iter()
+                .map(|seg| crate::dicom::MatchedLabel {
+                    seg,
+                    rule: crate::dicom::MatchRule::None,
+                    outcome: MatchOutcome::Unmatched {
+                        reason: reason.clone(),
+                    },
+                })
+                .collect();
         }
     }
 }

@@ -185,8 +185,29 @@ impl PacsClient {
         })
     }
 
-    /// POST a JSON body, JSON answer.
+    /// POST a JSON body (an idempotent query, such as Orthanc's `/tools/find`), JSON answer,
+    /// with the same quick retries as a GET.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.post_json_once(path, body).await {
+                Err(e @ PacsError::Transport { .. })
+                | Err(
+                    e @ PacsError::Http {
+                        status: 500..=599 | 429,
+                        ..
+                    },
+                ) if attempt < 3 => {
+                    debug!(attempt, "{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn post_json_once(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
         let url = self.url(path);
         let resp = self
             .request(Method::POST, &url)
@@ -211,8 +232,16 @@ impl PacsClient {
         })
     }
 
-    /// STOW-RS: POST Part-10 files as multipart/related to `{base}/studies`.
+    /// STOW-RS: POST Part-10 files as multipart/related to `{base}/studies`. Storing is
+    /// idempotent, so a dropped connection is retried once.
     pub async fn stow(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {
+        match self.stow_once(files).await {
+            Err(PacsError::Transport { .. }) => self.stow_once(files).await,
+            other => other,
+        }
+    }
+
+    async fn stow_once(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {
         let url = self.url("/studies");
         let boundary = format!("segbridge-{:016x}", rand::random::<u64>());
         let mut body = Vec::with_capacity(files.iter().map(Vec::len).sum::<usize>() + 256);

@@ -14,7 +14,10 @@ pub const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 pub struct Orthanc {
     pub url: String,
     pub dir: tempfile::TempDir,
+    cfg_path: PathBuf,
     child: Child,
+    /// Basic-auth credentials the test's own requests use, when Orthanc requires them.
+    pub auth: Option<(String, String)>,
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
 }
@@ -72,13 +75,11 @@ impl Orthanc {
         }
         let cfg_path = dir.path().join("orthanc.json");
         std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-        let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
-        let child = Command::new(orthanc_bin())
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start Orthanc");
+        let auth = cfg["RegisteredUsers"]
+            .as_object()
+            .and_then(|m| m.iter().next())
+            .map(|(u, p)| (u.clone(), p.as_str().unwrap_or("").to_string()));
+        let child = spawn(&cfg_path, dir.path());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -86,12 +87,48 @@ impl Orthanc {
         let mut o = Orthanc {
             url: format!("http://127.0.0.1:{http_port}"),
             dir,
+            cfg_path,
             child,
+            auth,
             rt,
-            http: reqwest::Client::new(),
+            // a fresh connection per request: Orthanc may close idle keep-alive ones
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
         };
         o.wait_ready();
         o
+    }
+
+    /// Stops Orthanc and waits for the process to end (storage stays).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and storage.
+    pub fn start_again(&mut self) {
+        self.child = spawn(&self.cfg_path, self.dir.path());
+        self.wait_ready();
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.url));
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -101,8 +138,7 @@ impl Orthanc {
                 panic!("Orthanc exited during start ({status}): {}", self.log());
             }
             let ok = self.rt.block_on(async {
-                self.http
-                    .get(format!("{}/system", self.url))
+                self.req(reqwest::Method::GET, "/system")
                     .timeout(Duration::from_millis(500))
                     .send()
                     .await
@@ -142,8 +178,7 @@ impl Orthanc {
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         self.rt.block_on(async {
             let r = self
-                .http
-                .post(format!("{}/studies", self.dicomweb()))
+                .req(reqwest::Method::POST, "/dicom-web/studies")
                 .header(
                     "content-type",
                     format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
@@ -160,8 +195,7 @@ impl Orthanc {
     pub fn get_json(&self, path: &str) -> Value {
         self.rt.block_on(async {
             let r = self
-                .http
-                .get(format!("{}{path}", self.url))
+                .req(reqwest::Method::GET, path)
                 .header("accept", "application/dicom+json, application/json")
                 .send()
                 .await
@@ -179,8 +213,7 @@ impl Orthanc {
     pub fn delete(&self, path: &str) {
         self.rt.block_on(async {
             let r = self
-                .http
-                .delete(format!("{}{path}", self.url))
+                .req(reqwest::Method::DELETE, path)
                 .send()
                 .await
                 .unwrap();
@@ -189,20 +222,23 @@ impl Orthanc {
     }
 }
 
+fn spawn(cfg: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("orthanc.log"))
+        .unwrap();
+    Command::new(orthanc_bin())
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cannot start Orthanc")
+}
+
 impl Drop for Orthanc {
     fn drop(&mut self) {
         // SIGTERM, then wait: a restart on the same storage needs the old process gone
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
