@@ -91,6 +91,10 @@ pub enum Command {
     Sync(SyncArgs),
     /// Keep watching the sources and notify as labels come, until SIGTERM
     Watch(WatchArgs),
+    /// `watch` plus the HTTP endpoint Orthanc's Lua hooks call, /healthz and /metrics
+    Serve(ServeArgs),
+    /// Print the Lua script for Orthanc's LuaScripts that calls `serve`
+    OrthancLua(LuaArgs),
     /// What the ledger knows
     Status(JsonArg),
     /// Run a local, contract-faithful MONAI API server
@@ -180,6 +184,22 @@ pub struct WatchArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// Address of the hook endpoint (a non-loopback address needs SEGBRIDGE_HOOK_TOKEN)
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct LuaArgs {
+    /// Where `segbridge serve` listens, as Orthanc reaches it
+    #[arg(long, default_value = "http://127.0.0.1:8765")]
+    pub url: String,
+}
+
+#[derive(Args, Debug)]
 pub struct EmulatorArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8000")]
@@ -249,7 +269,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Watch(_));
+    let daemon = matches!(cli.command, Command::Watch(_) | Command::Serve(_));
     init_logging(&cli.global, daemon);
     match dispatch(cli) {
         Ok(()) => ExitCode::from(exit::OK),
@@ -363,7 +383,26 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Watch(a) => {
             let s = settings(&g, &a.sources, a.reconcile, a.poll)?;
-            watch(&s)
+            watch(&s, None)
+        }
+        Command::Serve(a) => {
+            let s = settings(&g, &a.watch.sources, a.watch.reconcile, a.watch.poll)?;
+            watch(&s, Some(a.listen))
+        }
+        Command::OrthancLua(a) => {
+            if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "--url {}: expected an http:// or https:// URL",
+                    a.url
+                ))
+                .into());
+            }
+            let token = hook_token();
+            if token.is_none() {
+                eprintln!("segbridge: warning: SEGBRIDGE_HOOK_TOKEN is not set: the script sends no token");
+            }
+            print!("{}", crate::hook::orthanc_lua(&a.url, token.as_ref()));
+            Ok(())
         }
         Command::Status(a) => status(&settings(&g, &SourceArgs::default(), None, None)?, a.json),
         Command::Emulator(a) => {
@@ -681,10 +720,19 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     }
 }
 
-fn watch(s: &Settings) -> Result<(), Failure> {
+fn hook_token() -> Option<crate::notify::Secret> {
+    std::env::var("SEGBRIDGE_HOOK_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(crate::notify::Secret::new)
+}
+
+/// `watch`, and with `listen` `serve`: the same pipeline plus the hook endpoint.
+fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let sources = s.sources()?;
     let dataset = s.require_dataset()?.to_string();
     s.require_key()?;
+    let token = hook_token();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
     let rt = runtime()?;
     let mut api = s.api_config();
@@ -698,17 +746,60 @@ fn watch(s: &Settings) -> Result<(), Failure> {
         reconcile: s.pacs.reconcile,
         poll: s.pacs.poll,
     };
+    let state = s.state.clone();
     rt.block_on(async move {
         let shutdown = daemon::shutdown_on_signals();
-        daemon::run_live(
-            ledger,
-            client,
-            sources,
-            opts,
-            shutdown,
-            daemon::LiveIo::default(),
-        )
-        .await
+        let mut io = daemon::LiveIo::default();
+        if let Some(listen) = listen {
+            let listener = crate::hook::bind(listen, &token).await.map_err(ConfigError)?;
+            if token.is_none() {
+                tracing::warn!(
+                    "SEGBRIDGE_HOOK_TOKEN is not set: hook calls are not authenticated (loopback only)"
+                );
+            }
+            let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(1024);
+            let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(64);
+            let (rm_tx, rm_rx) = tokio::sync::mpsc::channel(64);
+            io.scans = Some(scan_rx);
+            io.removals = Some(rm_rx);
+            let orthanc = sources.iter().find_map(|x| match x {
+                Source::Orthanc(o) => Some(o.clone()),
+                _ => None,
+            });
+            let dicomweb = sources.iter().find_map(|x| match x {
+                Source::DicomWeb(d) => Some(d.clone()),
+                _ => None,
+            });
+            tokio::spawn(crate::hook::worker(
+                ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
+            ));
+            let app = crate::hook::router(
+                token.clone(),
+                ev_tx,
+                io.metrics.clone(),
+                sources.iter().map(Source::name).collect(),
+            );
+            let mut stop = shutdown.clone();
+            let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+            tracing::info!(
+                "hook endpoint on http://{addr} (POST /hooks/orthanc/stable-series, \
+                 /hooks/orthanc/deleted-series, /hooks/series; GET /healthz, /metrics)"
+            );
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .await
+                {
+                    tracing::error!("hook endpoint stopped: {e}");
+                }
+            });
+        }
+        daemon::run_live(ledger, client, sources, opts, shutdown, io)
+            .await
+            .map_err(Failure::from)
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -121,6 +121,9 @@ pub struct LiveOptions {
     pub poll: Duration,
 }
 
+/// How long new work waits for more before it is delivered.
+const DELIVERY_LINGER: Duration = Duration::from_millis(200);
+
 /// What a live run shares with the outside: its metrics, and extra inputs (the hook endpoint's
 /// scans and deletion events).
 #[derive(Default)]
@@ -148,6 +151,7 @@ pub async fn run_live(
     } = io;
     let (tx, mut rx) = mpsc::channel::<Scan>(8);
     let ctx = LiveCtx {
+        metrics: metrics.clone(),
         state: ledger.path().into(),
         chunk: opts.chunk,
         reconcile: opts.reconcile,
@@ -165,6 +169,8 @@ pub async fn run_live(
     let mut reporter = Reporter::default();
     let mut api = source::Health::new("MONAI API");
     let mut next_delivery = Instant::now();
+    // armed: a delivery is scheduled for the work waiting now
+    let mut armed = false;
     let mut depth = ledger.outbox_depth(Some(&opts.dataset))?;
     metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
     client.set_cancel(shutdown.clone());
@@ -178,7 +184,15 @@ pub async fn run_live(
             Some(scan) = recv_opt(&mut extra) => {
                 record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
             }
-            Some(gone) = recv_opt(&mut removals) => {
+            Some(ids) = recv_opt(&mut removals) => {
+                // deletion events carry the source's own series IDs (Orthanc's)
+                let mut gone = Vec::new();
+                for id in &ids {
+                    match ledger.label_by_remote_id(id)? {
+                        Some(label) => gone.push(label),
+                        None => tracing::debug!(id, "deleted series is not a known label"),
+                    }
+                }
                 let changes = ledger.remove_labels(&gone, &opts.dataset)?;
                 if !changes.is_empty() {
                     info!("{} change(s) queued from deletion events", changes.len());
@@ -187,6 +201,7 @@ pub async fn run_live(
             _ = tokio::time::sleep_until(deliver_at), if depth > 0 => {
                 match pipeline::deliver(&mut ledger, &mut client, &opts.dataset, opts.batch).await {
                     Ok(d) => {
+                        armed = false;
                         api.ok();
                         metrics.api_down.store(0, Ordering::Relaxed);
                         metrics.notify_ok.fetch_add(d.calls as u64, Ordering::Relaxed);
@@ -201,14 +216,19 @@ pub async fn run_live(
                         metrics.api_down.store(1, Ordering::Relaxed);
                         let wait = api.fail(&e.to_string());
                         next_delivery = Instant::now() + wait;
+                        armed = true;
                     }
                 }
             }
         }
         depth = ledger.outbox_depth(Some(&opts.dataset))?;
         metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
-        if depth > 0 && !api.is_down() {
-            next_delivery = next_delivery.min(Instant::now());
+        if depth == 0 {
+            armed = false;
+        } else if !armed {
+            // wait a moment for more: twenty SEGs stored at once make one notify, not twenty
+            next_delivery = Instant::now() + DELIVERY_LINGER;
+            armed = true;
         }
     }
     // Shutdown: sources stop at their next step; what they already sent is recorded.

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dicom;
 pub mod emulator;
 pub mod fixtures;
+pub mod hook;
 pub mod ledger;
 pub mod notify;
 pub mod pipeline;

@@ -110,6 +110,49 @@ impl DicomWeb {
         Ok(out)
     }
 
+    /// Reads one series a webhook named (by UID) as a partial listing; the study is looked up
+    /// when not given, and a series that is not a SEG is ignored.
+    pub async fn read_series_by_uid(
+        &self,
+        uid: &str,
+        study: Option<&str>,
+        known: &Known,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), PacsError> {
+        let q =
+            format!("/series?SeriesInstanceUID={uid}&includefield=00080060&includefield=00201209");
+        let v = self.client.get_json(&q, DICOM_JSON).await?;
+        let Some(hit) = v.as_array().and_then(|a| a.first()) else {
+            return Ok(()); // not (or no longer) on the server
+        };
+        if json_str(hit, "00080060").as_deref() != Some("SEG") {
+            return Ok(());
+        }
+        let study = match study {
+            Some(s) => s.to_string(),
+            None => json_str(hit, "0020000D").unwrap_or_default(),
+        };
+        let r = RemoteSeries {
+            study,
+            series: uid.to_string(),
+            instances: json_int(hit, "00201209"),
+            remote_id: None,
+        };
+        backfill(
+            self,
+            &self.source_name(),
+            vec![r],
+            known,
+            Pass {
+                chunk: 1,
+                complete: false,
+                cursor: None,
+            },
+            tx,
+        )
+        .await
+    }
+
     /// WADO-RS metadata of one series → its SEG header.
     pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
         let path = format!("/studies/{study}/series/{series}/metadata");

@@ -281,7 +281,7 @@ impl FolderSource {
                 None
             }
         };
-        let mut health = super::Health::new(&name);
+        let mut health = super::Health::new(&name).counting(ctx.metrics.clone());
         loop {
             if *ctx.shutdown.borrow() {
                 return;

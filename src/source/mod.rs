@@ -83,6 +83,7 @@ pub struct LiveCtx {
     /// Poll interval of polling sources (QIDO, Orthanc changes).
     pub poll: Duration,
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: std::sync::Arc<crate::daemon::Metrics>,
 }
 
 /// A source could not be listed (completely).
@@ -157,7 +158,7 @@ impl Source {
 
     async fn poll_live(self, mut ctx: LiveCtx, tx: mpsc::Sender<Scan>) {
         let name = self.name();
-        let mut health = Health::new(&name);
+        let mut health = Health::new(&name).counting(ctx.metrics.clone());
         let mut next_reconcile = Instant::now();
         let mut cursor: Option<i64> = None;
         loop {
@@ -236,6 +237,8 @@ pub struct Health {
     name: String,
     down_since: Option<Instant>,
     failures: u32,
+    /// Counted in `sources_down` while down.
+    gauge: Option<std::sync::Arc<crate::daemon::Metrics>>,
 }
 
 impl Health {
@@ -244,7 +247,14 @@ impl Health {
             name: name.to_string(),
             down_since: None,
             failures: 0,
+            gauge: None,
         }
+    }
+
+    /// Counts this source in the `sources_down` gauge while it is down.
+    pub fn counting(mut self, m: std::sync::Arc<crate::daemon::Metrics>) -> Health {
+        self.gauge = Some(m);
+        self
     }
 
     pub fn is_down(&self) -> bool {
@@ -253,6 +263,10 @@ impl Health {
 
     pub fn ok(&mut self) {
         if let Some(since) = self.down_since.take() {
+            if let Some(g) = &self.gauge {
+                g.sources_down
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
             info!(
                 "{} is reachable again after {:.0?}",
                 self.name,
@@ -267,6 +281,10 @@ impl Health {
         self.failures += 1;
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
+            if let Some(g) = &self.gauge {
+                g.sources_down
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             warn!(
                 "{}: {reason}; retrying with backoff (said once until it recovers)",
                 self.name

@@ -213,6 +213,34 @@ impl Orthanc {
         .await
     }
 
+    /// Reads the series hooks named (by Orthanc ID) as one partial listing; non-SEG series and
+    /// series already gone are ignored.
+    pub async fn read_series(
+        &self,
+        ids: &[String],
+        known: &Known,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), PacsError> {
+        let mut entries = Vec::new();
+        for id in ids {
+            if let Some((r, parent, modality)) = self.series(id).await? {
+                if modality == "SEG" {
+                    entries.push((r, parent));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let listed = self.with_studies(entries, known).await?;
+        let pass = Pass {
+            chunk: 200,
+            complete: false,
+            cursor: None,
+        };
+        backfill(&self.dicomweb, &self.source_name(), listed, known, pass, tx).await
+    }
+
     /// Reads the series a changes poll named (plus `also`, labels to match again because an
     /// image arrived), as a partial listing that stores the cursor.
     pub async fn apply_changes(
