@@ -112,7 +112,8 @@ struct Emu {
     jobs: HashMap<String, Job>,
     job_order: Vec<String>,
     cl: HashMap<String, ClState>,
-    notifications: Vec<(String, Value)>,
+    /// (dataset, body, unix milliseconds when received)
+    notifications: Vec<(String, Value, u128)>,
     faults: Vec<Fault>,
     calls: u64,
 }
@@ -513,7 +514,11 @@ async fn dataset_job(
                 }
             }
             let raw: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            emu.notifications.push((id.clone(), raw));
+            let ms = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or(0);
+            emu.notifications.push((id.clone(), raw, ms));
             let now = Instant::now();
             emu.tick(now, st.cfg.train_seconds);
             emu.count_images(&id, counted, now);
@@ -1018,6 +1023,9 @@ async fn job_action(
 #[derive(Deserialize)]
 struct NotifQuery {
     dataset: Option<String>,
+    /// `timed=true`: `[{"received_ms": ..., "body": ...}]` instead of bodies only.
+    #[serde(default)]
+    timed: bool,
 }
 
 async fn notifications(State(st): State<AppState>, Query(q): Query<NotifQuery>) -> Response {
@@ -1025,8 +1033,14 @@ async fn notifications(State(st): State<AppState>, Query(q): Query<NotifQuery>) 
     let list: Vec<Value> = emu
         .notifications
         .iter()
-        .filter(|(d, _)| q.dataset.as_ref().is_none_or(|x| x == d))
-        .map(|(_, b)| b.clone())
+        .filter(|(d, _, _)| q.dataset.as_ref().is_none_or(|x| x == d))
+        .map(|(_, b, ms)| {
+            if q.timed {
+                json!({"received_ms": *ms as u64, "body": b})
+            } else {
+                b.clone()
+            }
+        })
         .collect();
     Json(list).into_response()
 }
