@@ -10,7 +10,6 @@
 //! stable, and fires OnStableSeries / StableSeries, after it).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::net::TcpListener;
@@ -26,11 +25,18 @@ const STABLE_AGE: u64 = 1;
 const POLL: &str = "2";
 
 fn now_ms() -> u128 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Mode {
@@ -68,15 +74,23 @@ fn floor_listener(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<(u128, Strin
                 if let Some(h) = text.find("\r\n\r\n") {
                     let len = text[..h]
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if got.len() >= h + 4 + len {
                         break;
                     }
                 }
             }
-            seen.lock().unwrap().push((now_ms(), String::from_utf8_lossy(&got).to_string()));
-            let _ = c.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            seen.lock()
+                .unwrap()
+                .push((now_ms(), String::from_utf8_lossy(&got).to_string()));
+            let _ = c.write_all(
+                b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
         }
     });
     out
@@ -102,7 +116,9 @@ fn run_mode(name: &'static str, n: usize) -> Mode {
     let emu = Emu::start();
     let dataset = emu.create_dataset();
     // the images first, so each SEG is matched the moment it is read
-    let cts: Vec<CtSeries> = (0..n).map(|i| CtSeries::new(&format!("lat-{name}-{i}"), 1)).collect();
+    let cts: Vec<CtSeries> = (0..n)
+        .map(|i| CtSeries::new(&format!("lat-{name}-{i}"), 1))
+        .collect();
     let mut files = Vec::new();
     for ct in &cts {
         files.extend(write_ct(&dir.path().join(&ct.name), ct, "IM").unwrap());
@@ -115,11 +131,26 @@ fn run_mode(name: &'static str, n: usize) -> Mode {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     match name {
-        "hook" => cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--orthanc", &orthanc.url, "--poll", "600"]),
+        "hook" => cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--orthanc",
+            &orthanc.url,
+            "--poll",
+            "600",
+        ]),
         "changes-feed" => cmd.args(["watch", "--orthanc", &orthanc.url, "--poll", POLL]),
         _ => cmd.args(["watch", "--dicomweb", &orthanc.dicomweb(), "--poll", POLL]),
     };
-    cmd.args(["--dataset", &dataset, "--api", &emu.url, "--reconcile", "600"]);
+    cmd.args([
+        "--dataset",
+        &dataset,
+        "--api",
+        &emu.url,
+        "--reconcile",
+        "600",
+    ]);
     let mut child: Option<Child> = floor.is_none().then(|| cmd.spawn().unwrap());
     std::thread::sleep(Duration::from_secs(2)); // the initial reconcile
     let mut samples = Vec::new();
@@ -132,11 +163,19 @@ fn run_mode(name: &'static str, n: usize) -> Mode {
         let deadline = Instant::now() + Duration::from_secs(30);
         let arrived = loop {
             if let Some(f) = &floor {
-                let hit = f.lock().unwrap().iter().find(|(_, b)| b.contains(&label)).map(|(t, _)| *t);
+                let hit = f
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(_, b)| b.contains(&label))
+                    .map(|(t, _)| *t);
                 if let Some(t) = hit {
                     break t;
                 }
-                assert!(Instant::now() < deadline, "{name}: no hook for SEG {i} within 30 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: no hook for SEG {i} within 30 s"
+                );
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
@@ -150,13 +189,18 @@ fn run_mode(name: &'static str, n: usize) -> Mode {
             if let Some(ms) = hit {
                 break ms;
             }
-            assert!(Instant::now() < deadline, "{name}: SEG {i} not notified within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "{name}: SEG {i} not notified within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
         samples.push(arrived.saturating_sub(t0) as f64 / 1000.0);
     }
     if let Some(mut c) = child.take() {
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let _ = c.wait();
     }
     Mode { name, samples }

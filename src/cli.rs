@@ -28,6 +28,7 @@ pub mod exit {
     pub const DELIVERY: u8 = 3;
     pub const STATE: u8 = 4;
     pub const SOURCE: u8 = 5;
+    pub const WAIT: u8 = 6;
 }
 
 #[derive(Parser, Debug)]
@@ -67,9 +68,9 @@ pub struct Global {
     /// Seconds to keep retrying a failing API call before giving up for this run [default: 120]
     #[arg(long, global = true)]
     pub retry_for: Option<f64>,
-    /// Seconds before one API request times out [default: 30]
+    /// Seconds before one request (API or PACS) times out [default: 30]
     #[arg(long, global = true)]
-    pub timeout: Option<f64>,
+    pub request_timeout: Option<f64>,
     /// Seconds to wait for another segbridge process to release the state file [default: 5]
     #[arg(long, global = true)]
     pub lock_wait: Option<f64>,
@@ -95,8 +96,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the Lua script for Orthanc's LuaScripts that calls `serve`
     OrthancLua(LuaArgs),
-    /// What the ledger knows
-    Status(JsonArg),
+    /// What the ledger knows (and, with --experiment, the continual-learning job)
+    Status(StatusArgs),
+    /// Every call of the annotation workflow: datasets, experiments, CL, jobs, inference
+    Api(crate::api_cli::ApiArgs),
     /// Run a local, contract-faithful MONAI API server
     Emulator(EmulatorArgs),
     /// Write the project's generated DICOM fixtures into a folder
@@ -104,10 +107,13 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-pub struct JsonArg {
+pub struct StatusArgs {
     /// JSON output for scripts
     #[arg(long)]
     pub json: bool,
+    /// Also show this experiment's continual-learning job: rounds, key metric, next round
+    #[arg(long, env = "SEGBRIDGE_EXPERIMENT")]
+    pub experiment: Option<String>,
 }
 
 /// Where labels come from. Several may be given; each keeps its own cursor.
@@ -338,7 +344,7 @@ fn settings(
             folder: src.folder.first().cloned(),
             more_folders: src.folder.iter().skip(1).cloned().collect(),
             retry_for: g.retry_for,
-            timeout: g.timeout,
+            timeout: g.request_timeout,
             dicomweb: src.dicomweb.clone(),
             orthanc: src.orthanc.clone(),
             dicomweb_user: src.dicomweb_user.clone(),
@@ -404,7 +410,14 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             print!("{}", crate::hook::orthanc_lua(&a.url, token.as_ref()));
             Ok(())
         }
-        Command::Status(a) => status(&settings(&g, &SourceArgs::default(), None, None)?, a.json),
+        Command::Status(a) => status(
+            &settings(&g, &SourceArgs::default(), None, None)?,
+            a.json,
+            a.experiment.as_deref(),
+        ),
+        Command::Api(a) => {
+            crate::api_cli::run(&settings(&g, &SourceArgs::default(), None, None)?, a)
+        }
         Command::Emulator(a) => {
             let cfg = EmulatorConfig {
                 api_key: a.api_key,
@@ -805,7 +818,7 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {
+fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), Failure> {
     if !s.state.exists() {
         return Err(ConfigError(format!(
             "state file {} does not exist yet: run `segbridge sync` first (or give --state)",
@@ -815,10 +828,33 @@ fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {
     }
     let ledger = Ledger::open_read_only(&s.state)?;
     let report = ledger.status()?;
+    // the CL job, when asked: from the API, with the images notified since from the ledger
+    let cl = match experiment {
+        Some(exp) => {
+            s.require_key()?;
+            let dataset = s.dataset.clone();
+            let rt = runtime()?;
+            let summary = rt.block_on(async {
+                let mut c = Client::new(s.api_config())?;
+                crate::api_cli::cl_summary(&mut c, exp, |since| {
+                    let since = since
+                        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64);
+                    ledger
+                        .images_notified_since(dataset.as_deref(), since)
+                        .unwrap_or(0)
+                })
+                .await
+            })?;
+            Some(summary)
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if json_out {
         let labels = ledger.labels()?;
-        let v = json!({"status": report, "labels": labels});
+        let v = json!({"status": report, "labels": labels, "continual_learning": cl});
         writeln!(out, "{v}").map_err(anyhow::Error::from)?;
         return Ok(());
     }
@@ -882,6 +918,39 @@ fn status(s: &Settings, json_out: bool) -> Result<(), Failure> {
             w(
                 &mut out,
                 format!("  {} {} ({}): {}", l.status, l.label, l.rule, l.reason),
+            )?;
+        }
+    }
+    if let Some(cl) = &cl {
+        if cl["cl_job"].is_null() {
+            w(
+                &mut out,
+                format!(
+                    "CL job          none in experiment {}",
+                    cl["experiment"].as_str().unwrap_or("")
+                ),
+            )?;
+        } else {
+            w(
+                &mut out,
+                format!(
+                    "CL job          {} {}: {} rounds done ({} started), last key metric {}",
+                    cl["cl_job"].as_str().unwrap_or(""),
+                    cl["status"].as_str().unwrap_or(""),
+                    cl["rounds_done"],
+                    cl["rounds_started"],
+                    cl["last_key_metric"]
+                        .as_f64()
+                        .map(|m| format!("{m:.3}"))
+                        .unwrap_or_else(|| "-".into())
+                ),
+            )?;
+            w(
+                &mut out,
+                format!(
+                    "next round      {} images notified since the last round; {} more start the next (round size {})",
+                    cl["images_since_last_round"], cl["images_to_next_round"], cl["round_size"]
+                ),
             )?;
         }
     }

@@ -24,8 +24,8 @@ pub struct FileConfig {
     pub folder: Option<PathBuf>,
     /// Seconds to keep retrying a failing API call before leaving entries for the next run.
     pub retry_for: Option<f64>,
-    /// Seconds before one API request times out.
-    pub timeout: Option<f64>,
+    /// Seconds before one request (API or PACS) times out.
+    pub request_timeout: Option<f64>,
     /// The MONAI API key; prefer the MONAI_API_KEY environment variable.
     pub api_key: Option<String>,
     pub dicomweb: Option<String>,
@@ -239,7 +239,10 @@ impl Settings {
                 cli.retry_for.or(file.retry_for).unwrap_or(120.0),
                 "--retry-for",
             )?,
-            timeout: secs(cli.timeout.or(file.timeout).unwrap_or(30.0), "--timeout")?,
+            timeout: secs(
+                cli.timeout.or(file.request_timeout).unwrap_or(30.0),
+                "--request-timeout",
+            )?,
             lock_wait: Duration::from_secs(5),
         })
     }

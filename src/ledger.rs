@@ -532,6 +532,24 @@ impl Ledger {
         Ok(changes)
     }
 
+    /// Distinct images sent as added or updated (to `dataset`, or any) since a time: what the
+    /// continual-learning job counts toward its next round.
+    pub fn images_notified_since(
+        &self,
+        dataset: Option<&str>,
+        since: Option<i64>,
+    ) -> Result<i64, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(DISTINCT image_uid) FROM sent
+                 WHERE section IN ('added', 'updated') AND sent_at >= ?1
+                 AND (?2 IS NULL OR dataset = ?2)",
+                params![since.unwrap_or(0), dataset],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql(&self.path, e))
+    }
+
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
         self.label_rows("SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE 'gone' END, rule, reason, source FROM labels ORDER BY label_uid")

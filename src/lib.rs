@@ -4,6 +4,7 @@
 //! Data flows one way: [`source`] → [`dicom`] (reader, matcher) → [`ledger`] (SQLite outbox) →
 //! [`notify`]. [`pipeline`] wires them; [`emulator`] is a local MONAI API for tests and the demo.
 
+pub mod api_cli;
 pub mod cli;
 pub mod config;
 pub mod daemon;

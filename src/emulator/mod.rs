@@ -114,6 +114,10 @@ struct Emu {
     cl: HashMap<String, ClState>,
     /// (dataset, body, unix milliseconds when received)
     notifications: Vec<(String, Value, u128)>,
+    /// dataset → its DICOMweb credentials (kept, never echoed)
+    dataset_secrets: HashMap<String, String>,
+    /// dataset → image → its current label, as notify told it
+    current_labels: HashMap<String, HashMap<String, String>>,
     faults: Vec<Fault>,
     calls: u64,
 }
@@ -413,14 +417,15 @@ async fn create_dataset(
     }
     let id = new_id();
     m.insert("id".into(), json!(id));
-    m.remove("client_secret");
+    let secret = m
+        .remove("client_secret")
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     m.insert("created_on".into(), json!(created_str(SystemTime::now())));
     let v = Value::Object(m);
-    st.emu
-        .lock()
-        .expect("emulator state")
-        .datasets
-        .insert(id, v.clone());
+    let mut emu = st.emu.lock().expect("emulator state");
+    emu.dataset_secrets.insert(id.clone(), secret);
+    emu.datasets.insert(id, v.clone());
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -492,11 +497,29 @@ async fn dataset_job(
     body: Bytes,
 ) -> Reply {
     let m = object(&body)?;
+    let action = m.get("action").and_then(Value::as_str).unwrap_or("");
+    if action == "nextimage" {
+        // the DICOMweb query happens without holding the state lock
+        let found = {
+            let emu = st.emu.lock().expect("emulator state");
+            emu.datasets.get(&id).cloned().map(|ds| {
+                let secret = emu.dataset_secrets.get(&id).cloned().unwrap_or_default();
+                let labeled: BTreeSet<String> = emu
+                    .current_labels
+                    .get(&id)
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default();
+                (ds, secret, labeled)
+            })
+        };
+        let (ds, secret, labeled) =
+            found.ok_or_else(|| not_found(format!("Dataset {id} not found")))?;
+        return next_image(&ds, &secret, &labeled).await;
+    }
     let mut emu = st.emu.lock().expect("emulator state");
     if !emu.datasets.contains_key(&id) {
         return Err(not_found(format!("Dataset {id} not found")));
     }
-    let action = m.get("action").and_then(Value::as_str).unwrap_or("");
     let specs = m.get("specs").cloned().unwrap_or(Value::Null);
     match action {
         "notify" => {
@@ -504,13 +527,27 @@ async fn dataset_job(
                 .as_object()
                 .ok_or_else(|| not_found("Invalid notify: \"specs\" must be an object"))?;
             let mut counted = Vec::new();
+            let mut sections = Vec::new();
             for (section, v) in specs {
                 if !["added", "updated", "removed"].contains(&section.as_str()) {
                     return Err(not_found(format!("Invalid notify section: {section}")));
                 }
                 let entries = notify_entries(section, v).map_err(not_found)?;
                 if section != "removed" {
-                    counted.extend(entries.into_iter().map(|(i, _)| i));
+                    counted.extend(entries.iter().map(|(i, _)| i.clone()));
+                }
+                sections.push((section.clone(), entries));
+            }
+            let labels = emu.current_labels.entry(id.clone()).or_default();
+            for (section, entries) in sections {
+                for (image, label) in entries {
+                    if section == "removed" {
+                        if labels.get(&image) == Some(&label) {
+                            labels.remove(&image);
+                        }
+                    } else {
+                        labels.insert(image, label);
+                    }
                 }
             }
             let raw: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -531,9 +568,73 @@ async fn dataset_job(
             }
             Ok((StatusCode::CREATED, Json(json!({}))).into_response())
         }
-        "nextimage" => Err(not_found("No Unlabeled Images Found")),
+        "nextimage" => unreachable!("handled before the lock"),
         other => Err(not_found(format!("Unsupported dataset action: {other:?}"))),
     }
+}
+
+/// `nextimage`: a random image series of the dataset (its DICOMweb server, its filters) that
+/// has no current label.
+async fn next_image(ds: &Value, secret: &str, labeled: &BTreeSet<String>) -> Reply {
+    let url = ds["client_url"]
+        .as_str()
+        .unwrap_or("")
+        .trim_end_matches('/');
+    if url.is_empty() {
+        return Err(not_found("Dataset has no client_url"));
+    }
+    let filters = ds["filters"]
+        .as_str()
+        .filter(|f| !f.is_empty())
+        .unwrap_or("Modality=CT");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| not_found(e.to_string()))?;
+    let mut req = client
+        .get(format!("{url}/series?{filters}&includefield=00080020&includefield=00080030&includefield=00100020"))
+        .header("accept", "application/dicom+json");
+    if let Some(user) = ds["client_id"].as_str().filter(|u| !u.is_empty()) {
+        req = req.basic_auth(user, Some(secret));
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| not_found(format!("Unable to query DICOMweb server {url}: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(not_found(format!(
+            "DICOMweb server {url} answered HTTP {}",
+            resp.status()
+        )));
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let series: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+    let tag = |v: &Value, t: &str| -> String {
+        v[t]["Value"][0]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| v[t]["Value"][0].as_object().map(|_| "UNK".to_string()))
+            .unwrap_or_else(|| "UNK".into())
+    };
+    let free: Vec<&Value> = series
+        .iter()
+        .filter(|s| !labeled.contains(&tag(s, "0020000E")))
+        .collect();
+    if free.is_empty() {
+        return Err(not_found("No Unlabeled Images Found"));
+    }
+    let pick = free[rand::random::<u64>() as usize % free.len()];
+    let (se, st) = (tag(pick, "0020000E"), tag(pick, "0020000D"));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"image": se, "meta": {
+            "SeriesInstanceUID": se, "StudyInstanceUID": st,
+            "StudyDate": tag(pick, "00080020"), "StudyTime": tag(pick, "00080030"),
+            "Modality": tag(pick, "00080060"), "PatientID": tag(pick, "00100020"),
+            "RetrieveURL": format!("{url}/studies/{st}/series/{se}"),
+        }})),
+    )
+        .into_response())
 }
 
 impl Emu {
@@ -698,6 +799,28 @@ async fn create_workspace(
             3,
             "Invalid workspace: missing \"name\"",
         ));
+    }
+    let (account, secret) = if cloud == "azure" {
+        ("account_name", "access_key")
+    } else {
+        ("access_key", "secret_key")
+    };
+    let details = m
+        .get("cloud_specific_details")
+        .cloned()
+        .unwrap_or(Value::Null);
+    for k in ["cloud_bucket_name", account, secret] {
+        if details
+            .get(k)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(err(
+                StatusCode::BAD_REQUEST,
+                3,
+                format!("Invalid workspace: cloud_specific_details.{k} is required for {cloud}"),
+            ));
+        }
     }
     let id = new_id();
     m.insert("id".into(), json!(id));
@@ -904,10 +1027,124 @@ async fn create_job(
             emu.jobs.insert(id.clone(), job);
             Ok((StatusCode::CREATED, Json(json!(id))).into_response())
         }
+        "inference" => inference(&emu, &exp, &specs),
         other => Err(not_found(format!(
             "Unsupported experiment action: {other:?}"
         ))),
     }
+}
+
+/// Realtime inference: validates the specs and answers synchronously with a multipart body whose
+/// `.nrrd` part is a small, valid label volume (the prompted classes drawn as blocks).
+fn inference(emu: &Emu, exp: &str, specs: &Value) -> Reply {
+    let e = &emu.experiments[exp];
+    if !e
+        .get("realtime_infer")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Err(not_found(
+            "Realtime inference is not enabled for this experiment",
+        ));
+    }
+    let image = specs.get("image").and_then(Value::as_str).unwrap_or("");
+    if image.is_empty() {
+        return Err(not_found("Invalid inference specs: \"image\" is required"));
+    }
+    let params = specs.get("bundle_params").cloned().unwrap_or(json!({}));
+    let mut classes: Vec<u8> = Vec::new();
+    if let Some(lp) = params.get("label_prompt") {
+        for v in lp.as_array().cloned().unwrap_or_default() {
+            match v.as_u64() {
+                Some(c) if (1..=132).contains(&c) => classes.push(c as u8),
+                _ => {
+                    return Err(not_found(format!(
+                        "Invalid label_prompt value {v}: expected 1..132"
+                    )))
+                }
+            }
+        }
+    }
+    let points = params
+        .get("points")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let point_labels = params
+        .get("point_labels")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if points.len() != point_labels.len() {
+        return Err(not_found(
+            "Invalid inference specs: points and point_labels differ in length",
+        ));
+    }
+    for p in &points {
+        if p.as_array()
+            .is_none_or(|a| a.len() != 3 || a.iter().any(|x| !x.is_number()))
+        {
+            return Err(not_found(format!("Invalid point {p}: expected [x, y, z]")));
+        }
+    }
+    if classes.is_empty() && points.is_empty() {
+        classes.push(1);
+    }
+    let (nx, ny, nz) = (16usize, 16usize, 4usize);
+    let mut vol = vec![0u8; nx * ny * nz];
+    for (k, c) in classes.iter().enumerate() {
+        let x0 = (k * 5) % 12;
+        for z in 0..nz {
+            for y in 2..6 {
+                for x in x0..(x0 + 4).min(nx) {
+                    vol[z * nx * ny + y * nx + x] = *c;
+                }
+            }
+        }
+    }
+    for (p, l) in points.iter().zip(&point_labels) {
+        let a = p.as_array().cloned().unwrap_or_default();
+        let idx = |i: usize, n: usize| (a[i].as_f64().unwrap_or(0.0).max(0.0) as usize).min(n - 1);
+        let (x, y, z) = (idx(0, nx), idx(1, ny), idx(2, nz));
+        if l.as_i64().unwrap_or(0) > 0 {
+            vol[z * nx * ny + y * nx + x] = classes.first().copied().unwrap_or(1);
+        }
+    }
+    let mut nrrd = format!(
+        "NRRD0004\n# label volume from the segbridge MONAI API emulator for image {image}\n\
+         type: uint8\ndimension: 3\nspace: left-posterior-superior\nsizes: {nx} {ny} {nz}\n\
+         space directions: (1,0,0) (0,1,0) (0,0,2.5)\nspace origin: (0,0,0)\n\
+         encoding: raw\nendian: little\n\n"
+    )
+    .into_bytes();
+    nrrd.extend_from_slice(&vol);
+    let boundary = format!("emu{:016x}", rand::random::<u64>());
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\
+             Content-Type: application/json\r\n\r\n{}\r\n",
+            json!({"image": image, "label_prompt": classes, "points": points.len()})
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"label.nrrd\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&nrrd);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(Response::builder()
+        .status(StatusCode::CREATED)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
 fn job_json(j: &Job, cl: Option<&ClState>) -> Value {

@@ -201,6 +201,7 @@ pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
     pub raw: Vec<u8>,
+    pub content_type: Option<String>,
 }
 
 impl Client {
@@ -412,6 +413,11 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp.bytes().await.map_err(transport)?;
         if status.is_success() {
             let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -419,6 +425,7 @@ impl Client {
                 status,
                 body,
                 raw: bytes.to_vec(),
+                content_type,
             });
         }
         let (error_code, error_desc) = parse_error_body(&bytes);
