@@ -28,6 +28,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian package may try to start its own service; ours are started by the tests.
 
+# Python with pydicom + highdicom: a third-party SEG writer and an independent reader for the
+# quality-gate tests. A venv of the project's own, under target/, from PyPI.
+venv="target/test-venv"
+want="pydicom==3.0.2 highdicom==0.28.2 numpy==2.4.6 pillow==13.0.0 pylibjpeg==2.1.0 pylibjpeg-openjpeg==2.6.0 pylibjpeg-rle==2.2.0"
+if ! "$venv/bin/python" -c "import highdicom, pydicom, numpy, pylibjpeg, openjpeg, rle" >/dev/null 2>&1; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  echo "scripts/test.sh: creating $venv ($want)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $want
+fi
+export SEGBRIDGE_TEST_PYTHON="$PWD/$venv/bin/python"
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "scripts/test.sh: cargo not found: install Rust stable (rustup) first" >&2
   exit 1

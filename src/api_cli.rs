@@ -768,8 +768,8 @@ async fn infer(c: &mut Client, out: &Out, a: InferArgs) -> Result<(), Failure> {
 
 /// Finds the `.nrrd` part of a multipart answer (named in its Content-Disposition).
 pub async fn nrrd_part(content_type: &str, body: Vec<u8>) -> Result<(String, Vec<u8>), String> {
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|e| format!("not a multipart answer ({content_type}): {e}"))?;
+    let boundary = crate::source::http::boundary_of(content_type)
+        .ok_or_else(|| format!("not a multipart answer ({content_type})"))?;
     let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes_of(body)) });
     let mut mp = multer::Multipart::new(stream, boundary);
     let mut names = Vec::new();

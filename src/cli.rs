@@ -154,6 +154,18 @@ pub struct SourceArgs {
     /// SEG series recorded per ledger transaction during a backfill [default: 200]
     #[arg(long)]
     pub chunk: Option<usize>,
+    /// Do not decode and check labels before notifying them (the quality gate is on by default)
+    #[arg(long)]
+    pub no_validate: bool,
+    /// The experiment's labels, a JSON object like {"1": "liver"} (model_params.labels)
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Read the experiment's labels from the API (GET /experiments/{id})
+    #[arg(long, conflicts_with = "labels")]
+    pub experiment: Option<String>,
+    /// A segment that matches no experiment label makes the label invalid (else a warning)
+    #[arg(long)]
+    pub strict_labels: bool,
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +369,10 @@ fn settings(
             poll,
             on_new_series: src.on_new_series,
             chunk: src.chunk,
+            no_validate: src.no_validate,
+            labels: src.labels.clone(),
+            experiment: src.experiment.clone(),
+            strict_labels: src.strict_labels,
         },
         file,
     )?;
@@ -520,7 +536,26 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
             if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
                 writeln!(out, "{:<11} why: {}", "", l.outcome.reason())?;
             }
-            for w in &l.seg.warnings {
+            if let Some(q) = &l.quality {
+                let segs: Vec<String> = q
+                    .segments
+                    .iter()
+                    .map(|s| format!("{} '{}' {} voxels", s.number, s.label, s.voxels))
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<11} {} frames; segments: {}",
+                    "",
+                    q.frames,
+                    segs.join(", ")
+                )?;
+            }
+            for w in l
+                .seg
+                .warnings
+                .iter()
+                .chain(l.quality.iter().flat_map(|q| q.warnings.iter()))
+            {
                 writeln!(out, "{:<11} note: {w}", "")?;
             }
         }
@@ -588,8 +623,9 @@ async fn scan_sources(
 }
 
 fn scan(s: &Settings, json_out: bool) -> Result<(), Failure> {
-    let sources = s.sources()?;
     let rt = runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
     let (merged, errors) = rt.block_on(scan_sources(&sources))?;
     print_scan(&merged, json_out)?;
     source_errors(errors)
@@ -613,12 +649,13 @@ fn source_errors(errors: Vec<crate::source::SourceError>) -> Result<(), Failure>
 }
 
 fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
-    let sources = s.sources()?;
+    let rt = runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
     if !dry_run {
         s.require_key()?;
     }
-    let rt = runtime()?;
     let mut reporter = pipeline::Reporter::default();
     if dry_run {
         let mut ledger = Ledger::snapshot(&s.state)?;
@@ -688,6 +725,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         "superseded": count("superseded"),
         "unusable": count("unusable"),
         "unmatched": count("unmatched"),
+        "invalid": count("invalid"),
         "unreadable_files": st.problems.len(),
         "changes_queued": report.changes,
         "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
@@ -702,12 +740,13 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     } else {
         writeln!(
             out,
-            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched; {} unreadable",
+            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched, {} invalid; {} unreadable",
             summary["seg_series"],
             count("ready"),
             count("superseded"),
             count("unusable"),
             count("unmatched"),
+            count("invalid"),
             st.problems.len()
         )
         .map_err(anyhow::Error::from)?;
@@ -742,12 +781,13 @@ fn hook_token() -> Option<crate::notify::Secret> {
 
 /// `watch`, and with `listen` `serve`: the same pipeline plus the hook endpoint.
 fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
-    let sources = s.sources()?;
+    let rt = runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
     s.require_key()?;
     let token = hook_token();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
-    let rt = runtime()?;
     let mut api = s.api_config();
     // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
     api.retry_for = api.retry_for.min(Duration::from_secs(30));

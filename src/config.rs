@@ -46,6 +46,12 @@ pub struct FileConfig {
     pub poll: Option<f64>,
     pub on_new_series: Option<bool>,
     pub chunk: Option<usize>,
+    pub no_validate: Option<bool>,
+    /// The experiment's labels file (JSON, like model_params.labels).
+    pub labels: Option<PathBuf>,
+    /// Read the experiment's labels from the API.
+    pub experiment: Option<String>,
+    pub strict_labels: Option<bool>,
 }
 
 /// A configuration problem: shown as one line, exit code 2.
@@ -122,6 +128,11 @@ pub struct PacsSettings {
     pub poll: Duration,
     pub on_new_series: bool,
     pub chunk: usize,
+    /// The quality gate: on unless --no-validate.
+    pub validate: bool,
+    pub labels: Option<PathBuf>,
+    pub experiment: Option<String>,
+    pub strict_labels: bool,
 }
 
 /// The flags that every command shares (already merged with the environment by clap).
@@ -148,6 +159,10 @@ pub struct Overrides {
     pub on_new_series: bool,
     pub more_folders: Vec<PathBuf>,
     pub chunk: Option<usize>,
+    pub no_validate: bool,
+    pub labels: Option<PathBuf>,
+    pub experiment: Option<String>,
+    pub strict_labels: bool,
 }
 
 fn env_secret(name: &str) -> Option<Secret> {
@@ -222,6 +237,10 @@ impl Settings {
             poll: secs(cli.poll.or(file.poll).unwrap_or(2.0), "--poll")?,
             on_new_series: cli.on_new_series || file.on_new_series.unwrap_or(false),
             chunk: cli.chunk.or(file.chunk).unwrap_or(200).max(1),
+            validate: !(cli.no_validate || file.no_validate.unwrap_or(false)),
+            labels: cli.labels.or(file.labels),
+            experiment: cli.experiment.or(file.experiment),
+            strict_labels: cli.strict_labels || file.strict_labels.unwrap_or(false),
         };
         Ok(Settings {
             pacs,
@@ -269,8 +288,66 @@ impl Settings {
             .ok_or_else(|| ConfigError("no source: give --folder DIR".into()))
     }
 
+    /// The quality gate these settings ask for: None with --no-validate. The experiment's labels
+    /// come from --labels FILE, or from the API with --experiment ID.
+    pub async fn validator(
+        &self,
+    ) -> Result<Option<crate::dicom::quality::Validator>, crate::cli::Failure> {
+        use crate::dicom::quality::{ExpectedLabels, Validator};
+        let p = &self.pacs;
+        if !p.validate {
+            return Ok(None);
+        }
+        let parse = |v: &serde_json::Value, what: &str| -> Result<ExpectedLabels, ConfigError> {
+            v.as_object()
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "{what}: expected a JSON object like {{\"1\": \"liver\"}}"
+                    ))
+                })
+        };
+        let labels = match (&p.labels, &p.experiment) {
+            (Some(f), _) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| ConfigError(format!("--labels {}: {e}", f.display())))?;
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| ConfigError(format!("--labels {}: {e}", f.display())))?;
+                Some(parse(&v, &format!("--labels {}", f.display()))?)
+            }
+            (None, Some(exp)) => {
+                self.require_key()?;
+                let mut c = crate::notify::Client::new(self.api_config())?;
+                let path = c.org_path(&format!("/experiments/{exp}"));
+                let v = c.call(reqwest::Method::GET, &path, None).await?.body;
+                Some(parse(
+                    &v["model_params"]["labels"],
+                    &format!("experiment {exp} model_params.labels"),
+                )?)
+            }
+            (None, None) => None,
+        };
+        Ok(Some(Validator {
+            labels,
+            strict_labels: p.strict_labels,
+        }))
+    }
+
     /// The sources these settings name; at least one is required.
     pub fn sources(&self) -> Result<Vec<crate::source::Source>, ConfigError> {
+        self.sources_with(None)
+    }
+
+    /// The sources, with the quality gate.
+    pub fn sources_with(
+        &self,
+        validator: Option<crate::dicom::quality::Validator>,
+    ) -> Result<Vec<crate::source::Source>, ConfigError> {
         use crate::source::dicomweb::DicomWeb;
         use crate::source::folder::FolderSource;
         use crate::source::http::{Auth, PacsOptions};
@@ -312,7 +389,9 @@ impl Settings {
             }
             std::fs::read_dir(f)
                 .map_err(|e| ConfigError(format!("folder {}: {e}", f.display())))?;
-            out.push(Source::Folder(FolderSource::new(f.clone(), stow.clone())));
+            let mut src = FolderSource::new(f.clone(), stow.clone());
+            src.validator = validator.clone();
+            out.push(Source::Folder(src));
         }
         match (&p.orthanc, &p.dicomweb) {
             (Some(o), dw) => {
@@ -325,12 +404,15 @@ impl Settings {
                 )
                 .map_err(setup)?;
                 src.on_new_series = p.on_new_series;
+                src.dicomweb.validator = validator.clone();
                 out.push(Source::Orthanc(src));
             }
-            (None, Some(dw)) => out.push(Source::DicomWeb(
-                DicomWeb::new(dw, opts.clone(), p.page_size, p.image_filter.clone())
-                    .map_err(setup)?,
-            )),
+            (None, Some(dw)) => {
+                let mut src = DicomWeb::new(dw, opts.clone(), p.page_size, p.image_filter.clone())
+                    .map_err(setup)?;
+                src.validator = validator.clone();
+                out.push(Source::DicomWeb(src));
+            }
             (None, None) => {}
         }
         if out.is_empty() {

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub ready: AtomicU64,
     pub unusable: AtomicU64,
     pub unmatched: AtomicU64,
+    pub invalid: AtomicU64,
     pub unreadable: AtomicU64,
     pub notify_ok: AtomicU64,
     pub notify_failed: AtomicU64,
@@ -55,6 +56,7 @@ impl Metrics {
                 "ready" => add(&self.ready, 1),
                 "unusable" => add(&self.unusable, 1),
                 "unmatched" => add(&self.unmatched, 1),
+                "invalid" => add(&self.invalid, 1),
                 _ => {}
             }
         }

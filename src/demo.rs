@@ -143,8 +143,24 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         .to_string();
     println!("CL job      {cl_id} (round_size 2, max_rounds 2)");
 
-    step(&format!("scan {}", folder.display()));
-    let scan = pipeline::scan_folder(folder)?;
+    step(&format!(
+        "scan {} (with the quality gate, against the experiment's labels)",
+        folder.display()
+    ));
+    let gate = crate::dicom::quality::Validator {
+        labels: Some(
+            [("1", "liver"), ("2", "kidney"), ("3", "spleen")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        strict_labels: false,
+    };
+    let scan = pipeline::scan_folder_cached(
+        folder,
+        &mut crate::source::folder::HeaderCache::default(),
+        Some((&gate, &Default::default())),
+    )?;
     print_scan(&scan, false)?;
 
     step("sync: ledger → outbox → notify");
@@ -165,13 +181,14 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         .filter(|l| !matches!(l.outcome, MatchOutcome::Ready { .. }))
         .collect();
     println!(
-        "notified {} labels in {} call(s); not notified: {} ({} superseded, {} unusable, {} unmatched); {} files skipped",
+        "notified {} labels in {} call(s); not notified: {} ({} superseded, {} unusable, {} unmatched, {} invalid); {} files skipped",
         delivery.entries_sent,
         delivery.calls,
         skipped.len(),
         skipped.iter().filter(|l| l.outcome.status() == "superseded").count(),
         skipped.iter().filter(|l| l.outcome.status() == "unusable").count(),
         skipped.iter().filter(|l| l.outcome.status() == "unmatched").count(),
+        skipped.iter().filter(|l| l.outcome.status() == "invalid").count(),
         scan.listing.problems.len()
     );
 

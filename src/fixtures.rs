@@ -84,6 +84,25 @@ pub struct SegSpec {
     pub segments: Vec<String>,
     /// Split the SEG series in this many instances (one segment or more each).
     pub instances: usize,
+    /// Faults for the quality gate's tests.
+    pub faults: SegFaults,
+}
+
+/// Ways a generated SEG can be wrong, for the quality gate's tests.
+#[derive(Debug, Clone, Default)]
+pub struct SegFaults {
+    /// No voxel set in any segment.
+    pub empty: bool,
+    /// This segment (0-based) has no voxel.
+    pub empty_segment: Option<usize>,
+    /// Rows and Columns other than the image's.
+    pub size: Option<(u16, u16)>,
+    /// The first frame references a SOP Instance that is not in the image series.
+    pub unknown_source: bool,
+    /// Frame positions shifted along z (mm).
+    pub z_shift: f64,
+    /// Pixel Data cut to half its length.
+    pub short_pixels: bool,
 }
 
 impl SegSpec {
@@ -95,6 +114,7 @@ impl SegSpec {
             content: ("20240102".into(), "101500".into()),
             segments: vec!["liver".into()],
             instances: 1,
+            faults: SegFaults::default(),
         }
     }
 
@@ -220,6 +240,7 @@ pub fn write_ct(dir: &Path, ct: &CtSeries, prefix: &str) -> io::Result<Vec<PathB
 /// Returns the paths, one per instance, named `{file_stem}` or `{file_stem}-{n}` when split.
 pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<PathBuf>> {
     let ct = &spec.image;
+    let (rows, cols) = spec.faults.size.unwrap_or((ct.rows, ct.cols));
     let series = spec.series_uid();
     let n_inst = spec.instances.max(1);
     let mut out = Vec::new();
@@ -254,8 +275,8 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
             el(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"),
             el(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1u16)),
             el(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
-            el(tags::ROWS, VR::US, PrimitiveValue::from(ct.rows)),
-            el(tags::COLUMNS, VR::US, PrimitiveValue::from(ct.cols)),
+            el(tags::ROWS, VR::US, PrimitiveValue::from(rows)),
+            el(tags::COLUMNS, VR::US, PrimitiveValue::from(cols)),
             el(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(1u16)),
             el(tags::BITS_STORED, VR::US, PrimitiveValue::from(1u16)),
             el(tags::HIGH_BIT, VR::US, PrimitiveValue::from(0u16)),
@@ -350,10 +371,15 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
                         vec![obj(vec![el(
                             tags::IMAGE_POSITION_PATIENT,
                             VR::DS,
-                            format!("0\\0\\{}", CtSeries::z(slice)),
+                            format!("0\\0\\{}", CtSeries::z(slice) + spec.faults.z_shift),
                         )])],
                     ),
                 ];
+                let source_sop = if spec.faults.unknown_source && frames.is_empty() {
+                    uid(&format!("{}/no-such-image", spec.name))
+                } else {
+                    sop.clone()
+                };
                 if spec.refs != Refs::None {
                     groups.push(seq(
                         tags::DERIVATION_IMAGE_SEQUENCE,
@@ -366,7 +392,11 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
                                 tags::SOURCE_IMAGE_SEQUENCE,
                                 vec![obj(vec![
                                     el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, CT_IMAGE_STORAGE),
-                                    el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, sop.as_str()),
+                                    el(
+                                        tags::REFERENCED_SOP_INSTANCE_UID,
+                                        VR::UI,
+                                        source_sop.as_str(),
+                                    ),
                                     seq(
                                         tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
                                         vec![code(
@@ -384,9 +414,12 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
                 // a square whose size depends on segment and slice
                 let half = 2 + (*seg_i + slice) % 4;
                 let (r0, c0) = (3 + *seg_i, 4);
-                for r in 0..ct.rows as usize {
-                    for c in 0..ct.cols as usize {
-                        bits.push(r >= r0 && r < r0 + 2 * half && c >= c0 && c < c0 + 2 * half);
+                let blank = spec.faults.empty || spec.faults.empty_segment == Some(*seg_i);
+                for r in 0..rows as usize {
+                    for c in 0..cols as usize {
+                        bits.push(
+                            !blank && r >= r0 && r < r0 + 2 * half && c >= c0 && c < c0 + 2 * half,
+                        );
                     }
                 }
             }
@@ -398,6 +431,9 @@ pub fn write_seg(dir: &Path, spec: &SegSpec, file_stem: &str) -> io::Result<Vec<
             if *b {
                 packed[i / 8] |= 1 << (i % 8);
             }
+        }
+        if spec.faults.short_pixels {
+            packed.truncate(packed.len() / 2);
         }
         if packed.len() % 2 == 1 {
             packed.push(0);
@@ -428,6 +464,15 @@ pub fn write_demo_set(root: &Path) -> io::Result<Vec<PathBuf>> {
         &root.join("liver-ct"),
         &SegSpec::new("liver-seg", &a),
         "seg.dcm",
+    )?);
+    // 1b. a newer SEG of the same image that is empty: invalid, the first stays current
+    let mut draft = SegSpec::new("liver-seg-empty-draft", &a);
+    draft.content = ("20240105".into(), "093000".into());
+    draft.faults.empty = true;
+    out.extend(write_seg(
+        &root.join("liver-ct"),
+        &draft,
+        "seg-empty-draft.dcm",
     )?);
     // 2. two SEGs of one image: only the newer is current
     let b = CtSeries::new("kidney-ct", 3);

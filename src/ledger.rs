@@ -171,6 +171,25 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// A label the ledger knows, as a source needs it to skip work: unchanged series are neither
+/// read nor validated again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownLabel {
+    pub instances: i64,
+    pub status: String,
+    pub reason: String,
+}
+
+impl KnownLabel {
+    /// Whether a series with `instances` instances is this label unchanged.
+    pub fn unchanged(&self, instances: Option<i64>) -> bool {
+        instances == Some(self.instances)
+    }
+}
+
+/// Labels a source may skip, by label UID.
+pub type Known = HashMap<String, KnownLabel>;
+
 /// What the ledger knows, for `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {
@@ -448,16 +467,25 @@ impl Ledger {
     /// What a remote source needs to skip unchanged series: label UID → (instance count,
     /// status) of every present label. Unmatched labels are left out, so they are read and
     /// matched again on every listing.
-    pub fn known_labels(&self) -> Result<HashMap<String, (i64, String)>, LedgerError> {
+    pub fn known_labels(&self) -> Result<HashMap<String, KnownLabel>, LedgerError> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT label_uid, instances, status FROM labels
+                "SELECT label_uid, instances, status, reason FROM labels
                  WHERE present = 1 AND status != 'unmatched'",
             )
             .map_err(|e| sql(&self.path, e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    KnownLabel {
+                        instances: r.get(1)?,
+                        status: r.get(2)?,
+                        reason: r.get(3)?,
+                    },
+                ))
+            })
             .map_err(|e| sql(&self.path, e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| sql(&self.path, e))
@@ -643,7 +671,7 @@ impl Ledger {
                 .map(fmt_time),
             attention: self.label_rows(
                 "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
-                 WHERE present = 1 AND status IN ('unusable', 'unmatched') ORDER BY status, label_uid",
+                 WHERE present = 1 AND status IN ('unusable', 'unmatched', 'invalid') ORDER BY status, label_uid",
             )?,
             problems,
         })

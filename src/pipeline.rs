@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::dicom::{match_all, MatchOutcome, MatchedLabel};
+use crate::dicom::quality::Validator;
+use crate::dicom::{apply_newest, match_each, MatchOutcome, MatchedLabel};
+use crate::ledger::Known;
 use crate::ledger::{Change, Ledger, LedgerError, OutboxEntry};
 use crate::notify::{ApiError, Client, NotifyBody};
 use crate::source::{folder, Listing};
@@ -20,19 +22,25 @@ pub struct Scan {
     pub labels: Vec<MatchedLabel>,
 }
 
-/// Lists a folder and matches what it holds.
+/// Lists a folder and matches what it holds (no quality gate).
 pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
-    scan_folder_cached(root, &mut folder::HeaderCache::default())
+    scan_folder_cached(root, &mut folder::HeaderCache::default(), None)
 }
 
-/// [`scan_folder`] with a cache of headers already read.
+/// [`scan_folder`] with a cache of headers already read, and the quality gate when `gate` is
+/// given (labels the ledger knows unchanged are not decoded again).
 pub fn scan_folder_cached(
     root: &Path,
     cache: &mut folder::HeaderCache,
+    gate: Option<(&Validator, &Known)>,
 ) -> Result<Scan, folder::FolderError> {
     let mut listing = folder::list_cached(root, cache)?;
     let segs = std::mem::take(&mut listing.segs);
-    let labels = match_all(segs, &listing.index);
+    let mut labels = match_each(segs, &listing.index);
+    if let Some((v, known)) = gate {
+        folder::validate_local(&mut labels, &listing.index, v, known);
+    }
+    let labels = apply_newest(labels);
     Ok(Scan { listing, labels })
 }
 
@@ -62,9 +70,20 @@ impl Reporter {
                     "unmatched label, kept for a later run: {}",
                     l.outcome.reason()
                 ),
+                MatchOutcome::Invalid { .. } => warn!(
+                    label = l.seg.uid(),
+                    image = l.outcome.image().unwrap_or(""),
+                    "invalid label, not notified: {}",
+                    l.outcome.reason()
+                ),
                 _ => {}
             }
-            for w in &l.seg.warnings {
+            for w in l
+                .seg
+                .warnings
+                .iter()
+                .chain(l.quality.iter().flat_map(|q| q.warnings.iter()))
+            {
                 warn!(label = l.seg.uid(), "{w}");
             }
             self.said.insert(l.seg.uid().to_string(), note);
@@ -104,8 +123,13 @@ pub struct LabelLine<'a> {
     pub source: &'a str,
     pub sop_class: &'a str,
     pub instances: usize,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub warnings: &'a [String],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// What each segment holds (when the quality gate ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<&'a [crate::dicom::quality::SegmentInfo]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<usize>,
 }
 
 impl<'a> LabelLine<'a> {
@@ -120,7 +144,15 @@ impl<'a> LabelLine<'a> {
             source: l.seg.locations.first().map(String::as_str).unwrap_or(""),
             sop_class: &l.seg.first.sop_class,
             instances: l.seg.instances.len(),
-            warnings: &l.seg.warnings,
+            warnings: l
+                .seg
+                .warnings
+                .iter()
+                .chain(l.quality.iter().flat_map(|q| q.warnings.iter()))
+                .cloned()
+                .collect(),
+            segments: l.quality.as_ref().map(|q| q.segments.as_slice()),
+            frames: l.quality.as_ref().map(|q| q.frames),
         }
     }
 }

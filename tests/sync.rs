@@ -477,6 +477,7 @@ fn scan_json_reports_every_case_of_the_fixtures() {
     assert_eq!(by_status("superseded"), 3);
     assert_eq!(by_status("unusable"), 1);
     assert_eq!(by_status("unmatched"), 2);
+    assert_eq!(by_status("invalid"), 1);
     assert_eq!(by_status("unreadable"), 5);
     for l in lines.iter().filter(|l| l.get("label").is_some()) {
         for k in [
@@ -496,6 +497,9 @@ fn scan_json_reports_every_case_of_the_fixtures() {
     assert_eq!(find("23x38x3/seg/label.seg")["status"], "ready");
     assert_eq!(find("ct-3slice/partial_overlaps.dcm")["status"], "ready");
     assert_eq!(find("ct-3slice/liver.dcm")["status"], "superseded");
+    // a newer but empty SEG is refused and leaves the older one current
+    assert_eq!(find("liver-ct/seg-empty-draft.dcm")["status"], "invalid");
+    assert_eq!(find("liver-ct/seg.dcm")["status"], "ready");
     assert_eq!(find("orphan/seg.dcm")["status"], "unmatched");
     assert_eq!(find("spleen-ct/seg-noref.dcm")["match"], "source-instances");
     // the two labelmaps sharing one SOP Instance UID: one series, chosen deterministically, said

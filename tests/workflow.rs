@@ -266,6 +266,16 @@ fn the_guide_workflow_end_to_end() {
         );
     }
 
+    // once every image has a label, none is left to recommend
+    let last = SegSpec::new(&format!("{}-seg", cts[2].name), &cts[2]);
+    orthanc.stow(&write_seg(&tmp.path().join(&cts[2].name), &last, "seg").unwrap());
+    w.ok(&["sync", "--orthanc", &orthanc.url, "--dataset", &ds]);
+    w.fails(
+        &["api", "next-image", "--dataset", &ds],
+        3,
+        "No Unlabeled Images Found",
+    );
+
     // pause/resume/cancel; waiting on a canceled job fails clearly
     w.ok(&["api", "job", "pause", "--experiment", &exp, &cl]);
     w.ok(&["api", "job", "resume", "--experiment", &exp, &cl]);

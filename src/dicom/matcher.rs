@@ -26,6 +26,8 @@ pub struct ImageIndex {
     instances: HashMap<String, String>,
     /// series UID → why the dataset's image filter excludes it
     excluded: HashMap<String, String>,
+    /// series UID → its instances' geometry (for the quality gate), when known
+    geometry: HashMap<String, super::quality::SeriesGeometry>,
 }
 
 impl ImageIndex {
@@ -34,6 +36,27 @@ impl ImageIndex {
             .entry(series.to_string())
             .or_insert_with(|| (study.to_string(), modality.to_string()));
         self.instances.insert(sop.to_string(), series.to_string());
+    }
+
+    /// Records the geometry of one image instance (rows, columns, position).
+    pub fn insert_geometry(
+        &mut self,
+        sop: &str,
+        series: &str,
+        g: super::quality::InstanceGeometry,
+    ) {
+        let e = self.geometry.entry(series.to_string()).or_insert_with(|| {
+            super::quality::SeriesGeometry {
+                series: series.to_string(),
+                ..Default::default()
+            }
+        });
+        e.instances.insert(sop.to_string(), g);
+    }
+
+    /// The geometry of an image series, when the source gave it.
+    pub fn geometry(&self, series: &str) -> Option<&super::quality::SeriesGeometry> {
+        self.geometry.get(series)
     }
 
     /// Records a present image series without its instances (a remote source that checked it).
@@ -55,6 +78,12 @@ impl ImageIndex {
         }
         self.instances.extend(other.instances);
         self.excluded.extend(other.excluded);
+        self.geometry.extend(other.geometry);
+    }
+
+    /// The study of a present image series.
+    pub fn study_of(&self, series: &str) -> Option<&str> {
+        self.series.get(series).map(|(st, _)| st.as_str())
     }
 
     pub fn has_series(&self, series: &str) -> bool {
@@ -106,6 +135,8 @@ pub enum MatchOutcome {
     },
     /// No present image series: retried on every later run.
     Unmatched { reason: String },
+    /// Paired, but the quality gate refused it (empty, wrong geometry, unreadable pixels...).
+    Invalid { image: String, reason: String },
 }
 
 impl MatchOutcome {
@@ -115,12 +146,15 @@ impl MatchOutcome {
             MatchOutcome::Superseded { .. } => "superseded",
             MatchOutcome::Unusable { .. } => "unusable",
             MatchOutcome::Unmatched { .. } => "unmatched",
+            MatchOutcome::Invalid { .. } => "invalid",
         }
     }
 
     pub fn image(&self) -> Option<&str> {
         match self {
-            MatchOutcome::Ready { image } | MatchOutcome::Superseded { image, .. } => Some(image),
+            MatchOutcome::Ready { image }
+            | MatchOutcome::Superseded { image, .. }
+            | MatchOutcome::Invalid { image, .. } => Some(image),
             MatchOutcome::Unusable { image, .. } => image.as_deref(),
             MatchOutcome::Unmatched { .. } => None,
         }
@@ -130,9 +164,9 @@ impl MatchOutcome {
         match self {
             MatchOutcome::Ready { .. } => String::new(),
             MatchOutcome::Superseded { by, .. } => format!("superseded by newer label {by}"),
-            MatchOutcome::Unusable { reason, .. } | MatchOutcome::Unmatched { reason } => {
-                reason.clone()
-            }
+            MatchOutcome::Unusable { reason, .. }
+            | MatchOutcome::Unmatched { reason }
+            | MatchOutcome::Invalid { reason, .. } => reason.clone(),
         }
     }
 }
@@ -143,6 +177,33 @@ pub struct MatchedLabel {
     pub seg: SegSeries,
     pub rule: MatchRule,
     pub outcome: MatchOutcome,
+    /// What the quality gate found, when it ran.
+    pub quality: Option<super::quality::Quality>,
+}
+
+impl MatchedLabel {
+    /// Records the quality gate's verdict: problems make a candidate label invalid.
+    pub fn set_quality(&mut self, q: super::quality::Quality) {
+        if !q.problems.is_empty() {
+            if let MatchOutcome::Ready { image } | MatchOutcome::Superseded { image, .. } =
+                &self.outcome
+            {
+                self.outcome = MatchOutcome::Invalid {
+                    image: image.clone(),
+                    reason: q.problems.join("; "),
+                };
+            }
+        }
+        self.quality = Some(q);
+    }
+
+    /// Whether the label is a candidate to notify (before the newest-label rule).
+    pub fn is_candidate(&self) -> bool {
+        matches!(
+            self.outcome,
+            MatchOutcome::Ready { .. } | MatchOutcome::Superseded { .. }
+        )
+    }
 }
 
 /// Applies the matching order to one SEG series (without the newest-label rule).
@@ -231,13 +292,35 @@ fn resolve_sources(seg: &SegSeries, index: &ImageIndex) -> Result<String, String
 /// Matches every SEG series and applies the newest-label rule per image. The output is sorted by
 /// label UID, so two runs over the same input print the same thing.
 pub fn match_all(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
-    let mut labels: Vec<MatchedLabel> = segs
-        .into_iter()
+    apply_newest(match_each(segs, index))
+}
+
+/// The matching order alone, label by label (the quality gate runs between this and
+/// [`apply_newest`], so that an invalid newer label leaves the older one current).
+pub fn match_each(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
+    segs.into_iter()
         .map(|seg| {
             let (rule, outcome) = match_one(&seg, index);
-            MatchedLabel { seg, rule, outcome }
+            MatchedLabel {
+                seg,
+                rule,
+                outcome,
+                quality: None,
+            }
         })
-        .collect();
+        .collect()
+}
+
+/// The newest-label rule: per image, only the newest candidate is ready, the others are
+/// superseded.
+pub fn apply_newest(mut labels: Vec<MatchedLabel>) -> Vec<MatchedLabel> {
+    for l in labels.iter_mut() {
+        if let MatchOutcome::Superseded { image, .. } = &l.outcome {
+            l.outcome = MatchOutcome::Ready {
+                image: image.clone(),
+            };
+        }
+    }
     // newest ready label per image
     let mut newest: BTreeMap<String, usize> = BTreeMap::new();
     for (i, l) in labels.iter().enumerate() {

@@ -5,9 +5,12 @@
 //!   matching order and the newest-label rule live.
 
 pub mod matcher;
+pub mod quality;
 pub mod reader;
 
-pub use matcher::{match_all, ImageIndex, MatchOutcome, MatchRule, MatchedLabel};
+pub use matcher::{
+    apply_newest, match_all, match_each, ImageIndex, MatchOutcome, MatchRule, MatchedLabel,
+};
 pub use reader::{read_instance, InstanceHeader, ReadError, SegInstance, SegSeries, SortKey};
 
 /// SOP Class UID of the Segmentation Storage IOD.

@@ -74,6 +74,7 @@ pub struct ImageInstance {
     pub series: String,
     pub study: String,
     pub modality: String,
+    pub geometry: super::quality::InstanceGeometry,
 }
 
 /// One readable DICOM instance.
@@ -207,6 +208,7 @@ pub fn header_from_object(
             series,
             study,
             modality: text(obj, tags::MODALITY),
+            geometry: super::quality::InstanceGeometry::of(obj),
         }));
     }
     let mut referenced_series = Vec::new();

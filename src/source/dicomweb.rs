@@ -10,6 +10,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::dicom::quality::{
+    parse_full, reuse_known, InstanceGeometry, Quality, SeriesGeometry, Validator,
+};
+
 use futures_util::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -18,7 +22,7 @@ use tracing::{info, warn};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
 use crate::dicom::reader::{group_series, header_from_object, text, InstanceHeader, SegSeries};
-use crate::dicom::{match_all, ImageIndex};
+use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
 use crate::pipeline::Scan;
 
 /// One SEG series as a listing names it, before its headers are read.
@@ -39,10 +43,11 @@ pub struct DicomWeb {
     pub page_size: usize,
     /// The dataset's image filter, a QIDO query string such as `Modality=CT`.
     pub image_filter: Option<String>,
+    /// The quality gate (None: `--no-validate`).
+    pub validator: Option<Validator>,
 }
 
-/// What a listing of a remote source needs from the ledger.
-pub type Known = HashMap<String, (i64, String)>;
+pub use crate::ledger::Known;
 
 const DICOM_JSON: &str = "application/dicom+json, application/json";
 
@@ -57,6 +62,7 @@ impl DicomWeb {
             client: PacsClient::new(base, opts)?,
             page_size: page_size.max(1),
             image_filter: image_filter.filter(|f| !f.trim().is_empty()),
+            validator: None,
         })
     }
 
@@ -174,6 +180,146 @@ impl DicomWeb {
                     self.client.url(&path)
                 )
             })
+    }
+
+    /// The quality gate for remote labels: each candidate's instances are retrieved with
+    /// WADO-RS (a few series at a time, each answer capped), its image series' geometry comes
+    /// from WADO-RS metadata (once per series).
+    pub async fn validate_remote(
+        &self,
+        labels: &mut [MatchedLabel],
+        index: &ImageIndex,
+        v: &Validator,
+        known: &Known,
+    ) {
+        let todo: Vec<usize> = labels
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, l)| l.is_candidate())
+            .filter_map(|(i, l)| (!reuse_known(l, known)).then_some(i))
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        // geometry of the image series, once each
+        let images: HashSet<(String, String)> = todo
+            .iter()
+            .filter_map(|&i| {
+                let img = labels[i].outcome.image()?.to_string();
+                Some((index.study_of(&img).unwrap_or("").to_string(), img))
+            })
+            .collect();
+        let conc = self.client.options().concurrency.clamp(1, 4);
+        let geoms: HashMap<String, SeriesGeometry> = stream::iter(images)
+            .map(|(st, se)| async move {
+                let g = self.series_geometry(&st, &se).await;
+                (se, g)
+            })
+            .buffer_unordered(conc)
+            .filter_map(|(se, g)| async move {
+                match g {
+                    Ok(g) => Some((se, g)),
+                    Err(e) => {
+                        warn!(series = %se, "geometry not checked: {e}");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+        let jobs: Vec<(usize, String, String, Option<String>)> = todo
+            .iter()
+            .map(|&i| {
+                let l = &labels[i];
+                (
+                    i,
+                    l.seg.first.study.clone(),
+                    l.seg.uid().to_string(),
+                    l.outcome.image().map(str::to_string),
+                )
+            })
+            .collect();
+        let results: Vec<(usize, Quality)> = stream::iter(jobs)
+            .map(|(i, st, se, image)| {
+                let geoms = &geoms;
+                async move {
+                    let q = match self.retrieve(&st, &se).await {
+                        Ok(objs) => {
+                            let geom = image.as_ref().and_then(|im| geoms.get(im));
+                            let mut q = v.validate(&objs, geom);
+                            if geom.is_none() {
+                                q.warnings.push(
+                                    "geometry not checked: image series metadata unavailable"
+                                        .into(),
+                                );
+                            }
+                            q
+                        }
+                        Err(e) => Quality {
+                            problems: vec![format!("cannot retrieve the SEG instances: {e}")],
+                            ..Default::default()
+                        },
+                    };
+                    (i, q)
+                }
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for (i, q) in results {
+            labels[i].set_quality(q);
+        }
+    }
+
+    /// WADO-RS retrieve of a series' instances, parsed (pixel data included).
+    async fn retrieve(
+        &self,
+        study: &str,
+        series: &str,
+    ) -> Result<Vec<dicom_object::DefaultDicomObject>, String> {
+        let parts = self
+            .client
+            .get_parts(
+                &format!("/studies/{study}/series/{series}"),
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if parts.is_empty() {
+            return Err("no instance in the answer".into());
+        }
+        parts.iter().map(|p| parse_full(p)).collect()
+    }
+
+    /// The geometry of an image series' instances, from its WADO-RS metadata.
+    pub async fn series_geometry(
+        &self,
+        study: &str,
+        series: &str,
+    ) -> Result<SeriesGeometry, String> {
+        let path = format!("/studies/{study}/series/{series}/metadata");
+        let v = self
+            .client
+            .get_json(&path, "application/dicom+json")
+            .await
+            .map_err(|e| e.to_string())?;
+        let Value::Array(items) = v else {
+            return Err("metadata answer is not a JSON array".into());
+        };
+        let mut g = SeriesGeometry {
+            series: series.to_string(),
+            ..Default::default()
+        };
+        for mut item in items {
+            sanitize(&mut item, 0);
+            let Some(sop) = json_str(&item, "00080018") else {
+                continue;
+            };
+            let obj: dicom_object::InMemDicomObject =
+                dicom_json::from_value(item).map_err(|e| format!("metadata: {e}"))?;
+            g.instances.insert(sop, InstanceGeometry::of(&obj));
+        }
+        Ok(g)
     }
 
     /// Builds the image index the matcher needs for these SEGs: which referenced series exist
@@ -297,8 +443,8 @@ pub async fn backfill(
     let mut unchanged = Vec::new();
     let mut to_read = Vec::new();
     for r in listed {
-        match (known.get(&r.series), r.instances) {
-            (Some((n, _)), Some(m)) if *n == m => unchanged.push(r.series),
+        match known.get(&r.series) {
+            Some(k) if k.unchanged(r.instances) => unchanged.push(r.series),
             _ => to_read.push(r),
         }
     }
@@ -353,7 +499,11 @@ pub async fn backfill(
             }
         }
         let index = dw.resolve_index(&segs).await?;
-        let labels = match_all(segs, &index);
+        let mut labels = match_each(segs, &index);
+        if let Some(v) = &dw.validator {
+            dw.validate_remote(&mut labels, &index, v, known).await;
+        }
+        let labels = apply_newest(labels);
         let mut listing = Listing::partial(source);
         listing.index = index;
         listing.problems = problems.clone();

@@ -140,7 +140,10 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
             Ok(InstanceHeader::Image(i)) => {
                 listing
                     .index
-                    .insert(&i.sop_instance, &i.series, &i.study, &i.modality)
+                    .insert(&i.sop_instance, &i.series, &i.study, &i.modality);
+                listing
+                    .index
+                    .insert_geometry(&i.sop_instance, &i.series, i.geometry);
             }
             Err(ReadError::NotDicom) => {
                 debug!(path = %shown, "not DICOM, skipped");
@@ -204,6 +207,47 @@ fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
     })
 }
 
+/// The quality gate for labels found in a folder: decodes their files and checks them against
+/// the folder's own images.
+pub fn validate_local(
+    labels: &mut [crate::dicom::MatchedLabel],
+    index: &crate::dicom::ImageIndex,
+    v: &crate::dicom::quality::Validator,
+    known: &crate::ledger::Known,
+) {
+    use crate::dicom::quality::{read_full, reuse_known, Quality};
+    for l in labels.iter_mut().filter(|l| l.is_candidate()) {
+        if reuse_known(l, known) {
+            continue;
+        }
+        let mut objs = Vec::new();
+        let mut failed = None;
+        for loc in &l.seg.locations {
+            match read_full(Path::new(loc)) {
+                Ok(o) => objs.push(o),
+                Err(e) => failed = Some(format!("cannot read {loc}: {e}")),
+            }
+        }
+        let q = match failed {
+            Some(e) => Quality {
+                problems: vec![e],
+                ..Default::default()
+            },
+            None => {
+                let image = l.outcome.image().unwrap_or_default().to_string();
+                let mut q = v.validate(&objs, index.geometry(&image));
+                if index.geometry(&image).is_none() {
+                    q.warnings.push(format!(
+                        "geometry not checked: the images of series {image} are not in the folder"
+                    ));
+                }
+                q
+            }
+        };
+        l.set_quality(q);
+    }
+}
+
 /// A folder as a source: listing, optional STOW-RS upload of its SEGs, live watching.
 #[derive(Clone)]
 pub struct FolderSource {
@@ -211,6 +255,8 @@ pub struct FolderSource {
     /// Upload SEG files found here to this DICOMweb server before notifying them. Their images
     /// must then be on that server (the training server trains only on what it finds there).
     pub stow: Option<super::dicomweb::DicomWeb>,
+    /// The quality gate (None: `--no-validate`).
+    pub validator: Option<crate::dicom::quality::Validator>,
     cache: std::sync::Arc<std::sync::Mutex<HeaderCache>>,
 }
 
@@ -219,6 +265,7 @@ impl FolderSource {
         FolderSource {
             root,
             stow,
+            validator: None,
             cache: Default::default(),
         }
     }
@@ -234,9 +281,15 @@ impl FolderSource {
     ) -> Result<crate::pipeline::Scan, FolderError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
+        // with --stow the images that count are on the server: the gate runs after that match
+        let gate = if self.stow.is_none() {
+            self.validator.clone().map(|v| (v, known.clone()))
+        } else {
+            None
+        };
         let mut scan = tokio::task::spawn_blocking(move || {
             let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            crate::pipeline::scan_folder_cached(&root, &mut c)
+            crate::pipeline::scan_folder_cached(&root, &mut c, gate.as_ref().map(|(v, k)| (v, k)))
         })
         .await
         .map_err(|e| FolderError::Unreadable {
@@ -245,6 +298,12 @@ impl FolderSource {
         })??;
         if let Some(stow) = &self.stow {
             match_on_server(&mut scan, stow).await;
+            let mut labels = std::mem::take(&mut scan.labels);
+            if let Some(v) = &self.validator {
+                let index = &scan.listing.index;
+                tokio::task::block_in_place(|| validate_local(&mut labels, index, v, known));
+            }
+            scan.labels = crate::dicom::apply_newest(labels);
             stow_ready(&mut scan, &stow.client, known).await;
         }
         Ok(scan)
@@ -318,9 +377,10 @@ impl FolderSource {
 }
 
 /// With `--stow`, a label is matched against the images on the DICOMweb server it is uploaded
-/// to, not against the folder: that is where the training server looks.
+/// to, not against the folder: that is where the training server looks. (The newest-label rule
+/// is applied by the caller, after the quality gate.)
 async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb::DicomWeb) {
-    use crate::dicom::{match_all, MatchOutcome};
+    use crate::dicom::{match_each, MatchOutcome};
     let segs: Vec<_> = std::mem::take(&mut scan.labels)
         .into_iter()
         .map(|l| l.seg)
@@ -328,7 +388,7 @@ async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb:
     match dw.resolve_index(&segs).await {
         Ok(remote) => {
             let local = &scan.listing.index;
-            let mut labels = match_all(segs, &remote);
+            let mut labels = match_each(segs, &remote);
             for l in labels.iter_mut() {
                 let here = l
                     .seg
@@ -363,6 +423,7 @@ async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb:
                     outcome: MatchOutcome::Unmatched {
                         reason: reason.clone(),
                     },
+                    quality: None,
                 })
                 .collect();
         }
@@ -384,7 +445,7 @@ async fn stow_ready(
         let uid = l.seg.uid().to_string();
         if known
             .get(&uid)
-            .is_some_and(|(n, _)| *n == l.seg.instances.len() as i64)
+            .is_some_and(|k| k.unchanged(Some(l.seg.instances.len() as i64)))
         {
             continue; // uploaded and recorded before
         }

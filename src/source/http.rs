@@ -173,6 +173,74 @@ impl PacsClient {
         Ok((status, body))
     }
 
+    /// GET a multipart/related answer (WADO-RS retrieve) and return its parts; the whole answer
+    /// is capped at the body limit.
+    pub async fn get_parts(&self, path: &str, accept: &str) -> Result<Vec<Vec<u8>>, PacsError> {
+        use futures_util::StreamExt;
+        let url = self.url(path);
+        let resp = self
+            .request(Method::GET, &url)
+            .header("accept", accept)
+            .send()
+            .await
+            .map_err(|e| transport(&url, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = read_capped(resp, &url, 4096).await.unwrap_or_default();
+            return Err(PacsError::Http {
+                url,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(300)])
+                    .trim()
+                    .to_string(),
+            });
+        }
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let boundary = boundary_of(&ct).ok_or_else(|| PacsError::Bad {
+            url: url.clone(),
+            reason: format!("not a multipart answer ({ct})"),
+        })?;
+        let limit = self.opts.max_body;
+        let mut seen = 0usize;
+        let stream = resp.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len();
+            if seen > limit {
+                return Err(std::io::Error::other(format!(
+                    "answer larger than {limit} bytes"
+                )));
+            }
+            Ok(chunk)
+        });
+        let mut mp = multer::Multipart::new(stream, boundary);
+        let mut parts = Vec::new();
+        loop {
+            match mp.next_field().await {
+                Ok(Some(f)) => parts.push(
+                    f.bytes()
+                        .await
+                        .map_err(|e| PacsError::Bad {
+                            url: url.clone(),
+                            reason: format!("multipart: {e}"),
+                        })?
+                        .to_vec(),
+                ),
+                Ok(None) => return Ok(parts),
+                Err(e) => {
+                    return Err(PacsError::Bad {
+                        url,
+                        reason: format!("multipart: {e}"),
+                    })
+                }
+            }
+        }
+    }
+
     /// GET a JSON answer; an empty body (HTTP 204, as some QIDO servers answer "none") is `[]`.
     pub async fn get_json(&self, path: &str, accept: &str) -> Result<Value, PacsError> {
         let (_, body) = self.get_bytes(path, accept).await?;
@@ -293,6 +361,23 @@ impl PacsClient {
     }
 }
 
+/// The boundary of any `multipart/*` content type (multer's own parser accepts only
+/// multipart/form-data, and WADO-RS answers multipart/related).
+pub fn boundary_of(content_type: &str) -> Option<String> {
+    let mut parts = content_type.split(';');
+    let kind = parts.next()?.trim();
+    if !kind.to_ascii_lowercase().starts_with("multipart/") {
+        return None;
+    }
+    parts.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
 fn transport(url: &str, e: &reqwest::Error) -> PacsError {
     PacsError::Transport {
         url: url.to_string(),
@@ -333,4 +418,23 @@ fn load_ca(path: &Path) -> Result<reqwest::Certificate, PacsError> {
         .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {e}", path.display())))?;
     reqwest::Certificate::from_pem(&pem)
         .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boundary_of;
+
+    #[test]
+    fn boundaries_of_multipart_types() {
+        assert_eq!(
+            boundary_of("multipart/related; type=\"application/dicom\"; boundary=abc-1").as_deref(),
+            Some("abc-1")
+        );
+        assert_eq!(
+            boundary_of("multipart/form-data; boundary=\"q q\"").as_deref(),
+            Some("q q")
+        );
+        assert_eq!(boundary_of("application/json; boundary=x"), None);
+        assert_eq!(boundary_of("multipart/related"), None);
+    }
 }

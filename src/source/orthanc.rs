@@ -105,8 +105,9 @@ impl Orthanc {
         let mut studies: HashMap<String, String> = HashMap::new();
         let mut out = Vec::with_capacity(entries.len());
         for (mut r, parent) in entries {
-            let unchanged =
-                matches!((known.get(&r.series), r.instances), (Some((n, _)), Some(m)) if *n == m);
+            let unchanged = known
+                .get(&r.series)
+                .is_some_and(|k| k.unchanged(r.instances));
             if !unchanged && r.study.is_empty() {
                 if !studies.contains_key(&parent) {
                     let uid = self.study_uid(&parent).await?;
