@@ -154,7 +154,14 @@ fn run_mode(name: &'static str, n: usize) -> Mode {
     let mut child: Option<Child> = floor.is_none().then(|| cmd.spawn().unwrap());
     std::thread::sleep(Duration::from_secs(2)); // the initial reconcile
     let mut samples = Vec::new();
+    // a pseudo-random pause before each store, so samples fall at every phase of Orthanc's
+    // stability check and of the poll interval instead of locking onto one
+    let mut seed: u64 = 0x5eed_u64 ^ name.len() as u64;
     for (i, ct) in cts.iter().enumerate() {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 2000));
         let s = SegSpec::new(&format!("lat-{name}-seg-{i}"), ct);
         let seg = write_seg(&dir.path().join(&ct.name), &s, "seg").unwrap();
         orthanc.stow(&seg);

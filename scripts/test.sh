@@ -46,4 +46,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "scripts/test.sh: $(Orthanc --version 2>/dev/null | head -1 || echo Orthanc), $(cargo --version)" >&2
+# The benchmark harness on a tiny N: a smoke test that it still runs, not a measurement.
+# (First, so that cargo test's own summary closes the output.)
+if [ "${SEGBRIDGE_SKIP_BENCH_SMOKE:-}" != 1 ]; then
+  cargo bench --locked --bench backfill -- --quick > target/bench-smoke.log 2>&1 || {
+    tail -40 target/bench-smoke.log >&2
+    echo "scripts/test.sh: the benchmark smoke test failed (target/bench-smoke.log)" >&2
+    exit 1
+  }
+  echo "scripts/test.sh: benchmark smoke test ok (target/bench-smoke.log)" >&2
+fi
 exec cargo test --locked "$@"

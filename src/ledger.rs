@@ -824,10 +824,12 @@ fn apply_tx(
             }
         }
     }
-    // Unchanged labels: seen again, nothing else to do.
+    // Unchanged labels: seen again, nothing to write (unless another source saw them last), so
+    // a listing where nothing changed writes nothing per label.
     {
         let mut touch = tx.prepare_cached(
-            "UPDATE labels SET last_seen = ?2, source = ?3 WHERE label_uid = ?1 AND present = 1",
+            "UPDATE labels SET last_seen = ?2, source = ?3
+             WHERE label_uid = ?1 AND present = 1 AND source != ?3",
         )?;
         for uid in &listing.unchanged {
             touch.execute(params![uid, t, listing.source])?;

@@ -15,7 +15,7 @@ use crate::dicom::quality::{
 };
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -45,6 +45,8 @@ pub struct DicomWeb {
     pub image_filter: Option<String>,
     /// The quality gate (None: `--no-validate`).
     pub validator: Option<Validator>,
+    /// Orthanc's REST root, when the server is Orthanc: many image checks become one request.
+    pub orthanc_rest: Option<PacsClient>,
 }
 
 pub use crate::ledger::Known;
@@ -63,6 +65,7 @@ impl DicomWeb {
             page_size: page_size.max(1),
             image_filter: image_filter.filter(|f| !f.trim().is_empty()),
             validator: None,
+            orthanc_rest: None,
         })
     }
 
@@ -333,6 +336,22 @@ impl DicomWeb {
             .into_iter()
             .collect();
         let conc = self.client.options().concurrency.max(1);
+        if let Some(rest) = self
+            .orthanc_rest
+            .as_ref()
+            .filter(|_| wanted.len() > super::orthanc::BULK)
+        {
+            if let Ok(found) = self.bulk_series(rest, &wanted).await {
+                for (uid, (study, modality, passes)) in found {
+                    index.insert_series(&uid, &study, &modality);
+                    if !passes {
+                        index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                    }
+                }
+                return self.resolve_sources(index, segs).await;
+            }
+            // a filter Orthanc's find cannot express: one QIDO query each, below
+        }
         let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
             .map(|uid| async move {
                 let q = format!("/series?SeriesInstanceUID={uid}&includefield=00080060");
@@ -367,6 +386,16 @@ impl DicomWeb {
                 }
             }
         }
+        self.resolve_sources(index, segs).await
+    }
+
+    /// The source-instances fallback: only for SEGs whose referenced series is absent.
+    async fn resolve_sources(
+        &self,
+        mut index: ImageIndex,
+        segs: &[SegSeries],
+    ) -> Result<ImageIndex, PacsError> {
+        let conc = self.client.options().concurrency.max(1);
         // source-instances fallback: only for SEGs whose referenced series is absent
         let mut sops: Vec<String> = Vec::new();
         for s in segs {
@@ -404,6 +433,79 @@ impl DicomWeb {
             }
         }
         Ok(index)
+    }
+
+    /// Every image series Orthanc has that is wanted, in one `/tools/find` (and one more for the
+    /// image filter, when it names only plain tags).
+    async fn bulk_series(
+        &self,
+        rest: &PacsClient,
+        wanted: &[String],
+    ) -> Result<HashMap<String, SeriesHit>, PacsError> {
+        let want: HashSet<&str> = wanted.iter().map(String::as_str).collect();
+        let find = |query: Value| async move {
+            let v = rest
+                .post_json(
+                    "/tools/find",
+                    &json!({"Level": "Series", "Query": query, "Expand": true}),
+                )
+                .await?;
+            Ok::<_, PacsError>(v.as_array().cloned().unwrap_or_default())
+        };
+        let all = find(json!({})).await?;
+        let passing: Option<HashSet<String>> = match &self.image_filter {
+            None => None,
+            Some(f) => {
+                let mut q = serde_json::Map::new();
+                for pair in f.split('&') {
+                    let (k, v) = pair.split_once('=').ok_or_else(|| PacsError::Bad {
+                        url: rest.url("/tools/find"),
+                        reason: format!("image filter {f:?} is not key=value pairs"),
+                    })?;
+                    q.insert(k.to_string(), json!(v));
+                }
+                let hits = find(Value::Object(q)).await?;
+                Some(
+                    hits.iter()
+                        .filter_map(|s| {
+                            s["MainDicomTags"]["SeriesInstanceUID"]
+                                .as_str()
+                                .map(str::to_string)
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let hits: Vec<&Value> = all
+            .iter()
+            .filter(|s| {
+                s["MainDicomTags"]["SeriesInstanceUID"]
+                    .as_str()
+                    .is_some_and(|u| want.contains(u))
+            })
+            .collect();
+        let parents: HashSet<String> = hits
+            .iter()
+            .filter_map(|s| s["ParentStudy"].as_str().map(str::to_string))
+            .collect();
+        let studies = super::orthanc::study_uids(rest, &parents).await?;
+        let mut out = HashMap::new();
+        for s in hits {
+            let Some(uid) = s["MainDicomTags"]["SeriesInstanceUID"].as_str() else {
+                continue;
+            };
+            let parent = s["ParentStudy"].as_str().unwrap_or("").to_string();
+            let Some(study) = studies.get(&parent) else {
+                continue;
+            };
+            let modality = s["MainDicomTags"]["Modality"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let passes = passing.as_ref().is_none_or(|p| p.contains(uid));
+            out.insert(uid.to_string(), (study.clone(), modality, passes));
+        }
+        Ok(out)
     }
 }
 

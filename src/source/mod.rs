@@ -166,7 +166,11 @@ impl Source {
                 return;
             }
             let step = async {
-                if Instant::now() >= next_reconcile || cursor.is_none() {
+                // a DICOMweb server has no feed: every poll is a (cheap, known-skipping) listing
+                let listing_due = !matches!(self, Source::Orthanc(_))
+                    || Instant::now() >= next_reconcile
+                    || cursor.is_none();
+                if listing_due {
                     let known = known_labels(&ctx.state);
                     if let Source::Orthanc(o) = &self {
                         let c = o.last_change().await.map_err(|e| e.to_string())?;
@@ -196,10 +200,6 @@ impl Source {
                             .map_err(|e| e.to_string())?;
                         cursor = Some(poll.last);
                     }
-                } else {
-                    // a DICOMweb server has no feed: each poll is a listing
-                    next_reconcile = Instant::now();
-                    return Ok(());
                 }
                 Ok::<(), String>(())
             };

@@ -14,6 +14,9 @@ use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use crate::pipeline::Scan;
 
+/// Above this many lookups, one bulk `/tools/find` replaces one request each.
+pub const BULK: usize = 16;
+
 #[derive(Clone)]
 pub struct Orthanc {
     pub rest: PacsClient,
@@ -56,9 +59,13 @@ impl Orthanc {
         let dw_root = dicomweb_root
             .map(str::to_string)
             .unwrap_or_else(|| format!("{url}/dicom-web"));
+        let rest = PacsClient::new(url, opts.clone())?;
+        let mut dicomweb = DicomWeb::new(&dw_root, opts, page_size, image_filter)?;
+        // image checks in bulk through Orthanc's REST API when there are many
+        dicomweb.orthanc_rest = Some(rest.clone());
         Ok(Orthanc {
-            rest: PacsClient::new(url, opts.clone())?,
-            dicomweb: DicomWeb::new(&dw_root, opts, page_size, image_filter)?,
+            rest,
+            dicomweb,
             on_new_series: false,
         })
     }
@@ -83,37 +90,36 @@ impl Orthanc {
         Ok(items.iter().filter_map(series_entry).collect())
     }
 
-    /// The StudyInstanceUID of an Orthanc study.
-    async fn study_uid(&self, study_id: &str) -> Result<String, PacsError> {
-        let path = format!("/studies/{study_id}");
-        let v = self.rest.get_json(&path, "application/json").await?;
-        v["MainDicomTags"]["StudyInstanceUID"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| PacsError::Bad {
-                url: self.rest.url(&path),
-                reason: "no StudyInstanceUID".into(),
-            })
-    }
-
     /// Fills in the study UIDs of the series that will be read (the others do not need it).
     async fn with_studies(
         &self,
         entries: Vec<(RemoteSeries, String)>,
         known: &Known,
     ) -> Result<Vec<RemoteSeries>, PacsError> {
-        let mut studies: HashMap<String, String> = HashMap::new();
+        let parents: HashSet<String> = entries
+            .iter()
+            .filter(|(r, _)| {
+                !known
+                    .get(&r.series)
+                    .is_some_and(|k| k.unchanged(r.instances))
+            })
+            .filter(|(r, _)| r.study.is_empty())
+            .map(|(_, p)| p.clone())
+            .collect();
+        let studies = study_uids(&self.rest, &parents).await?;
         let mut out = Vec::with_capacity(entries.len());
         for (mut r, parent) in entries {
             let unchanged = known
                 .get(&r.series)
                 .is_some_and(|k| k.unchanged(r.instances));
             if !unchanged && r.study.is_empty() {
-                if !studies.contains_key(&parent) {
-                    let uid = self.study_uid(&parent).await?;
-                    studies.insert(parent.clone(), uid);
-                }
-                r.study = studies[&parent].clone();
+                r.study = studies
+                    .get(&parent)
+                    .cloned()
+                    .ok_or_else(|| PacsError::Bad {
+                        url: self.rest.url(&format!("/studies/{parent}")),
+                        reason: "study not found (deleted while listing?)".into(),
+                    })?;
             }
             out.push(r);
         }
@@ -289,6 +295,47 @@ impl Orthanc {
         )
         .await
     }
+}
+
+/// StudyInstanceUIDs of Orthanc studies: one request each for a few, one `/tools/find` for
+/// every study when there are many.
+pub async fn study_uids(
+    rest: &PacsClient,
+    ids: &HashSet<String>,
+) -> Result<HashMap<String, String>, PacsError> {
+    let mut out = HashMap::new();
+    if ids.len() > BULK {
+        let v = rest
+            .post_json(
+                "/tools/find",
+                &json!({"Level": "Study", "Query": {}, "Expand": true}),
+            )
+            .await?;
+        for s in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            if let (Some(id), Some(uid)) = (
+                s["ID"].as_str(),
+                s["MainDicomTags"]["StudyInstanceUID"].as_str(),
+            ) {
+                if ids.contains(id) {
+                    out.insert(id.to_string(), uid.to_string());
+                }
+            }
+        }
+        return Ok(out);
+    }
+    for id in ids {
+        let path = format!("/studies/{id}");
+        match rest.get_json(&path, "application/json").await {
+            Ok(v) => {
+                if let Some(uid) = v["MainDicomTags"]["StudyInstanceUID"].as_str() {
+                    out.insert(id.clone(), uid.to_string());
+                }
+            }
+            Err(PacsError::Http { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn series_entry(v: &Value) -> Option<(RemoteSeries, String)> {

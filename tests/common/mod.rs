@@ -212,10 +212,46 @@ pub fn repo_root() -> PathBuf {
 /// A TCP proxy on a loopback port that delays every chunk the upstream sends back: a slow PACS.
 pub struct SlowProxy {
     pub url: String,
+    /// Request lines ("GET /path") seen, in order: what a client asked of the server.
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _rt: tokio::runtime::Runtime,
 }
 
+/// Finds complete HTTP/1.1 request lines in a client's byte stream (carrying partial lines).
+fn request_lines(carry: &mut Vec<u8>, chunk: &[u8], out: &std::sync::Mutex<Vec<String>>) {
+    carry.extend_from_slice(chunk);
+    let pat = b" HTTP/1.1\r\n";
+    let mut consumed = 0;
+    while let Some(pos) = carry[consumed..].windows(pat.len()).position(|w| w == pat) {
+        let end = consumed + pos;
+        let start = carry[..end]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let line = String::from_utf8_lossy(&carry[start.max(consumed)..end]).to_string();
+        if line.split(' ').count() == 2 {
+            out.lock().unwrap().push(line);
+        }
+        consumed = end + pat.len();
+    }
+    carry.drain(..consumed);
+    if carry.len() > 8192 {
+        let keep = carry.len() - 8192;
+        carry.drain(..keep);
+    }
+}
+
 impl SlowProxy {
+    /// A counting proxy that adds no delay.
+    pub fn counting(upstream: &str) -> SlowProxy {
+        SlowProxy::start(upstream, Duration::ZERO)
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
     pub fn start(upstream: &str, delay: Duration) -> SlowProxy {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -230,12 +266,15 @@ impl SlowProxy {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let log = requests.clone();
         rt.spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
                 let upstream = upstream.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
@@ -243,7 +282,20 @@ impl SlowProxy {
                     };
                     let (mut cr, mut cw) = client.split();
                     let (mut sr, mut sw) = server.split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        let mut carry = Vec::new();
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            request_lines(&mut carry, &buf[..n], &log);
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
                     let down = async {
                         let mut buf = vec![0u8; 64 * 1024];
                         loop {
@@ -251,7 +303,9 @@ impl SlowProxy {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
-                            tokio::time::sleep(delay).await;
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             if cw.write_all(&buf[..n]).await.is_err() {
                                 return;
                             }
@@ -266,6 +320,7 @@ impl SlowProxy {
         });
         SlowProxy {
             url: format!("http://{addr}"),
+            requests,
             _rt: rt,
         }
     }

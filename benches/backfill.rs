@@ -1,0 +1,756 @@
+//! segbridge against a Python peer (dicomweb-client + pydicom, bench/peer.py) on the same real
+//! Orthanc, in one run. Every request both make goes through a counting proxy.
+//!
+//!     cargo bench --bench backfill                  # N = 1,000 studies, 3 runs each
+//!     cargo bench --bench backfill -- --n 10000     # the large case
+//!     cargo bench --bench backfill -- --quick       # N = 20, 1 run: the CI smoke test
+//!
+//! Figures (medians of the runs; ratios are segbridge / peer unless said):
+//! 1. first backfill of N SEG series: wall, CPU, requests, peak RSS; and the floor, the same
+//!    requests replayed by curl (keep-alive, 8 in parallel);
+//! 2. idle poll: requests and CPU per poll, changes feed vs QIDO polling vs the peer;
+//! 3. one new SEG among N: store-to-notify, each mode;
+//! 4. folder scan of N studies: files/s vs pydicom `dcmread(stop_before_pixels=True)`;
+//! 5. the ledger at 100,000 labels: a sync with nothing new, RSS, state file size.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::orthanc::Orthanc;
+use common::{Emu, SlowProxy};
+use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_segbridge");
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    wall: f64,
+    cpu: f64,
+    rss_mb: f64,
+    requests: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn med(runs: &[Run]) -> Run {
+    Run {
+        wall: median(runs.iter().map(|r| r.wall).collect()),
+        cpu: median(runs.iter().map(|r| r.cpu).collect()),
+        rss_mb: median(runs.iter().map(|r| r.rss_mb).collect()),
+        requests: median(runs.iter().map(|r| r.requests as f64).collect()) as usize,
+    }
+}
+
+/// Runs a command to its end and measures it: wall time, CPU (user + system) and peak RSS of
+/// the process (wait4), requests through the proxy.
+fn measure(mut cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
+    let before = proxy.map(|p| p.count()).unwrap_or(0);
+    let t = Instant::now();
+    let child = cmd
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child with valid out-pointers
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(r, pid, "wait4 failed");
+    let wall = t.elapsed().as_secs_f64();
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    assert!(
+        ok,
+        "{cmd:?} failed: {}",
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    std::mem::forget(child);
+    Run {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        rss_mb: ru.ru_maxrss as f64 / 1024.0,
+        requests: proxy.map(|p| p.count()).unwrap_or(0) - before,
+    }
+}
+
+/// CPU seconds a running process has used (utime + stime from /proc).
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let g = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (g(11) + g(12)) / ticks
+}
+
+/// The peer's Python, in a venv of the bench's own.
+fn python() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-venv");
+    let py = venv.join("bin/python");
+    let ok = Command::new(&py)
+        .args(["-c", "import dicomweb_client, pydicom, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "creating {} (dicomweb-client, pydicom, requests)",
+            venv.display()
+        );
+        assert!(Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "dicomweb-client==0.61.2",
+                "pydicom==3.0.2",
+                "requests==2.34.2"
+            ])
+            .status()
+            .unwrap()
+            .success());
+    }
+    py
+}
+
+fn peer() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/peer.py")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Stores one study (a CT slice and its SEG); returns the SEG's series UID.
+fn store_study(orthanc: &Orthanc, dir: &Path, name: &str) -> String {
+    let ct = CtSeries::new(name, 1);
+    let mut files = write_ct(&dir.join(name), &ct, "IM").unwrap();
+    let s = SegSpec::new(&format!("{name}-seg"), &ct);
+    files.extend(write_seg(&dir.join(name), &s, "seg").unwrap());
+    orthanc.stow(&files);
+    s.series_uid()
+}
+
+fn wait_label(emu: &Emu, label: &str, within: Duration) -> Option<u64> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        let hit = emu
+            .get("/_emulator/notifications?timed=true")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["body"].to_string().contains(label))
+            .map(|n| n["received_ms"].as_u64().unwrap());
+        if hit.is_some() {
+            return hit;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn segbridge(dir: &Path, emu: &Emu) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env("MONAI_API_KEY", &emu.key)
+        .env_remove("RUST_LOG");
+    c
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        println!("backfill: bench");
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let arg = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = arg("--n", if quick { 20 } else { 1000 });
+    let runs = arg("--runs", if quick { 1 } else { 3 });
+    let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
+    let py = python();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lua = Command::new(BIN)
+        .args([
+            "orthanc-lua",
+            "--url",
+            &format!("http://127.0.0.1:{hook_port}"),
+        ])
+        .output()
+        .unwrap();
+    std::fs::write(dir.join("hook.lua"), lua.stdout).unwrap();
+    let orthanc = Orthanc::start(json!({"StableAge": 1, "LuaScripts": [dir.join("hook.lua")]}));
+    let proxy = SlowProxy::counting(&orthanc.url);
+    let emu = Emu::start();
+
+    // the data: N studies, a CT slice and a SEG each, stored with one STOW per 500 files
+    let gen = dir.join("gen");
+    let t = Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let ct = CtSeries::new(&format!("b{i}"), 1);
+        batch.extend(write_ct(&gen.join(format!("b{i}")), &ct, "IM").unwrap());
+        batch.extend(
+            write_seg(
+                &gen.join(format!("b{i}")),
+                &SegSpec::new(&format!("b{i}-seg"), &ct),
+                "seg",
+            )
+            .unwrap(),
+        );
+        if batch.len() >= 500 {
+            orthanc.stow(&batch);
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        orthanc.stow(&batch);
+    }
+    eprintln!("stored {n} studies in {:.1?}", t.elapsed());
+
+    let mut report = String::new();
+    let machine = format!(
+        "{} cores, {}; Orthanc {}; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default(),
+        orthanc.get_json("/system")["Version"]
+            .as_str()
+            .unwrap_or("?"),
+        String::from_utf8_lossy(&Command::new(&py).arg("--version").output().unwrap().stdout)
+            .trim()
+    );
+    report.push_str(&format!(
+        "N = {n} studies, {runs} run(s) each, medians. {machine}\n\n"
+    ));
+
+    // 1. first backfill
+    let dw = format!("{}/dicom-web", proxy.url);
+    let mut sb_rest = Vec::new();
+    let mut sb_dw = Vec::new();
+    let mut sb_valid = Vec::new();
+    let mut py_runs = Vec::new();
+    let mut floor = Vec::new();
+    for r in 0..runs {
+        let out = dir.join(format!("r{r}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let ds = emu.create_dataset();
+        let start = proxy.count();
+        let mut c = segbridge(dir, &emu);
+        c.args([
+            "sync",
+            "--no-validate",
+            "--orthanc",
+            &proxy.url,
+            "--dataset",
+            &ds,
+            "--api",
+            &emu.url,
+        ])
+        .arg("--state")
+        .arg(out.join("rest.db"));
+        sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
+        let replay: Vec<String> = proxy.requests.lock().unwrap()[start..].to_vec();
+        floor.push(replay_floor(&proxy.url, &replay, &out));
+        let ds = emu.create_dataset();
+        let mut c = segbridge(dir, &emu);
+        c.args([
+            "sync",
+            "--no-validate",
+            "--dicomweb",
+            &dw,
+            "--dataset",
+            &ds,
+            "--api",
+            &emu.url,
+        ])
+        .arg("--state")
+        .arg(out.join("dw.db"));
+        sb_dw.push(measure(c, Some(&proxy), &out.join("dw.out")));
+        let ds = emu.create_dataset();
+        let mut c = segbridge(dir, &emu);
+        c.args([
+            "sync",
+            "--orthanc",
+            &proxy.url,
+            "--dataset",
+            &ds,
+            "--api",
+            &emu.url,
+        ])
+        .arg("--state")
+        .arg(out.join("valid.db"));
+        sb_valid.push(measure(c, Some(&proxy), &out.join("valid.out")));
+        let ds = emu.create_dataset();
+        let mut c = Command::new(&py);
+        c.arg(peer())
+            .args(["backfill", &dw, &emu.url, &ds])
+            .env("MONAI_API_KEY", &emu.key);
+        py_runs.push(measure(c, Some(&proxy), &out.join("peer.out")));
+        let sent: usize = common::entries(&emu.notifications()).len();
+        assert!(
+            sent >= (r + 1) * n * 4,
+            "a backfill did not notify every label ({sent})"
+        );
+    }
+    let (a, b, v, p, f) = (
+        med(&sb_rest),
+        med(&sb_dw),
+        med(&sb_valid),
+        med(&py_runs),
+        median(floor),
+    );
+    report.push_str("### 1. First backfill of N SEG series (sync, nothing known)\n\n");
+    report.push_str("| who | wall (s) | CPU (s) | requests | peak RSS (MiB) | wall vs peer | wall vs floor |\n|---|---|---|---|---|---|---|\n");
+    for (name, x) in [
+        ("segbridge --orthanc", a),
+        ("segbridge --dicomweb", b),
+        ("segbridge --orthanc, quality gate on", v),
+        ("Python peer (dicomweb-client + pydicom)", p),
+    ] {
+        report.push_str(&format!(
+            "| {name} | {:.3} | {:.3} | {} | {:.1} | {:.3}x | {:.2}x |\n",
+            x.wall,
+            x.cpu,
+            x.requests,
+            x.rss_mb,
+            x.wall / p.wall,
+            x.wall / f
+        ));
+    }
+    report.push_str(&format!(
+        "| floor: segbridge --orthanc's requests replayed by curl, 8 parallel, keep-alive | {f:.3} | | {} | | | 1.00x |\n\n",
+        a.requests
+    ));
+    eprintln!("{report}");
+
+    // 2. idle poll on the N-series server
+    report.push_str("### 2. Idle poll on the N-series server (nothing changes)\n\n");
+    report.push_str(
+        "| who | poll every (s) | requests per poll | CPU per poll (ms) |\n|---|---|---|---|\n",
+    );
+    let ds = emu.create_dataset();
+    for (name, src, poll) in [
+        (
+            "segbridge watch --orthanc (changes feed)",
+            vec!["--orthanc".to_string(), proxy.url.clone()],
+            0.5,
+        ),
+        (
+            "segbridge watch --dicomweb (QIDO polling)",
+            vec!["--dicomweb".to_string(), dw.clone()],
+            2.0,
+        ),
+    ] {
+        let state = dir.join(format!("idle-{}.db", poll));
+        let mut c = segbridge(dir, &emu);
+        c.arg("sync")
+            .arg("--no-validate")
+            .args(&src)
+            .args(["--dataset", &ds, "--api", &emu.url])
+            .arg("--state")
+            .arg(&state);
+        measure(c, None, &dir.join("idle-prep.out"));
+        let mut c = segbridge(dir, &emu);
+        c.arg("watch")
+            .arg("--no-validate")
+            .args(&src)
+            .args([
+                "--dataset",
+                &ds,
+                "--api",
+                &emu.url,
+                "--poll",
+                &poll.to_string(),
+                "--reconcile",
+                "3600",
+            ])
+            .arg("--state")
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_secs_f64(poll * 2.0 + 2.0)); // start and first listing
+        let (r0, c0) = (proxy.count(), cpu_of(child.id()));
+        let window = if quick { poll * 3.0 } else { poll * 10.0 };
+        std::thread::sleep(Duration::from_secs_f64(window));
+        let (r1, c1) = (proxy.count(), cpu_of(child.id()));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let polls = window / poll;
+        report.push_str(&format!(
+            "| {name} | {poll} | {:.1} | {:.1} |\n",
+            (r1 - r0) as f64 / polls,
+            (c1 - c0) * 1000.0 / polls
+        ));
+    }
+    {
+        let mut child = Command::new(&py)
+            .arg(peer())
+            .args(["poll", &dw, &emu.url, &emu.create_dataset(), "2"])
+            .env("MONAI_API_KEY", &emu.key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // its first poll pairs everything; measure after it
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let (r0, c0) = (proxy.count(), cpu_of(child.id()));
+        let window = if quick { 6.0 } else { 20.0 };
+        std::thread::sleep(Duration::from_secs_f64(window));
+        let (r1, c1) = (proxy.count(), cpu_of(child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        let polls = window / 2.0;
+        report.push_str(&format!(
+            "| Python peer, polling QIDO | 2 | {:.1} | {:.1} |\n\n",
+            (r1 - r0) as f64 / polls,
+            (c1 - c0) * 1000.0 / polls
+        ));
+    }
+    eprintln!("{report}");
+
+    // 3. one new SEG among N
+    report.push_str(
+        "### 3. One new SEG among N: store to notify (s), poll 2 s, Orthanc StableAge 1 s\n\n",
+    );
+    report.push_str("| who | median | max |\n|---|---|---|\n");
+    let samples = if quick { 1 } else { 5 };
+    for (idx, mode) in [
+        "hook (serve)",
+        "changes feed (watch --orthanc)",
+        "QIDO polling (watch --dicomweb)",
+        "Python peer, polling QIDO",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ds = emu.create_dataset();
+        let state = dir.join(format!("new-{idx}.db"));
+        let mut prep = segbridge(dir, &emu);
+        prep.args([
+            "sync",
+            "--no-validate",
+            "--orthanc",
+            &proxy.url,
+            "--dataset",
+            &ds,
+            "--api",
+            &emu.url,
+        ])
+        .arg("--state")
+        .arg(&state);
+        measure(prep, None, &dir.join("new-prep.out"));
+        let mut child = match mode {
+            m if m.starts_with("Python") => Command::new(&py)
+                .arg(peer())
+                .args(["poll", &dw, &emu.url, &ds, "2"])
+                .env("MONAI_API_KEY", &emu.key)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            m => {
+                let mut c = segbridge(dir, &emu);
+                let src = if m.contains("QIDO") {
+                    vec!["--dicomweb".to_string(), dw.clone()]
+                } else {
+                    vec!["--orthanc".to_string(), proxy.url.clone()]
+                };
+                if m.starts_with("hook") {
+                    c.args([
+                        "serve",
+                        "--listen",
+                        &format!("127.0.0.1:{hook_port}"),
+                        "--poll",
+                        "600",
+                    ]);
+                } else {
+                    c.args(["watch", "--poll", "2"]);
+                }
+                c.arg("--no-validate")
+                    .args(&src)
+                    .args(["--dataset", &ds, "--api", &emu.url, "--reconcile", "3600"])
+                    .arg("--state")
+                    .arg(&state)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                c.spawn().unwrap()
+            }
+        };
+        // let the peer finish its first full pairing
+        std::thread::sleep(Duration::from_secs(if mode.starts_with("Python") {
+            (n / 100 + 5) as u64
+        } else {
+            4
+        }));
+        let mut lat = Vec::new();
+        let mut seed = 0x9e3779b9u64 + idx as u64;
+        for k in 0..samples {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            std::thread::sleep(Duration::from_millis((seed >> 33) % 2000));
+            let label = store_study(&orthanc, &dir.join("new"), &format!("new-{idx}-{k}"));
+            let t0 = now_ms();
+            match wait_label(&emu, &label, Duration::from_secs(60)) {
+                Some(at) => lat.push(at.saturating_sub(t0) as f64 / 1000.0),
+                None => panic!("{mode}: the new SEG was not notified within 60 s"),
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let max = lat.iter().cloned().fold(0.0, f64::max);
+        report.push_str(&format!("| {mode} | {:.2} | {:.2} |\n", median(lat), max));
+    }
+    report.push('\n');
+    eprintln!("{report}");
+
+    // 4. folder scan
+    let files = walkdir::WalkDir::new(&gen)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count();
+    let mut sb = Vec::new();
+    let mut pyr = Vec::new();
+    for _ in 0..runs {
+        let mut c = Command::new(BIN);
+        c.args(["scan", "--no-validate", "--json", "--folder"])
+            .arg(&gen);
+        sb.push(measure(c, None, &dir.join("scan.out")));
+        let mut c = Command::new(&py);
+        c.arg(peer()).arg("scan").arg(&gen);
+        pyr.push(measure(c, None, &dir.join("pscan.out")));
+    }
+    let (s, p) = (med(&sb), med(&pyr));
+    report.push_str("### 4. Folder scan of N studies (headers only)\n\n| who | files | wall (s) | files/s | vs pydicom |\n|---|---|---|---|---|\n");
+    report.push_str(&format!(
+        "| segbridge scan --folder | {files} | {:.3} | {:.0} | {:.1}x |\n",
+        s.wall,
+        files as f64 / s.wall,
+        p.wall / s.wall
+    ));
+    report.push_str(&format!(
+        "| pydicom dcmread(stop_before_pixels=True) | {files} | {:.3} | {:.0} | 1.0x |\n\n",
+        p.wall,
+        files as f64 / p.wall
+    ));
+    eprintln!("{report}");
+
+    // 5. the ledger at 100,000 labels
+    report.push_str(&format!(
+        "### 5. Ledger size: a sync with nothing new, N = {n} in Orthanc\n\n"
+    ));
+    report.push_str("| ledger labels | wall (s) | CPU (s) | peak RSS (MiB) | state file (MiB) | requests |\n|---|---|---|---|---|---|\n");
+    for extra in [0usize, ledger_n] {
+        let state = dir.join(format!("ledger-{extra}.db"));
+        synthetic_ledger(&state, extra);
+        let ds_real = emu.create_dataset();
+        let mut c = segbridge(dir, &emu);
+        c.args([
+            "sync",
+            "--no-validate",
+            "--orthanc",
+            &proxy.url,
+            "--dataset",
+            &ds_real,
+            "--api",
+            &emu.url,
+        ])
+        .arg("--state")
+        .arg(&state);
+        measure(c, None, &dir.join("l1.out"));
+        let mut times = Vec::new();
+        for _ in 0..runs.max(2) {
+            let mut c = segbridge(dir, &emu);
+            c.args([
+                "sync",
+                "--no-validate",
+                "--orthanc",
+                &proxy.url,
+                "--dataset",
+                &ds_real,
+                "--api",
+                &emu.url,
+            ])
+            .arg("--state")
+            .arg(&state);
+            times.push(measure(c, Some(&proxy), &dir.join("l2.out")));
+        }
+        let m = med(&times);
+        let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+        report.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
+            extra + n,
+            m.wall,
+            m.cpu,
+            m.rss_mb,
+            size,
+            m.requests
+        ));
+    }
+    report.push('\n');
+    println!("{report}");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-backfill.md");
+    std::fs::write(&out, &report).unwrap();
+    eprintln!("written to {}", out.display());
+}
+
+/// The floor: the same requests, replayed by curl with keep-alive, 8 at a time.
+fn replay_floor(base: &str, requests: &[String], out: &Path) -> f64 {
+    let mut cfg = String::new();
+    let mut posts = Vec::new();
+    for r in requests {
+        let (method, path) = r.split_once(' ').unwrap_or(("GET", r));
+        if path.starts_with("/api/") {
+            continue;
+        }
+        match method {
+            "GET" => cfg.push_str(&format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n")),
+            _ => posts.push(path.to_string()),
+        }
+    }
+    let cfgp = out.join("replay.cfg");
+    std::fs::write(&cfgp, cfg).unwrap();
+    // segbridge's POSTs are Orthanc /tools/find calls, in this order: the SEG series, then (in
+    // bulk) the studies and the image series
+    let bodies = [
+        r#"{"Level":"Series","Query":{"Modality":"SEG"},"Expand":true}"#,
+        r#"{"Level":"Study","Query":{},"Expand":true}"#,
+        r#"{"Level":"Series","Query":{},"Expand":true}"#,
+    ];
+    let t = Instant::now();
+    for (i, p) in posts.iter().enumerate() {
+        let body = bodies[i.min(bodies.len() - 1)];
+        let _ = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-X", "POST", "-d", body])
+            .arg(format!("{base}{p}"))
+            .status();
+    }
+    let st = Command::new("curl")
+        .args([
+            "-s",
+            "--parallel",
+            "--parallel-max",
+            "8",
+            "-H",
+            "Accept: application/dicom+json, application/json",
+            "-K",
+        ])
+        .arg(&cfgp)
+        .status()
+        .unwrap();
+    assert!(st.success() || st.code() == Some(23), "curl replay failed");
+    t.elapsed().as_secs_f64()
+}
+
+/// A state file holding `n` labels from another source, as a busy installation's would.
+fn synthetic_ledger(path: &Path, n: usize) {
+    use segbridge::dicom::reader::{SegInstance, SegSeries, SortKey};
+    use segbridge::dicom::{match_all, ImageIndex};
+    use segbridge::source::Listing;
+    let mut ledger = segbridge::ledger::Ledger::open(path, Duration::from_secs(5)).unwrap();
+    if n == 0 {
+        return;
+    }
+    let mut index = ImageIndex::default();
+    let mut segs = Vec::with_capacity(n);
+    for i in 0..n {
+        let img = format!("2.25.1{i:012}");
+        index.insert(&format!("{img}.1"), &img, "2.25.9", "CT");
+        let uid = format!("2.25.2{i:012}");
+        segs.push(SegSeries {
+            first: SegInstance {
+                sop_class: segbridge::dicom::SEG_SOP_CLASS.into(),
+                sop_instance: format!("{uid}.1"),
+                series: uid.clone(),
+                study: "2.25.9".into(),
+                instance_number: Some(1),
+                referenced_series: vec![img],
+                source_instances: vec![],
+                sort_key: SortKey {
+                    content: "20240101".into(),
+                    uid: uid.clone(),
+                    ..Default::default()
+                },
+                segment_count: 1,
+            },
+            instances: vec![format!("{uid}.1")],
+            locations: vec![format!("/synthetic/{uid}")],
+            warnings: vec![],
+            remote_id: None,
+        });
+    }
+    let labels = match_all(segs, &index);
+    let listing = Listing {
+        source: "folder:/synthetic".into(),
+        ..Default::default()
+    };
+    ledger
+        .apply(&listing, &labels, "synthetic-dataset")
+        .unwrap();
+    // as if delivered: the outbox empty, the journal full
+    loop {
+        let p = ledger.pending("synthetic-dataset", 10_000).unwrap();
+        if p.is_empty() {
+            break;
+        }
+        ledger
+            .confirm(&p.iter().map(|e| e.id).collect::<Vec<_>>())
+            .unwrap();
+    }
+}
