@@ -4,6 +4,7 @@
 //! - [`matcher`]: pairs each SEG series with its source image series, the one place where the
 //!   matching order and the newest-label rule live.
 
+pub mod guard;
 pub mod matcher;
 pub mod quality;
 pub mod reader;

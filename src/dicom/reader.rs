@@ -169,6 +169,9 @@ fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
     if n < 132 || &buf[128..132] != b"DICM" {
         return Err(ReadError::NotDicom);
     }
+    // lengths and nesting checked before the parser trusts them
+    let len = f.metadata()?.len();
+    super::guard::prescan(BufReader::with_capacity(16 * 1024, &mut f), len).map_err(ReadError::Parse)?;
     f.seek(SeekFrom::Start(128))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)

@@ -1,0 +1,336 @@
+//! A bounded pre-scan of a Part-10 stream, run before the full parser sees it.
+//!
+//! dicom-object trusts declared lengths (a 4 GiB length is a 4 GiB allocation) and recurses once
+//! per nested sequence (10,000 nested sequences overflow the stack and abort the process, which
+//! no `catch_unwind` can stop). This walk checks, without allocating values:
+//! - every defined length fits in what is left of the file;
+//! - sequences nest at most [`MAX_DEPTH`] deep;
+//! - the element stream is well formed up to Pixel Data (which it does not read).
+//!
+//! It understands explicit and implicit VR little endian (the meta group is always explicit);
+//! other transfer syntaxes (big endian, deflate) are left to the parser, which reads them under
+//! the same file-size cap.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+/// How deep sequences may nest. Real SEGs nest 4 or 5 deep.
+pub const MAX_DEPTH: usize = 64;
+
+const ITEM: Tag = Tag(0xFFFE, 0xE000);
+const ITEM_END: Tag = Tag(0xFFFE, 0xE00D);
+const SEQ_END: Tag = Tag(0xFFFE, 0xE0DD);
+const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+struct Walker<R> {
+    r: R,
+    pos: u64,
+    len: u64,
+}
+
+fn bad(msg: String) -> String {
+    msg
+}
+
+impl<R: Read + Seek> Walker<R> {
+    fn read<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut b = [0u8; N];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| bad(format!("truncated at byte {}", self.pos)))?;
+        self.pos += N as u64;
+        Ok(b)
+    }
+
+    fn skip(&mut self, n: u64, what: Tag) -> Result<(), String> {
+        if n > self.len.saturating_sub(self.pos) {
+            return Err(bad(format!(
+                "element {what} declares {n} bytes but only {} are left in the file",
+                self.len.saturating_sub(self.pos)
+            )));
+        }
+        self.r
+            .seek(SeekFrom::Current(n as i64))
+            .map_err(|e| e.to_string())?;
+        self.pos += n;
+        Ok(())
+    }
+
+    fn header(&mut self, explicit: bool) -> Result<(Tag, Option<VR>, u32), String> {
+        let t = self.read::<4>()?;
+        let tag = Tag(u16::from_le_bytes([t[0], t[1]]), u16::from_le_bytes([t[2], t[3]]));
+        if tag.group() == 0xFFFE {
+            let l = u32::from_le_bytes(self.read::<4>()?);
+            return Ok((tag, None, l));
+        }
+        if !explicit {
+            let l = u32::from_le_bytes(self.read::<4>()?);
+            return Ok((tag, None, l));
+        }
+        let vr_bytes = self.read::<2>()?;
+        let vr = VR::from_binary(vr_bytes);
+        let long = matches!(
+            vr,
+            Some(
+                VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::SQ | VR::SV | VR::UC
+                    | VR::UN | VR::UR | VR::UT | VR::UV
+            )
+        );
+        let l = if long {
+            self.read::<2>()?;
+            u32::from_le_bytes(self.read::<4>()?)
+        } else if vr.is_none() {
+            return Err(bad(format!(
+                "element {tag} at byte {} has an unknown VR {:?}",
+                self.pos - 6,
+                String::from_utf8_lossy(&vr_bytes)
+            )));
+        } else {
+            u32::from(u16::from_le_bytes(self.read::<2>()?))
+        };
+        Ok((tag, vr, l))
+    }
+
+    fn is_sequence(tag: Tag, vr: Option<VR>) -> bool {
+        match vr {
+            Some(v) => v == VR::SQ,
+            None => StandardDataDictionary
+                .by_tag(tag)
+                .is_some_and(|e| e.vr().relaxed() == VR::SQ),
+        }
+    }
+
+    /// Walks elements until `end` (a byte position) or, with `end == None`, until a delimiter.
+    /// Returns at Pixel Data on the top level.
+    fn data_set(&mut self, explicit: bool, end: Option<u64>, depth: usize) -> Result<bool, String> {
+        loop {
+            if let Some(e) = end {
+                if self.pos >= e {
+                    return Ok(false);
+                }
+            } else if self.pos >= self.len {
+                return Err(bad("an undefined-length item never ends".into()));
+            }
+            if end.is_none() && self.pos >= self.len {
+                return Ok(false);
+            }
+            let (tag, vr, l) = self.header(explicit)?;
+            if tag == ITEM_END || tag == SEQ_END {
+                return Ok(true);
+            }
+            if tag == PIXEL_DATA && depth == 0 {
+                if l != UNDEFINED && u64::from(l) > self.len.saturating_sub(self.pos) {
+                    return Err(bad(format!(
+                        "Pixel Data declares {l} bytes but only {} are left in the file",
+                        self.len.saturating_sub(self.pos)
+                    )));
+                }
+                return Ok(true);
+            }
+            if Self::is_sequence(tag, vr) || (l == UNDEFINED && tag != PIXEL_DATA) {
+                if depth + 1 > MAX_DEPTH {
+                    return Err(bad(format!(
+                        "sequences nested more than {MAX_DEPTH} deep (at {tag}, byte {})",
+                        self.pos
+                    )));
+                }
+                self.sequence(explicit, l, depth + 1, tag)?;
+            } else if l == UNDEFINED {
+                // encapsulated pixel data inside an item: walk its fragments
+                self.sequence(explicit, l, depth + 1, tag)?;
+            } else {
+                self.skip(u64::from(l), tag)?;
+            }
+        }
+    }
+
+    fn sequence(&mut self, explicit: bool, l: u32, depth: usize, tag: Tag) -> Result<(), String> {
+        let end = if l == UNDEFINED {
+            None
+        } else {
+            if u64::from(l) > self.len.saturating_sub(self.pos) {
+                return Err(bad(format!(
+                    "sequence {tag} declares {l} bytes but only {} are left in the file",
+                    self.len.saturating_sub(self.pos)
+                )));
+            }
+            Some(self.pos + u64::from(l))
+        };
+        loop {
+            if let Some(e) = end {
+                if self.pos >= e {
+                    return Ok(());
+                }
+            }
+            if self.pos >= self.len {
+                return Err(bad(format!("sequence {tag} never ends")));
+            }
+            let (t, _, il) = self.header(explicit)?;
+            match t {
+                SEQ_END => return Ok(()),
+                ITEM if il == UNDEFINED => {
+                    let closed = self.data_set(explicit, None, depth)?;
+                    if !closed {
+                        return Err(bad(format!("an item of {tag} never ends")));
+                    }
+                }
+                ITEM => {
+                    if u64::from(il) > self.len.saturating_sub(self.pos) {
+                        return Err(bad(format!(
+                            "an item of {tag} declares {il} bytes but only {} are left",
+                            self.len.saturating_sub(self.pos)
+                        )));
+                    }
+                    let item_end = self.pos + u64::from(il);
+                    self.data_set(explicit, Some(item_end), depth)?;
+                    if self.pos != item_end {
+                        return Err(bad(format!("an item of {tag} overruns its length")));
+                    }
+                }
+                other => {
+                    return Err(bad(format!(
+                        "sequence {tag} holds {other} where an item was expected"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Pre-scans a Part-10 stream positioned right after `DICM` (offset 132). `len` is the total
+/// length of the file. Errors name what is wrong and where.
+pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
+    let mut w = Walker { r, pos: 132, len };
+    // the meta group: explicit VR little endian, group 0002 only
+    let mut ts = String::new();
+    loop {
+        let mut peek = [0u8; 2];
+        if w.r.read_exact(&mut peek).is_err() {
+            return Err("no data set after the file meta group".into());
+        }
+        w.r.seek(SeekFrom::Current(-2)).map_err(|e| e.to_string())?;
+        if u16::from_le_bytes(peek) != 0x0002 {
+            break;
+        }
+        let (tag, _, l) = w.header(true)?;
+        if l == UNDEFINED || u64::from(l) > 1024 {
+            return Err(format!("file meta element {tag} declares {l} bytes"));
+        }
+        if tag == Tag(0x0002, 0x0010) {
+            let mut v = vec![0u8; l as usize];
+            w.r.read_exact(&mut v).map_err(|_| "truncated file meta group".to_string())?;
+            w.pos += u64::from(l);
+            ts = String::from_utf8_lossy(&v)
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        } else {
+            w.skip(u64::from(l), tag)?;
+        }
+    }
+    let explicit = match ts.as_str() {
+        "1.2.840.10008.1.2" => false,
+        "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => return Ok(()), // big endian, deflate: the parser's job
+        _ => true, // explicit VR little endian and every encapsulated syntax
+    };
+    w.data_set(explicit, Some(len), 0).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn meta(ts: &str) -> Vec<u8> {
+        let mut v = vec![0u8; 128];
+        v.extend_from_slice(b"DICM");
+        let mut ts = ts.as_bytes().to_vec();
+        if ts.len() % 2 == 1 {
+            ts.push(0);
+        }
+        v.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        v.extend_from_slice(&(ts.len() as u16).to_le_bytes());
+        v.extend_from_slice(&ts);
+        v
+    }
+
+    fn el(v: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], long: bool, len: u32, value: &[u8]) {
+        v.extend_from_slice(&g.to_le_bytes());
+        v.extend_from_slice(&e.to_le_bytes());
+        v.extend_from_slice(vr);
+        if long {
+            v.extend_from_slice(&[0, 0]);
+            v.extend_from_slice(&len.to_le_bytes());
+        } else {
+            v.extend_from_slice(&(len as u16).to_le_bytes());
+        }
+        v.extend_from_slice(value);
+    }
+
+    fn scan(v: &[u8]) -> Result<(), String> {
+        let mut c = Cursor::new(v);
+        c.set_position(132);
+        prescan(c, v.len() as u64)
+    }
+
+    #[test]
+    fn a_plain_data_set_passes() {
+        let mut v = meta("1.2.840.10008.1.2.1");
+        el(&mut v, 0x0020, 0x000E, b"UI", false, 6, b"1.2.3\0");
+        el(&mut v, 0x7FE0, 0x0010, b"OB", true, 4, b"\0\0\0\0");
+        assert_eq!(scan(&v), Ok(()));
+    }
+
+    #[test]
+    fn huge_declared_lengths_are_refused_without_allocating() {
+        let mut v = meta("1.2.840.10008.1.2.1");
+        el(&mut v, 0x0029, 0x0010, b"UN", true, 0xFFFF_FFF0, b"abcd");
+        let e = scan(&v).unwrap_err();
+        assert!(e.contains("declares 4294967280 bytes"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let mut v = meta("1.2.840.10008.1.2.1");
+        for _ in 0..10_000 {
+            el(&mut v, 0x0008, 0x1115, b"SQ", true, UNDEFINED, b"");
+            v.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let e = scan(&v).unwrap_err();
+        assert!(e.contains("nested more than 64 deep"), "{e}");
+    }
+
+    #[test]
+    fn never_ending_items_are_refused() {
+        let mut v = meta("1.2.840.10008.1.2.1");
+        el(&mut v, 0x0008, 0x1115, b"SQ", true, UNDEFINED, b"");
+        v.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        el(&mut v, 0x0020, 0x000E, b"UI", false, 6, b"1.2.3\0");
+        assert!(scan(&v).is_err());
+    }
+
+    #[test]
+    fn implicit_vr_sequences_are_found_by_the_dictionary() {
+        let mut v = meta("1.2.840.10008.1.2");
+        // (0008,1115) ReferencedSeriesSequence, implicit VR, defined length nested 100 deep
+        let mut inner: Vec<u8> = Vec::new();
+        for _ in 0..100 {
+            let mut item = vec![0xFE, 0xFF, 0x00, 0xE0];
+            item.extend_from_slice(&(inner.len() as u32 + 8).to_le_bytes());
+            let mut sq = vec![0x08, 0x00, 0x15, 0x11];
+            sq.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+            sq.extend_from_slice(&inner);
+            item.extend_from_slice(&sq);
+            inner = item;
+        }
+        let mut top = vec![0x08, 0x00, 0x15, 0x11];
+        top.extend_from_slice(&(inner.len() as u32).to_le_bytes());
+        top.extend_from_slice(&inner);
+        v.extend_from_slice(&top);
+        let e = scan(&v).unwrap_err();
+        assert!(e.contains("nested more than"), "{e}");
+    }
+}
