@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dicom;
 pub mod emulator;
 pub mod fixtures;
+pub mod fuzz_targets;
 pub mod hook;
 pub mod ledger;
 pub mod notify;

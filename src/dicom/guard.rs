@@ -5,7 +5,7 @@
 //! no `catch_unwind` can stop). This walk checks, without allocating values:
 //! - every defined length fits in what is left of the file;
 //! - sequences nest at most [`MAX_DEPTH`] deep;
-//! - the element stream is well formed up to Pixel Data (which it does not read).
+//! - the element stream is well formed to its end (Pixel Data is walked, not read).
 //!
 //! It understands explicit and implicit VR little endian (the meta group is always explicit);
 //! other transfer syntaxes (big endian, deflate) are left to the parser, which reads them under
@@ -62,7 +62,10 @@ impl<R: Read + Seek> Walker<R> {
 
     fn header(&mut self, explicit: bool) -> Result<(Tag, Option<VR>, u32), String> {
         let t = self.read::<4>()?;
-        let tag = Tag(u16::from_le_bytes([t[0], t[1]]), u16::from_le_bytes([t[2], t[3]]));
+        let tag = Tag(
+            u16::from_le_bytes([t[0], t[1]]),
+            u16::from_le_bytes([t[2], t[3]]),
+        );
         if tag.group() == 0xFFFE {
             let l = u32::from_le_bytes(self.read::<4>()?);
             return Ok((tag, None, l));
@@ -76,8 +79,19 @@ impl<R: Read + Seek> Walker<R> {
         let long = matches!(
             vr,
             Some(
-                VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::SQ | VR::SV | VR::UC
-                    | VR::UN | VR::UR | VR::UT | VR::UV
+                VR::OB
+                    | VR::OD
+                    | VR::OF
+                    | VR::OL
+                    | VR::OV
+                    | VR::OW
+                    | VR::SQ
+                    | VR::SV
+                    | VR::UC
+                    | VR::UN
+                    | VR::UR
+                    | VR::UT
+                    | VR::UV
             )
         );
         let l = if long {
@@ -105,7 +119,8 @@ impl<R: Read + Seek> Walker<R> {
     }
 
     /// Walks elements until `end` (a byte position) or, with `end == None`, until a delimiter.
-    /// Returns at Pixel Data on the top level.
+    /// The whole data set is walked, Pixel Data and what follows it included (a full read parses
+    /// it all), but values are skipped, never read.
     fn data_set(&mut self, explicit: bool, end: Option<u64>, depth: usize) -> Result<bool, String> {
         loop {
             if let Some(e) = end {
@@ -120,27 +135,27 @@ impl<R: Read + Seek> Walker<R> {
             }
             let (tag, vr, l) = self.header(explicit)?;
             if tag == ITEM_END || tag == SEQ_END {
-                return Ok(true);
-            }
-            if tag == PIXEL_DATA && depth == 0 {
-                if l != UNDEFINED && u64::from(l) > self.len.saturating_sub(self.pos) {
+                if depth == 0 {
+                    // the parser would read on past it: so must the guard, so it refuses
                     return Err(bad(format!(
-                        "Pixel Data declares {l} bytes but only {} are left in the file",
-                        self.len.saturating_sub(self.pos)
+                        "a delimiter {tag} outside any sequence at byte {}",
+                        self.pos - 8
                     )));
                 }
                 return Ok(true);
             }
-            if Self::is_sequence(tag, vr) || (l == UNDEFINED && tag != PIXEL_DATA) {
+            if tag == PIXEL_DATA && l == UNDEFINED {
+                // encapsulated: a sequence of fragments; walked, never read
+                self.sequence(explicit, l, depth + 1, tag)?;
+                continue;
+            }
+            if Self::is_sequence(tag, vr) || l == UNDEFINED {
                 if depth + 1 > MAX_DEPTH {
                     return Err(bad(format!(
                         "sequences nested more than {MAX_DEPTH} deep (at {tag}, byte {})",
                         self.pos
                     )));
                 }
-                self.sequence(explicit, l, depth + 1, tag)?;
-            } else if l == UNDEFINED {
-                // encapsulated pixel data inside an item: walk its fragments
                 self.sequence(explicit, l, depth + 1, tag)?;
             } else {
                 self.skip(u64::from(l), tag)?;
@@ -222,7 +237,8 @@ pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
         }
         if tag == Tag(0x0002, 0x0010) {
             let mut v = vec![0u8; l as usize];
-            w.r.read_exact(&mut v).map_err(|_| "truncated file meta group".to_string())?;
+            w.r.read_exact(&mut v)
+                .map_err(|_| "truncated file meta group".to_string())?;
             w.pos += u64::from(l);
             ts = String::from_utf8_lossy(&v)
                 .trim_end_matches(['\0', ' '])
@@ -310,6 +326,24 @@ mod tests {
         v.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
         el(&mut v, 0x0020, 0x000E, b"UI", false, 6, b"1.2.3\0");
         assert!(scan(&v).is_err());
+    }
+
+    #[test]
+    fn a_stray_delimiter_does_not_end_the_walk_early() {
+        // found by fuzzing: a top-level delimiter ended the walk, the parser read on into a
+        // 3.7 GB declared length
+        let mut v = meta("1.2.840.10008.1.2");
+        v.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+        v.extend_from_slice(&[0x08, 0x00, 0x00, 0x01, 0xF0, 0xFF, 0xFF, 0xDD]);
+        assert!(scan(&v).is_err());
+    }
+
+    #[test]
+    fn elements_after_pixel_data_are_checked_too() {
+        let mut v = meta("1.2.840.10008.1.2.1");
+        el(&mut v, 0x7FE0, 0x0010, b"OB", true, 4, b"\0\0\0\0");
+        el(&mut v, 0xFFFC, 0xFFFC, b"OB", true, 0xFFFF_0000, b"");
+        assert!(scan(&v).unwrap_err().contains("declares"));
     }
 
     #[test]

@@ -171,7 +171,8 @@ fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
     }
     // lengths and nesting checked before the parser trusts them
     let len = f.metadata()?.len();
-    super::guard::prescan(BufReader::with_capacity(16 * 1024, &mut f), len).map_err(ReadError::Parse)?;
+    super::guard::prescan(BufReader::with_capacity(16 * 1024, &mut f), len)
+        .map_err(ReadError::Parse)?;
     f.seek(SeekFrom::Start(128))?;
     let obj = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Never)
@@ -187,6 +188,36 @@ fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
         }
     };
     header_from_object(&obj, sop_class)
+}
+
+/// Reads the header of a Part-10 object held in memory (a fuzz target and WADO-RS parts).
+pub fn read_instance_from_bytes(bytes: &[u8]) -> Result<InstanceHeader, ReadError> {
+    if bytes.is_empty() {
+        return Err(ReadError::Empty);
+    }
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Err(ReadError::NotDicom);
+    }
+    let mut c = std::io::Cursor::new(bytes);
+    c.set_position(132);
+    super::guard::prescan(c, bytes.len() as u64).map_err(ReadError::Parse)?;
+    std::panic::catch_unwind(|| {
+        let obj = OpenFileOptions::new()
+            .read_preamble(ReadPreamble::Never)
+            .read_until(tags::PIXEL_DATA)
+            .from_reader(&bytes[128..])
+            .map_err(|e| ReadError::Parse(error_chain(&e)))?;
+        let sop_class = {
+            let from_ds = text(&obj, tags::SOP_CLASS_UID);
+            if from_ds.is_empty() {
+                obj.meta().media_storage_sop_class_uid().to_string()
+            } else {
+                from_ds
+            }
+        };
+        header_from_object(&obj, sop_class)
+    })
+    .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked".into())))
 }
 
 /// Builds the typed header from a parsed data set. Shared by every reader of DICOM objects.
