@@ -135,6 +135,9 @@ pub struct SourceArgs {
     /// PEM file of a CA to trust for the PACS's TLS certificate
     #[arg(long)]
     pub ca_cert: Option<PathBuf>,
+    /// Do not verify the PACS's TLS certificate (dangerous; warned about on every start)
+    #[arg(long)]
+    pub insecure: bool,
     /// The dataset's image filter (QIDO query string, e.g. "Modality=CT"): labels of images
     /// outside it are unusable
     #[arg(long)]
@@ -361,6 +364,7 @@ fn settings(
             orthanc: src.orthanc.clone(),
             dicomweb_user: src.dicomweb_user.clone(),
             ca_cert: src.ca_cert.clone(),
+            insecure: src.insecure,
             image_filter: src.image_filter.clone(),
             concurrency: src.concurrency,
             page_size: src.page_size,

@@ -120,6 +120,7 @@ pub struct PacsSettings {
     pub password: Option<Secret>,
     pub token: Option<Secret>,
     pub ca_cert: Option<PathBuf>,
+    pub insecure: bool,
     pub image_filter: Option<String>,
     pub concurrency: usize,
     pub page_size: usize,
@@ -150,6 +151,7 @@ pub struct Overrides {
     pub orthanc: Option<String>,
     pub dicomweb_user: Option<String>,
     pub ca_cert: Option<PathBuf>,
+    pub insecure: bool,
     pub image_filter: Option<String>,
     pub concurrency: Option<usize>,
     pub page_size: Option<usize>,
@@ -219,6 +221,7 @@ impl Settings {
             password: env_secret("DICOMWEB_PASSWORD").or(file.dicomweb_password.map(Secret::new)),
             token: env_secret("DICOMWEB_TOKEN").or(file.dicomweb_token.map(Secret::new)),
             ca_cert: cli.ca_cert.or(file.ca_cert),
+            insecure: cli.insecure,
             image_filter: cli
                 .image_filter
                 .or(file.image_filter)
@@ -365,6 +368,7 @@ impl Settings {
         let opts = PacsOptions {
             auth,
             ca_cert: p.ca_cert.clone(),
+            insecure: p.insecure,
             timeout: self.timeout,
             concurrency: p.concurrency,
             ..Default::default()

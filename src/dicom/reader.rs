@@ -27,6 +27,8 @@ pub enum ReadError {
     Parse(String),
     #[error("missing required attribute {0}")]
     Missing(&'static str),
+    #[error("{0} is not a valid DICOM UID ({1})")]
+    BadUid(&'static str, String),
 }
 
 /// The newest-label ordering key: ContentDate+ContentTime, then SeriesDate+SeriesTime, then
@@ -335,10 +337,23 @@ fn required(
 ) -> Result<String, ReadError> {
     let v = text(obj, tag);
     if v.is_empty() {
-        Err(ReadError::Missing(name))
-    } else {
-        Ok(v)
+        return Err(ReadError::Missing(name));
     }
+    if let Some(why) = uid_problem(&v) {
+        return Err(ReadError::BadUid(name, why));
+    }
+    Ok(v)
+}
+
+/// Why a string is not a DICOM UID (at most 64 characters of digits and dots), if it is not.
+pub fn uid_problem(v: &str) -> Option<String> {
+    if v.len() > 64 {
+        return Some(format!("{} characters, at most 64", v.len()));
+    }
+    if let Some(c) = v.chars().find(|c| !c.is_ascii_digit() && *c != '.') {
+        return Some(format!("character {c:?}"));
+    }
+    None
 }
 
 /// Date and time joined so that plain string order is time order ("20180410" + "183328.5").

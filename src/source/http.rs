@@ -33,6 +33,8 @@ pub struct PacsOptions {
     pub max_body: usize,
     /// Concurrent requests at most.
     pub concurrency: usize,
+    /// Accept any TLS certificate (--insecure): never the default, always warned about.
+    pub insecure: bool,
 }
 
 impl Default for PacsOptions {
@@ -43,6 +45,7 @@ impl Default for PacsOptions {
             timeout: Duration::from_secs(30),
             max_body: 64 * 1024 * 1024,
             concurrency: 8,
+            insecure: false,
         }
     }
 }
@@ -97,6 +100,13 @@ impl PacsClient {
             .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &opts.ca_cert {
             b = b.add_root_certificate(load_ca(ca)?);
+        }
+        if opts.insecure {
+            tracing::warn!(
+                "--insecure: TLS certificates of {base} are NOT verified; anyone on the path can \
+                 read and change what segbridge sees. Use --ca-cert instead"
+            );
+            b = b.danger_accept_invalid_certs(true);
         }
         let http = b.build().map_err(|e| PacsError::Setup(error_chain(&e)))?;
         Ok(PacsClient {

@@ -325,3 +325,109 @@ impl SlowProxy {
         }
     }
 }
+
+/// An HTTP proxy in front of a PACS that can fail chosen requests: answer 500, or cut the JSON
+/// answer in half (truncated mid-listing).
+pub struct FaultyPacs {
+    pub url: String,
+    pub fault: std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl FaultyPacs {
+    pub fn start(upstream: &str) -> FaultyPacs {
+        use axum::extract::{Request, State};
+        use axum::response::IntoResponse;
+        type Shared = (
+            String,
+            std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>>,
+            reqwest::Client,
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fault: std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>> =
+            Default::default();
+        let shared: Shared = (
+            upstream.trim_end_matches('/').to_string(),
+            fault.clone(),
+            reqwest::Client::new(),
+        );
+        async fn forward(
+            State((up, fault, http)): State<Shared>,
+            req: Request,
+        ) -> axum::response::Response {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            let chosen = {
+                let mut f = fault.lock().unwrap();
+                match f.as_mut() {
+                    Some((needle, mode, count)) if *count > 0 && path.contains(needle.as_str()) => {
+                        *count -= 1;
+                        Some(*mode)
+                    }
+                    _ => None,
+                }
+            };
+            if chosen == Some("500") {
+                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "injected").into_response();
+            }
+            let method = req.method().clone();
+            let headers = req.headers().clone();
+            let body = axum::body::to_bytes(req.into_body(), 64 << 20)
+                .await
+                .unwrap_or_default();
+            let mut r = http
+                .request(method, format!("{up}{path}"))
+                .body(body.to_vec());
+            for (k, v) in headers.iter() {
+                if k != "host" && k != "content-length" {
+                    r = r.header(k, v);
+                }
+            }
+            let resp = match r.send().await {
+                Ok(x) => x,
+                Err(_) => return (axum::http::StatusCode::BAD_GATEWAY, "upstream").into_response(),
+            };
+            let status = resp.status();
+            let ct = resp.headers().get("content-type").cloned();
+            let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
+            if chosen == Some("truncate") {
+                bytes.truncate(bytes.len() / 2);
+            }
+            let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
+            *out.status_mut() = status;
+            if let Some(ct) = ct {
+                out.headers_mut().insert("content-type", ct);
+            }
+            out
+        }
+        let app = axum::Router::new().fallback(forward).with_state(shared);
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FaultyPacs {
+            url: format!("http://{addr}"),
+            fault,
+            _rt: rt,
+        }
+    }
+
+    /// Fails the next `count` requests whose path contains `needle`: mode "500" or "truncate".
+    pub fn fail(&self, needle: &str, mode: &'static str, count: usize) {
+        *self.fault.lock().unwrap() = Some((needle.to_string(), mode, count));
+    }
+
+    pub fn heal(&self) {
+        *self.fault.lock().unwrap() = None;
+    }
+}
