@@ -326,11 +326,14 @@ impl SlowProxy {
     }
 }
 
+/// The fault a [`FaultyPacs`] applies: (path substring, mode, how many more times).
+pub type PacsFault = std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>>;
+
 /// An HTTP proxy in front of a PACS that can fail chosen requests: answer 500, or cut the JSON
 /// answer in half (truncated mid-listing).
 pub struct FaultyPacs {
     pub url: String,
-    pub fault: std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>>,
+    pub fault: PacsFault,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -338,18 +341,13 @@ impl FaultyPacs {
     pub fn start(upstream: &str) -> FaultyPacs {
         use axum::extract::{Request, State};
         use axum::response::IntoResponse;
-        type Shared = (
-            String,
-            std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>>,
-            reqwest::Client,
-        );
+        type Shared = (String, PacsFault, reqwest::Client);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let fault: std::sync::Arc<std::sync::Mutex<Option<(String, &'static str, usize)>>> =
-            Default::default();
+        let fault: PacsFault = Default::default();
         let shared: Shared = (
             upstream.trim_end_matches('/').to_string(),
             fault.clone(),
