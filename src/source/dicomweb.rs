@@ -73,8 +73,11 @@ impl DicomWeb {
         format!("dicomweb:{}", self.client.base)
     }
 
-    /// QIDO-RS `/series?Modality=SEG`, page by page until a short page.
-    pub async fn list_seg_series(&self) -> Result<Vec<RemoteSeries>, PacsError> {
+    /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
+    /// the listing is known complete (a server that ignores `offset` leaves it unknown, and an
+    /// unknown listing never removes anything).
+    pub async fn list_seg_series(&self) -> Result<(Vec<RemoteSeries>, bool), PacsError> {
+        let mut complete = true;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0usize;
@@ -89,6 +92,7 @@ impl DicomWeb {
                 url: self.client.url(&path),
                 reason: "QIDO answer is not a JSON array".into(),
             })?;
+            let mut new_here = 0;
             for it in items {
                 let (Some(study), Some(series)) =
                     (json_str(it, "0020000D"), json_str(it, "0020000E"))
@@ -96,6 +100,7 @@ impl DicomWeb {
                     continue;
                 };
                 if seen.insert(series.clone()) {
+                    new_here += 1;
                     out.push(RemoteSeries {
                         study,
                         series,
@@ -109,6 +114,18 @@ impl DicomWeb {
             if items.is_empty() {
                 break;
             }
+            // a server that ignores `offset` repeats its first page for ever
+            if offset > 0 && new_here == 0 {
+                tracing::warn!(
+                    "{}: the QIDO server ignores offset (page {} repeats earlier series); \
+                     listing ends with {} series",
+                    self.client.base,
+                    offset / effective.max(1) + 1,
+                    out.len()
+                );
+                complete = false;
+                break;
+            }
             if offset == 0 && items.len() < effective {
                 effective = items.len();
             } else if items.len() < effective {
@@ -116,7 +133,7 @@ impl DicomWeb {
             }
             offset += items.len();
         }
-        Ok(out)
+        Ok((out, complete))
     }
 
     /// Reads one series a webhook named (by UID) as a partial listing; the study is looked up

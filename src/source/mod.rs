@@ -121,7 +121,8 @@ impl Source {
                 Ok(())
             }
             Source::DicomWeb(d) => {
-                let listed = d.list_seg_series().await.map_err(|e| err(e.to_string()))?;
+                let (listed, complete) =
+                    d.list_seg_series().await.map_err(|e| err(e.to_string()))?;
                 dicomweb::backfill(
                     d,
                     &d.source_name(),
@@ -129,7 +130,7 @@ impl Source {
                     known,
                     dicomweb::Pass {
                         chunk,
-                        complete: true,
+                        complete,
                         cursor: None,
                     },
                     tx,
