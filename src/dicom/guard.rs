@@ -7,9 +7,8 @@
 //! - sequences nest at most [`MAX_DEPTH`] deep;
 //! - the element stream is well formed to its end (Pixel Data is walked, not read).
 //!
-//! It understands explicit and implicit VR little endian (the meta group is always explicit);
-//! other transfer syntaxes (big endian, deflate) are left to the parser, which reads them under
-//! the same file-size cap.
+//! It understands explicit and implicit VR little endian, explicit VR big endian, and deflated
+//! data sets (inflated under a cap first); the meta group is always explicit little endian.
 
 use std::io::{Read, Seek, SeekFrom};
 
@@ -30,6 +29,8 @@ struct Walker<R> {
     r: R,
     pos: u64,
     len: u64,
+    /// The data set's byte order (the meta group is always little endian).
+    big: bool,
 }
 
 fn bad(msg: String) -> String {
@@ -60,19 +61,28 @@ impl<R: Read + Seek> Walker<R> {
         Ok(())
     }
 
+    fn u16(&self, b: [u8; 2]) -> u16 {
+        if self.big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    }
+
+    fn u32(&self, b: [u8; 4]) -> u32 {
+        if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    }
+
     fn header(&mut self, explicit: bool) -> Result<(Tag, Option<VR>, u32), String> {
         let t = self.read::<4>()?;
-        let tag = Tag(
-            u16::from_le_bytes([t[0], t[1]]),
-            u16::from_le_bytes([t[2], t[3]]),
-        );
-        if tag.group() == 0xFFFE {
-            let l = u32::from_le_bytes(self.read::<4>()?);
-            return Ok((tag, None, l));
-        }
-        if !explicit {
-            let l = u32::from_le_bytes(self.read::<4>()?);
-            return Ok((tag, None, l));
+        let tag = Tag(self.u16([t[0], t[1]]), self.u16([t[2], t[3]]));
+        if tag.group() == 0xFFFE || !explicit {
+            let l = self.read::<4>()?;
+            return Ok((tag, None, self.u32(l)));
         }
         let vr_bytes = self.read::<2>()?;
         let vr = VR::from_binary(vr_bytes);
@@ -96,7 +106,8 @@ impl<R: Read + Seek> Walker<R> {
         );
         let l = if long {
             self.read::<2>()?;
-            u32::from_le_bytes(self.read::<4>()?)
+            let b = self.read::<4>()?;
+            self.u32(b)
         } else if vr.is_none() {
             return Err(bad(format!(
                 "element {tag} at byte {} has an unknown VR {:?}",
@@ -104,7 +115,8 @@ impl<R: Read + Seek> Walker<R> {
                 String::from_utf8_lossy(&vr_bytes)
             )));
         } else {
-            u32::from(u16::from_le_bytes(self.read::<2>()?))
+            let b = self.read::<2>()?;
+            u32::from(self.u16(b))
         };
         Ok((tag, vr, l))
     }
@@ -216,10 +228,18 @@ impl<R: Read + Seek> Walker<R> {
     }
 }
 
+/// Largest inflated data set a deflated file may hold.
+const MAX_INFLATED: u64 = 256 * 1024 * 1024;
+
 /// Pre-scans a Part-10 stream positioned right after `DICM` (offset 132). `len` is the total
 /// length of the file. Errors name what is wrong and where.
 pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
-    let mut w = Walker { r, pos: 132, len };
+    let mut w = Walker {
+        r,
+        pos: 132,
+        len,
+        big: false,
+    };
     // the meta group: explicit VR little endian, group 0002 only
     let mut ts = String::new();
     loop {
@@ -247,12 +267,36 @@ pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
             w.skip(u64::from(l), tag)?;
         }
     }
-    let explicit = match ts.as_str() {
-        "1.2.840.10008.1.2" => false,
-        "1.2.840.10008.1.2.2" | "1.2.840.10008.1.2.1.99" => return Ok(()), // big endian, deflate: the parser's job
-        _ => true, // explicit VR little endian and every encapsulated syntax
-    };
-    w.data_set(explicit, Some(len), 0).map(|_| ())
+    match ts.as_str() {
+        "1.2.840.10008.1.2" => w.data_set(false, Some(len), 0).map(|_| ()),
+        "1.2.840.10008.1.2.2" => {
+            w.big = true;
+            w.data_set(true, Some(len), 0).map(|_| ())
+        }
+        "1.2.840.10008.1.2.1.99" => {
+            // deflated: inflate (capped) and walk what the parser will see
+            let mut inflated = Vec::new();
+            flate2::read::DeflateDecoder::new(&mut w.r)
+                .take(MAX_INFLATED + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| format!("deflated data set: {e}"))?;
+            if inflated.len() as u64 > MAX_INFLATED {
+                return Err(format!(
+                    "deflated data set inflates past {MAX_INFLATED} bytes"
+                ));
+            }
+            let n = inflated.len() as u64;
+            let mut inner = Walker {
+                r: std::io::Cursor::new(inflated),
+                pos: 0,
+                len: n,
+                big: false,
+            };
+            inner.data_set(true, Some(n), 0).map(|_| ())
+        }
+        // explicit VR little endian and every encapsulated syntax
+        _ => w.data_set(true, Some(len), 0).map(|_| ()),
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +388,45 @@ mod tests {
         el(&mut v, 0x7FE0, 0x0010, b"OB", true, 4, b"\0\0\0\0");
         el(&mut v, 0xFFFC, 0xFFFC, b"OB", true, 0xFFFF_0000, b"");
         assert!(scan(&v).unwrap_err().contains("declares"));
+    }
+
+    #[test]
+    fn big_endian_lengths_are_checked_too() {
+        // found by fuzzing: a big-endian data set went unchecked to a 4 GiB allocation
+        let mut v = meta("1.2.840.10008.1.2.2");
+        v.extend_from_slice(&[
+            0x00, 0x29, 0x00, 0x10, b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0x00,
+        ]);
+        assert!(scan(&v).unwrap_err().contains("declares"));
+    }
+
+    #[test]
+    fn deflated_data_sets_are_inflated_and_checked() {
+        use std::io::Write;
+        let mut inner = Vec::new();
+        el(
+            &mut inner,
+            0x0029,
+            0x0010,
+            b"UN",
+            true,
+            0xFFFF_FFF0,
+            b"abcd",
+        );
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&inner).unwrap();
+        let mut v = meta("1.2.840.10008.1.2.1.99");
+        v.extend_from_slice(&z.finish().unwrap());
+        assert!(scan(&v).unwrap_err().contains("declares"));
+        // a bomb: a few kilobytes that inflate past the cap
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..300 {
+            z.write_all(&zeros).unwrap();
+        }
+        let mut v = meta("1.2.840.10008.1.2.1.99");
+        v.extend_from_slice(&z.finish().unwrap());
+        assert!(scan(&v).unwrap_err().contains("inflates past"));
     }
 
     #[test]
