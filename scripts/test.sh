@@ -46,6 +46,11 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 echo "scripts/test.sh: $(Orthanc --version 2>/dev/null | head -1 || echo Orthanc), $(cargo --version)" >&2
+command -v openssl >/dev/null 2>&1 || apt_install openssl   # the TLS test's server
+
+# Known vulnerabilities in dependencies (offline; skipped with a message when no database)
+bash scripts/audit.sh
+
 # The benchmark harness on a tiny N: a smoke test that it still runs, not a measurement.
 # (First, so that cargo test's own summary closes the output.)
 if [ "${SEGBRIDGE_SKIP_BENCH_SMOKE:-}" != 1 ]; then

@@ -426,8 +426,15 @@ async fn read_capped(
 fn load_ca(path: &Path) -> Result<reqwest::Certificate, PacsError> {
     let pem = std::fs::read(path)
         .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {e}", path.display())))?;
-    reqwest::Certificate::from_pem(&pem)
-        .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e))))
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(PacsError::Setup(format!(
+            "--ca-cert {}: no PEM certificate in the file",
+            path.display()
+        )));
+    }
+    reqwest::Certificate::from_pem(&pem).map_err(|e| {
+        PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e)))
+    })
 }
 
 #[cfg(test)]
