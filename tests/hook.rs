@@ -316,3 +316,43 @@ fn off_loopback_without_a_token_refuses_to_start() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("SEGBRIDGE_HOOK_TOKEN"));
 }
+
+#[test]
+fn a_generic_webhook_names_a_series_by_uid() {
+    let h = Hooked::new();
+    // serve over plain DICOMweb: the Orthanc-ID hooks cannot be used, the generic one can
+    let log = std::fs::File::create(h.dir.path().join("serve.log")).unwrap();
+    let serve = segbridge(h.dir.path())
+        .env("MONAI_API_KEY", &h.emu.key)
+        .env("SEGBRIDGE_HOOK_TOKEN", TOKEN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", h.port)])
+        .args([
+            "--dicomweb",
+            &h.orthanc.dicomweb(),
+            "--dataset",
+            &h.dataset,
+            "--api",
+            &h.emu.url,
+        ])
+        .args(["--poll", "600", "--reconcile", "600"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while h.get("/healthz").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1)); // the initial listing
+    let (ct, s) = h.store("generic");
+    let body =
+        serde_json::to_vec(&json!({"series_uid": s.series_uid(), "study_uid": ct.study})).unwrap();
+    assert_eq!(h.post("/hooks/series", Some(TOKEN), body).0, 202);
+    h.wait_entries(1, Duration::from_secs(8), "the webhook's SEG");
+    assert_eq!(
+        entries(&h.emu.notifications()),
+        vec![e("added", &ct.series, &s.series_uid())]
+    );
+    stop(serve);
+}
