@@ -13,8 +13,12 @@ fn replay(target: &str, f: fn(&[u8])) {
             continue;
         };
         for e in entries.flatten() {
-            let data = std::fs::read(e.path()).unwrap();
+            let Ok(data) = std::fs::read(e.path()) else { continue };
+            let t = std::time::Instant::now();
             f(&data);
+            if t.elapsed() > std::time::Duration::from_secs(1) {
+                eprintln!("slow: {} took {:?}", e.path().display(), t.elapsed());
+            }
             n += 1;
         }
     }

@@ -125,6 +125,12 @@ pub fn unpack_binary_frame(
     cols: usize,
     frame: usize,
 ) -> Result<Vec<u8>, String> {
+    let (start, end) = frame_bits(data, rows, cols, frame)?;
+    Ok((start..end).map(|i| (data[i / 8] >> (i % 8)) & 1).collect())
+}
+
+/// The bit range of frame `frame` in back-to-back BINARY frames, checked against the data.
+fn frame_bits(data: &[u8], rows: usize, cols: usize, frame: usize) -> Result<(usize, usize), String> {
     let n = rows.checked_mul(cols).ok_or("frame size overflows")?;
     let start = frame.checked_mul(n).ok_or("frame offset overflows")?;
     let end = start.checked_add(n).ok_or("frame end overflows")?;
@@ -136,11 +142,8 @@ pub fn unpack_binary_frame(
             data.len()
         ));
     }
-    Ok((start..end).map(|i| (data[i / 8] >> (i % 8)) & 1).collect())
+    Ok((start, end))
 }
-
-/// Voxels per segment number, each frame's place, and Rows, Columns.
-type InstanceCounts = (BTreeMap<u32, u64>, Vec<FrameInfo>, u32, u32);
 
 /// Voxels set in frame `frame` of natively encoded BINARY pixel data, counted from the packed
 /// bits (the fast path). Equals the sum of [`unpack_binary_frame`].
@@ -150,19 +153,12 @@ pub fn binary_frame_voxels(
     cols: usize,
     frame: usize,
 ) -> Result<u64, String> {
-    let n = rows.checked_mul(cols).ok_or("frame size overflows")?;
-    let start = frame.checked_mul(n).ok_or("frame offset overflows")?;
-    let end = start.checked_add(n).ok_or("frame end overflows")?;
-    if end.div_ceil(8) > data.len() {
-        return Err(format!(
-            "truncated pixel data: frame {} needs {} bytes, there are {}",
-            frame + 1,
-            end.div_ceil(8),
-            data.len()
-        ));
-    }
+    let (start, end) = frame_bits(data, rows, cols, frame)?;
     Ok(count_bits(data, start, end))
 }
+
+/// Voxels per segment number, each frame's place, and Rows, Columns.
+type InstanceCounts = (BTreeMap<u32, u64>, Vec<FrameInfo>, u32, u32);
 
 /// Decodes one SEG instance and counts voxels per segment number. Never panics on bad input:
 /// every problem is an error string naming what is wrong.

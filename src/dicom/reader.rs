@@ -181,15 +181,19 @@ fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
         .read_until(tags::PIXEL_DATA)
         .from_reader(BufReader::with_capacity(64 * 1024, f))
         .map_err(|e| ReadError::Parse(error_chain(&e)))?;
-    let sop_class = {
-        let from_ds = text(&obj, tags::SOP_CLASS_UID);
-        if from_ds.is_empty() {
-            obj.meta().media_storage_sop_class_uid().to_string()
-        } else {
-            from_ds
-        }
+    header_from_file_object(&obj)
+}
+
+/// The header of a parsed Part-10 object: the SOP class from the data set, or from the meta
+/// group when the data set lacks it.
+fn header_from_file_object(obj: &dicom_object::DefaultDicomObject) -> Result<InstanceHeader, ReadError> {
+    let from_ds = text(obj, tags::SOP_CLASS_UID);
+    let sop_class = if from_ds.is_empty() {
+        obj.meta().media_storage_sop_class_uid().to_string()
+    } else {
+        from_ds
     };
-    header_from_object(&obj, sop_class)
+    header_from_object(obj, sop_class)
 }
 
 /// Reads the header of a Part-10 object held in memory (a fuzz target and WADO-RS parts).
@@ -209,15 +213,7 @@ pub fn read_instance_from_bytes(bytes: &[u8]) -> Result<InstanceHeader, ReadErro
             .read_until(tags::PIXEL_DATA)
             .from_reader(&bytes[128..])
             .map_err(|e| ReadError::Parse(error_chain(&e)))?;
-        let sop_class = {
-            let from_ds = text(&obj, tags::SOP_CLASS_UID);
-            if from_ds.is_empty() {
-                obj.meta().media_storage_sop_class_uid().to_string()
-            } else {
-                from_ds
-            }
-        };
-        header_from_object(&obj, sop_class)
+        header_from_file_object(&obj)
     })
     .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked".into())))
 }

@@ -142,43 +142,26 @@ impl PacsClient {
         accept: &str,
     ) -> Result<(StatusCode, Vec<u8>), PacsError> {
         let url = self.url(path);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let res = self.get_once(&url, accept).await;
-            match res {
-                Err(e @ PacsError::Transport { .. })
-                | Err(
-                    e @ PacsError::Http {
-                        status: 500..=599 | 429,
-                        ..
-                    },
-                ) if attempt < 3 => {
-                    debug!(attempt, "{e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
-                }
-                other => return other,
-            }
-        }
+        retrying(|| self.get_once(&url, accept)).await
     }
 
     async fn get_once(&self, url: &str, accept: &str) -> Result<(StatusCode, Vec<u8>), PacsError> {
-        let resp = self
-            .request(Method::GET, url)
-            .header("accept", accept)
-            .send()
+        self.exchange(self.request(Method::GET, url).header("accept", accept), url)
             .await
-            .map_err(|e| transport(url, &e))?;
+    }
+
+    /// Sends a request and reads its answer (capped); a non-2xx answer is an error that
+    /// carries the start of its body.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(StatusCode, Vec<u8>), PacsError> {
+        let resp = req.send().await.map_err(|e| transport(url, &e))?;
         let status = resp.status();
         let body = read_capped(resp, url, self.opts.max_body).await?;
         if !status.is_success() {
-            return Err(PacsError::Http {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(300)])
-                    .trim()
-                    .to_string(),
-            });
+            return Err(http_error(url, status, &body));
         }
         Ok((status, body))
     }
@@ -197,13 +180,7 @@ impl PacsClient {
         let status = resp.status();
         if !status.is_success() {
             let body = read_capped(resp, &url, 4096).await.unwrap_or_default();
-            return Err(PacsError::Http {
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&body[..body.len().min(300)])
-                    .trim()
-                    .to_string(),
-            });
+            return Err(http_error(&url, status, &body));
         }
         let ct = resp
             .headers()
@@ -266,44 +243,9 @@ impl PacsClient {
     /// POST a JSON body (an idempotent query, such as Orthanc's `/tools/find`), JSON answer,
     /// with the same quick retries as a GET.
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.post_json_once(path, body).await {
-                Err(e @ PacsError::Transport { .. })
-                | Err(
-                    e @ PacsError::Http {
-                        status: 500..=599 | 429,
-                        ..
-                    },
-                ) if attempt < 3 => {
-                    debug!(attempt, "{e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn post_json_once(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
         let url = self.url(path);
-        let resp = self
-            .request(Method::POST, &url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport(&url, &e))?;
-        let status = resp.status();
-        let bytes = read_capped(resp, &url, self.opts.max_body).await?;
-        if !status.is_success() {
-            return Err(PacsError::Http {
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    .trim()
-                    .to_string(),
-            });
-        }
+        let (_, bytes) =
+            retrying(|| self.exchange(self.request(Method::POST, &url).json(body), &url)).await?;
         serde_json::from_slice(&bytes).map_err(|e| PacsError::Bad {
             url,
             reason: format!("not JSON: {e}"),
@@ -331,28 +273,15 @@ impl PacsClient {
             body.extend_from_slice(b"\r\n");
         }
         body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        let resp = self
+        let req = self
             .request(Method::POST, &url)
             .header(
                 "content-type",
                 format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
             )
             .header("accept", "application/dicom+json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| transport(&url, &e))?;
-        let status = resp.status();
-        let bytes = read_capped(resp, &url, self.opts.max_body).await?;
-        if !status.is_success() {
-            return Err(PacsError::Http {
-                url,
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    .trim()
-                    .to_string(),
-            });
-        }
+            .body(body);
+        let (_, bytes) = self.exchange(req, &url).await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         // 00081198 FailedSOPSequence: any item means a file was refused
         if let Some(failed) = v
@@ -386,6 +315,41 @@ pub fn boundary_of(content_type: &str) -> Option<String> {
             .then(|| v.trim().trim_matches('"').to_string())
             .filter(|b| !b.is_empty())
     })
+}
+
+fn http_error(url: &str, status: StatusCode, body: &[u8]) -> PacsError {
+    PacsError::Http {
+        url: url.to_string(),
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(&body[..body.len().min(300)])
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Runs a request up to three times while it fails on the transport, 5xx or 429.
+async fn retrying<T, F, Fut>(mut f: F) -> Result<T, PacsError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PacsError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Err(e @ PacsError::Transport { .. })
+            | Err(
+                e @ PacsError::Http {
+                    status: 500..=599 | 429,
+                    ..
+                },
+            ) if attempt < 3 => {
+                debug!(attempt, "{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn transport(url: &str, e: &reqwest::Error) -> PacsError {
@@ -432,9 +396,8 @@ fn load_ca(path: &Path) -> Result<reqwest::Certificate, PacsError> {
             path.display()
         )));
     }
-    reqwest::Certificate::from_pem(&pem).map_err(|e| {
-        PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e)))
-    })
+    reqwest::Certificate::from_pem(&pem)
+        .map_err(|e| PacsError::Setup(format!("--ca-cert {}: {}", path.display(), error_chain(&e))))
 }
 
 #[cfg(test)]
