@@ -13,7 +13,9 @@ fn replay(target: &str, f: fn(&[u8])) {
             continue;
         };
         for e in entries.flatten() {
-            let Ok(data) = std::fs::read(e.path()) else { continue };
+            let Ok(data) = std::fs::read(e.path()) else {
+                continue;
+            };
             let t = std::time::Instant::now();
             f(&data);
             if t.elapsed() > std::time::Duration::from_secs(1) {

@@ -191,7 +191,8 @@ impl<R: Read + Seek> Walker<R> {
                 // the parser reads binary values in whole units: a length that is not a
                 // multiple of the unit leaves it misaligned, reading garbage as lengths (found
                 // by fuzzing: a 1.7 GB read from an FL element of length 2)
-                let vr = vr.or_else(|| StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()));
+                let vr =
+                    vr.or_else(|| StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()));
                 if let Some(size) = vr.and_then(unit) {
                     if l % size != 0 {
                         return Err(bad(format!(

@@ -130,7 +130,12 @@ pub fn unpack_binary_frame(
 }
 
 /// The bit range of frame `frame` in back-to-back BINARY frames, checked against the data.
-fn frame_bits(data: &[u8], rows: usize, cols: usize, frame: usize) -> Result<(usize, usize), String> {
+fn frame_bits(
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    frame: usize,
+) -> Result<(usize, usize), String> {
     let n = rows.checked_mul(cols).ok_or("frame size overflows")?;
     let start = frame.checked_mul(n).ok_or("frame offset overflows")?;
     let end = start.checked_add(n).ok_or("frame end overflows")?;

@@ -186,7 +186,9 @@ fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
 
 /// The header of a parsed Part-10 object: the SOP class from the data set, or from the meta
 /// group when the data set lacks it.
-fn header_from_file_object(obj: &dicom_object::DefaultDicomObject) -> Result<InstanceHeader, ReadError> {
+fn header_from_file_object(
+    obj: &dicom_object::DefaultDicomObject,
+) -> Result<InstanceHeader, ReadError> {
     let from_ds = text(obj, tags::SOP_CLASS_UID);
     let sop_class = if from_ds.is_empty() {
         obj.meta().media_storage_sop_class_uid().to_string()

@@ -2,12 +2,13 @@
 //! stopped when dropped. `scripts/test.sh` installs it; a test that needs it FAILS without it.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use super::free_port;
 
 pub const PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
 
@@ -20,14 +21,6 @@ pub struct Orthanc {
     pub auth: Option<(String, String)>,
     rt: tokio::runtime::Runtime,
     http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn orthanc_bin() -> PathBuf {
