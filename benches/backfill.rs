@@ -54,7 +54,50 @@ fn med(runs: &[Run]) -> Run {
 
 /// Runs a command to its end and measures it: wall time, CPU (user + system) and peak RSS of
 /// the process (wait4), requests through the proxy.
-fn measure(mut cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
+fn measure(cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
+    // Through GNU time when there is one: a child forked from this (large) bench process
+    // counts the bench's pages in its own peak RSS until it execs; time's own small fork does
+    // not, so its %M is the command's real peak.
+    if Path::new("/usr/bin/time").exists() {
+        return measure_with_time(cmd, proxy, out);
+    }
+    measure_wait4(cmd, proxy, out)
+}
+
+fn measure_with_time(cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
+    let usage = out.with_extension("time");
+    let mut t = Command::new("/usr/bin/time");
+    t.args(["-f", "%e %U %S %M", "-o"]).arg(&usage).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        t.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => t.env(k, v),
+            None => t.env_remove(k),
+        };
+    }
+    let before = proxy.map(|p| p.count()).unwrap_or(0);
+    let o = t
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(o.success(), "{:?} failed: {}", cmd, std::fs::read_to_string(out.with_extension("err")).unwrap_or_default());
+    let f: Vec<f64> = std::fs::read_to_string(&usage)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    Run {
+        wall: f[0],
+        cpu: f[1] + f[2],
+        rss_mb: f[3] / 1024.0,
+        requests: proxy.map(|p| p.count()).unwrap_or(0) - before,
+    }
+}
+
+fn measure_wait4(mut cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
     let before = proxy.map(|p| p.count()).unwrap_or(0);
     let t = Instant::now();
     let child = cmd

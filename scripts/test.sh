@@ -47,6 +47,7 @@ fi
 
 echo "scripts/test.sh: $(Orthanc --version 2>/dev/null | head -1 || echo Orthanc), $(cargo --version)" >&2
 command -v openssl >/dev/null 2>&1 || apt_install openssl   # the TLS test's server
+[ -x /usr/bin/time ] || apt_install time                     # the benchmarks' peak-RSS meter
 
 # Known vulnerabilities in dependencies (offline; skipped with a message when no database)
 bash scripts/audit.sh
