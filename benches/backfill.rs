@@ -67,7 +67,10 @@ fn measure(cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
 fn measure_with_time(cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run {
     let usage = out.with_extension("time");
     let mut t = Command::new("/usr/bin/time");
-    t.args(["-f", "%e %U %S %M", "-o"]).arg(&usage).arg(cmd.get_program()).args(cmd.get_args());
+    t.args(["-f", "%e %U %S %M", "-o"])
+        .arg(&usage)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     if let Some(d) = cmd.get_current_dir() {
         t.current_dir(d);
     }
@@ -83,7 +86,12 @@ fn measure_with_time(cmd: Command, proxy: Option<&SlowProxy>, out: &Path) -> Run
         .stderr(std::fs::File::create(out.with_extension("err")).unwrap())
         .status()
         .unwrap();
-    assert!(o.success(), "{:?} failed: {}", cmd, std::fs::read_to_string(out.with_extension("err")).unwrap_or_default());
+    assert!(
+        o.success(),
+        "{:?} failed: {}",
+        cmd,
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
     let f: Vec<f64> = std::fs::read_to_string(&usage)
         .unwrap()
         .split_whitespace()
