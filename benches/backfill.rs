@@ -651,36 +651,22 @@ fn main() {
         let state = dir.join(format!("ledger-{extra}.db"));
         synthetic_ledger(&state, extra);
         let ds_real = emu.create_dataset();
-        let mut c = segbridge(dir, &emu);
-        c.args([
-            "sync",
-            "--no-validate",
-            "--orthanc",
-            &proxy.url,
-            "--dataset",
-            &ds_real,
-            "--api",
-            &emu.url,
-        ])
-        .arg("--state")
-        .arg(&state);
-        measure(c, None, &dir.join("l1.out"));
+        let sync_nothing_new = || {
+            let mut c = segbridge(dir, &emu);
+            c.args(["sync", "--no-validate", "--orthanc", &proxy.url])
+                .args(["--dataset", &ds_real, "--api", &emu.url])
+                .arg("--state")
+                .arg(&state);
+            c
+        };
+        measure(sync_nothing_new(), None, &dir.join("l1.out"));
         let mut times = Vec::new();
         for _ in 0..runs.max(2) {
-            let mut c = segbridge(dir, &emu);
-            c.args([
-                "sync",
-                "--no-validate",
-                "--orthanc",
-                &proxy.url,
-                "--dataset",
-                &ds_real,
-                "--api",
-                &emu.url,
-            ])
-            .arg("--state")
-            .arg(&state);
-            times.push(measure(c, Some(&proxy), &dir.join("l2.out")));
+            times.push(measure(
+                sync_nothing_new(),
+                Some(&proxy),
+                &dir.join("l2.out"),
+            ));
         }
         let m = med(&times);
         let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;

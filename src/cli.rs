@@ -267,11 +267,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let error: anyhow::Error = e.into();
         let code = if error.downcast_ref::<ConfigError>().is_some() {
             exit::CONFIG
-        } else if let Some(l) = error.downcast_ref::<LedgerError>() {
-            match l {
-                LedgerError::Locked { .. } | LedgerError::TooNew { .. } => exit::STATE,
-                _ => exit::STATE,
-            }
+        } else if error.downcast_ref::<LedgerError>().is_some() {
+            exit::STATE
         } else if error.downcast_ref::<ApiError>().is_some()
             || error.downcast_ref::<DeliveryError>().is_some()
         {

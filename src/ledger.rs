@@ -190,6 +190,12 @@ impl KnownLabel {
 /// Labels a source may skip, by label UID.
 pub type Known = HashMap<String, KnownLabel>;
 
+/// Whether series `uid` with `instances` instances is a label the ledger knows unchanged (so
+/// it is neither read nor checked again).
+pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>) -> bool {
+    known.get(uid).is_some_and(|k| k.unchanged(instances))
+}
+
 /// What the ledger knows, for `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusReport {

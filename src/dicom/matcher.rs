@@ -97,10 +97,6 @@ impl ImageIndex {
     pub fn series_count(&self) -> usize {
         self.series.len()
     }
-
-    pub fn instance_count(&self) -> usize {
-        self.instances.len()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

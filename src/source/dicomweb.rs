@@ -562,9 +562,10 @@ pub async fn backfill(
     let mut unchanged = Vec::new();
     let mut to_read = Vec::new();
     for r in listed {
-        match known.get(&r.series) {
-            Some(k) if k.unchanged(r.instances) => unchanged.push(r.series),
-            _ => to_read.push(r),
+        if crate::ledger::is_unchanged(known, &r.series, r.instances) {
+            unchanged.push(r.series);
+        } else {
+            to_read.push(r);
         }
     }
     if !to_read.is_empty() {

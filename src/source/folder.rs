@@ -443,10 +443,7 @@ async fn stow_ready(
             continue;
         }
         let uid = l.seg.uid().to_string();
-        if known
-            .get(&uid)
-            .is_some_and(|k| k.unchanged(Some(l.seg.instances.len() as i64)))
-        {
+        if crate::ledger::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64)) {
             continue; // uploaded and recorded before
         }
         let mut files = Vec::new();

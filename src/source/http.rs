@@ -69,19 +69,6 @@ pub enum PacsError {
     Setup(String),
 }
 
-impl PacsError {
-    /// Whether the request may succeed later (so a listing is only incomplete, not wrong).
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(
-            self,
-            PacsError::Http {
-                status: 401 | 403,
-                ..
-            }
-        )
-    }
-}
-
 /// One PACS endpoint.
 #[derive(Clone)]
 pub struct PacsClient {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::http::{PacsClient, PacsError, PacsOptions};
+use crate::ledger::is_unchanged;
 use crate::pipeline::Scan;
 
 /// Above this many lookups, one bulk `/tools/find` replaces one request each.
@@ -98,21 +99,13 @@ impl Orthanc {
     ) -> Result<Vec<RemoteSeries>, PacsError> {
         let parents: HashSet<String> = entries
             .iter()
-            .filter(|(r, _)| {
-                !known
-                    .get(&r.series)
-                    .is_some_and(|k| k.unchanged(r.instances))
-            })
-            .filter(|(r, _)| r.study.is_empty())
+            .filter(|(r, _)| r.study.is_empty() && !is_unchanged(known, &r.series, r.instances))
             .map(|(_, p)| p.clone())
             .collect();
         let studies = study_uids(&self.rest, &parents).await?;
         let mut out = Vec::with_capacity(entries.len());
         for (mut r, parent) in entries {
-            let unchanged = known
-                .get(&r.series)
-                .is_some_and(|k| k.unchanged(r.instances));
-            if !unchanged && r.study.is_empty() {
+            if r.study.is_empty() && !is_unchanged(known, &r.series, r.instances) {
                 r.study = studies
                     .get(&parent)
                     .cloned()
