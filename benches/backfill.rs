@@ -4,6 +4,7 @@
 //!     cargo bench --bench backfill                  # N = 1,000 studies, 3 runs each
 //!     cargo bench --bench backfill -- --n 10000     # the large case
 //!     cargo bench --bench backfill -- --quick       # N = 20, 1 run: the CI smoke test
+//!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
 //! 1. first backfill of N SEG series: wall, CPU, requests, peak RSS; and the floor, the same
@@ -245,6 +246,16 @@ fn main() {
     let n = arg("--n", if quick { 20 } else { 1000 });
     let runs = arg("--runs", if quick { 1 } else { 3 });
     let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
+    // for profiling: only write a state file of `--ledger` delivered labels, and stop
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--make-ledger")
+        .and_then(|i| args.get(i + 1))
+    {
+        synthetic_ledger(Path::new(path), ledger_n);
+        eprintln!("{ledger_n} labels written to {path}");
+        return;
+    }
     let py = python();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
