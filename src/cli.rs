@@ -710,14 +710,8 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
     });
     let depth = ledger.outbox_depth(Some(&dataset))?;
-    let st = ledger.status()?;
-    let count = |k: &str| {
-        st.labels_by_status
-            .iter()
-            .find(|(s, _)| s == k)
-            .map(|(_, n)| *n)
-            .unwrap_or(0)
-    };
+    let st = ledger.summary()?;
+    let count = |k: &str| st.count(k);
     let summary = json!({
         "dataset": dataset,
         "sources": sources.iter().map(Source::name).collect::<Vec<_>>(),

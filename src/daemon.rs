@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{KnownLookup, Ledger, LedgerError};
 use crate::notify::Client;
 use crate::pipeline::{self, Delivery, DeliveryError, Reporter, Scan};
 use crate::source::{self, LiveCtx, Source, SourceError};
@@ -81,7 +81,8 @@ pub async fn collect_once(
     chunk: usize,
     reporter: &mut Reporter,
 ) -> Result<SyncReport, LedgerError> {
-    let known = ledger.known_labels()?;
+    // each source asks the ledger about what it listed, not about everything it holds
+    let known = KnownLookup::State(ledger.path().into());
     let (tx, mut rx) = mpsc::channel::<Scan>(4);
     let producers = async {
         let runs = sources.iter().map(|s| {

@@ -387,6 +387,7 @@ pub async fn worker(
     scans: mpsc::Sender<crate::pipeline::Scan>,
     removals: mpsc::Sender<Vec<String>>,
 ) {
+    let known = crate::ledger::KnownLookup::State(state);
     while let Some(first) = events.recv().await {
         // take what else is queued: a burst of stored SEGs is read as one scan
         let mut batch = vec![first];
@@ -406,12 +407,10 @@ pub async fn worker(
                 HookEvent::SeriesStored { uid, study } => {
                     let dw = orthanc.as_ref().map(|o| &o.dicomweb).or(dicomweb.as_ref());
                     let r = match dw {
-                        Some(dw) => {
-                            let known = crate::source::known_labels(&state);
-                            dw.read_series_by_uid(&uid, study.as_deref(), &known, &scans)
-                                .await
-                                .map_err(|e| e.to_string())
-                        }
+                        Some(dw) => dw
+                            .read_series_by_uid(&uid, study.as_deref(), &known, &scans)
+                            .await
+                            .map_err(|e| e.to_string()),
                         None => Err("segbridge serve has no --dicomweb or --orthanc".into()),
                     };
                     if let Err(e) = r {
@@ -422,12 +421,10 @@ pub async fn worker(
         }
         if !stable.is_empty() {
             let r = match &orthanc {
-                Some(o) => {
-                    let known = crate::source::known_labels(&state);
-                    o.read_series(&stable, &known, &scans)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
+                Some(o) => o
+                    .read_series(&stable, &known, &scans)
+                    .await
+                    .map_err(|e| e.to_string()),
                 None => Err("segbridge serve was not given --orthanc".to_string()),
             };
             if let Err(e) = r {

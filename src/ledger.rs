@@ -87,6 +87,30 @@ const MIGRATIONS: &[&str] = &[
     // 2: the source's own series ID (Orthanc), to resolve deletion hooks that carry only it
     "ALTER TABLE labels ADD COLUMN remote_id TEXT;
      CREATE INDEX labels_remote ON labels(remote_id);",
+    // 3: label counts kept by triggers, and labels by status: a run's summary (counts, the
+    //    labels that need attention) and the unmatched list no longer scan every label
+    "CREATE TABLE label_counts (
+        present INTEGER NOT NULL,
+        status  TEXT NOT NULL,
+        n       INTEGER NOT NULL,
+        PRIMARY KEY (present, status)
+     ) WITHOUT ROWID;
+     INSERT INTO label_counts (present, status, n)
+        SELECT present, status, COUNT(*) FROM labels GROUP BY present, status;
+     CREATE TRIGGER labels_counted_insert AFTER INSERT ON labels BEGIN
+        INSERT INTO label_counts (present, status, n) VALUES (NEW.present, NEW.status, 1)
+            ON CONFLICT (present, status) DO UPDATE SET n = n + 1;
+     END;
+     CREATE TRIGGER labels_counted_delete AFTER DELETE ON labels BEGIN
+        UPDATE label_counts SET n = n - 1 WHERE present = OLD.present AND status = OLD.status;
+     END;
+     CREATE TRIGGER labels_counted_update AFTER UPDATE OF present, status ON labels
+        WHEN OLD.present IS NOT NEW.present OR OLD.status IS NOT NEW.status BEGIN
+        UPDATE label_counts SET n = n - 1 WHERE present = OLD.present AND status = OLD.status;
+        INSERT INTO label_counts (present, status, n) VALUES (NEW.present, NEW.status, 1)
+            ON CONFLICT (present, status) DO UPDATE SET n = n + 1;
+     END;
+     CREATE INDEX labels_status ON labels(status, present);",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +218,63 @@ pub type Known = HashMap<String, KnownLabel>;
 /// it is neither read nor checked again).
 pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>) -> bool {
     known.get(uid).is_some_and(|k| k.unchanged(instances))
+}
+
+/// Where a source asks what the ledger knows of the series it listed. It asks once per
+/// listing, with that listing's UIDs, so a listing with nothing new costs what the listing
+/// costs, whatever the size of the ledger.
+#[derive(Debug, Clone, Default)]
+pub enum KnownLookup {
+    /// Nothing is known: everything listed is read (a first run, the demo).
+    #[default]
+    Nothing,
+    /// The state file, opened read-only for each lookup (it never takes the writer's lock, and
+    /// with WAL it reads beside a writer).
+    State(PathBuf),
+}
+
+impl KnownLookup {
+    /// The known labels among `uids`. A state file that cannot be read (not there yet, locked
+    /// too long) means nothing known: series are read again, never skipped wrongly.
+    pub fn among<'a>(&self, uids: impl IntoIterator<Item = &'a str>) -> Known {
+        let KnownLookup::State(path) = self else {
+            return Known::default();
+        };
+        let mut uids = uids.into_iter().peekable();
+        if uids.peek().is_none() || !path.exists() {
+            return Known::default();
+        }
+        match Ledger::open_read_only(path).and_then(|l| l.known_among(uids)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("{e}; reading every listed series again");
+                Known::default()
+            }
+        }
+    }
+}
+
+/// What a run reports at its end: label counts, the labels that need attention, unreadable
+/// files. Its cost follows what it reports, not the size of the ledger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Present labels by status.
+    pub labels_by_status: Vec<(String, i64)>,
+    pub labels_gone: i64,
+    /// Present labels that are unusable, unmatched or invalid.
+    pub attention: Vec<LabelRow>,
+    pub problems: Vec<crate::source::Problem>,
+}
+
+impl Summary {
+    /// Present labels with `status`.
+    pub fn count(&self, status: &str) -> i64 {
+        self.labels_by_status
+            .iter()
+            .find(|(s, _)| s == status)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
 }
 
 /// What the ledger knows, for `status`.
@@ -470,31 +551,44 @@ impl Ledger {
             .map_err(|e| sql(&self.path, e))
     }
 
-    /// What a remote source needs to skip unchanged series: label UID → (instance count,
-    /// status) of every present label. Unmatched labels are left out, so they are read and
-    /// matched again on every listing.
-    pub fn known_labels(&self) -> Result<HashMap<String, KnownLabel>, LedgerError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT label_uid, instances, status, reason FROM labels
-                 WHERE present = 1 AND status != 'unmatched'",
-            )
-            .map_err(|e| sql(&self.path, e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    KnownLabel {
-                        instances: r.get(1)?,
-                        status: r.get(2)?,
-                        reason: r.get(3)?,
-                    },
+    /// What the ledger knows of the labels `uids` (a source's listing), to skip unchanged
+    /// series: label UID → (instance count, status) of each that is present. Unmatched labels
+    /// are left out, so they are read and matched again on every listing. One indexed query per
+    /// 500 UIDs: the cost follows the listing, not the size of the ledger.
+    pub fn known_among<'a>(
+        &self,
+        uids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Known, LedgerError> {
+        const PER_QUERY: usize = 500;
+        let uids: Vec<&str> = uids.into_iter().collect();
+        let mut known = Known::with_capacity(uids.len());
+        for part in uids.chunks(PER_QUERY) {
+            let marks = vec!["?"; part.len()].join(",");
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT label_uid, instances, status, reason FROM labels
+                     WHERE label_uid IN ({marks}) AND present = 1 AND status != 'unmatched'"
                 ))
-            })
-            .map_err(|e| sql(&self.path, e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| sql(&self.path, e))
+                .map_err(|e| sql(&self.path, e))?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(part), |r| {
+                    Ok((
+                        r.get(0)?,
+                        KnownLabel {
+                            instances: r.get(1)?,
+                            status: r.get(2)?,
+                            reason: r.get(3)?,
+                        },
+                    ))
+                })
+                .map_err(|e| sql(&self.path, e))?;
+            for row in rows {
+                let (uid, k): (String, KnownLabel) = row.map_err(|e| sql(&self.path, e))?;
+                known.insert(uid, k);
+            }
+        }
+        Ok(known)
     }
 
     /// Present labels that are unmatched (their image may have arrived since).
@@ -607,24 +701,68 @@ impl Ledger {
             .map_err(|e| sql(&self.path, e))
     }
 
+    /// A run's summary, from the counters and the status index (no scan of every label).
+    pub fn summary(&self) -> Result<Summary, LedgerError> {
+        let p = &self.path;
+        let c = &self.conn;
+        let mut labels_by_status = Vec::new();
+        let mut labels_gone = 0;
+        {
+            // a file an older segbridge wrote, opened read-only (not migrated): count by hand
+            let counts = if self.schema_version()? >= 3 {
+                "SELECT present, status, n FROM label_counts WHERE n > 0 ORDER BY status"
+            } else {
+                "SELECT present, status, COUNT(*) FROM labels GROUP BY present, status ORDER BY status"
+            };
+            let mut st = c.prepare_cached(counts).map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(|e| sql(p, e))?;
+            for r in rows {
+                let (present, status, n) = r.map_err(|e| sql(p, e))?;
+                if present == 1 {
+                    labels_by_status.push((status, n));
+                } else {
+                    labels_gone += n;
+                }
+            }
+        }
+        let problems = {
+            let mut st = c
+                .prepare_cached("SELECT path, reason FROM problems ORDER BY path")
+                .map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(crate::source::Problem {
+                        path: r.get(0)?,
+                        reason: r.get(1)?,
+                    })
+                })
+                .map_err(|e| sql(p, e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql(p, e))?
+        };
+        Ok(Summary {
+            labels_by_status,
+            labels_gone,
+            attention: self.label_rows(
+                "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
+                 WHERE status IN ('unusable', 'unmatched', 'invalid') AND present = 1
+                 ORDER BY status, label_uid",
+            )?,
+            problems,
+        })
+    }
+
+    /// Everything the ledger knows, for `status`: the summary plus the outbox and the journal.
     pub fn status(&self) -> Result<StatusReport, LedgerError> {
         let p = &self.path;
         let c = &self.conn;
-        let mut by_status = Vec::new();
-        {
-            let mut st = c
-                .prepare(
-                    "SELECT status, COUNT(*) FROM labels WHERE present = 1
-                     GROUP BY status ORDER BY status",
-                )
-                .map_err(|e| sql(p, e))?;
-            let rows = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(|e| sql(p, e))?;
-            for r in rows {
-                by_status.push(r.map_err(|e| sql(p, e))?);
-            }
-        }
         let one = |q: &str| -> Result<i64, LedgerError> {
             c.query_row(q, [], |r| r.get(0)).map_err(|e| sql(p, e))
         };
@@ -648,25 +786,12 @@ impl Ledger {
             )
             .optional()
             .map_err(|e| sql(p, e))?;
-        let problems = {
-            let mut st = c
-                .prepare("SELECT path, reason FROM problems ORDER BY path")
-                .map_err(|e| sql(p, e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(crate::source::Problem {
-                        path: r.get(0)?,
-                        reason: r.get(1)?,
-                    })
-                })
-                .map_err(|e| sql(p, e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql(p, e))?
-        };
+        let summary = self.summary()?;
         Ok(StatusReport {
             state: self.path.clone(),
             schema_version: self.schema_version()?,
-            labels_by_status: by_status,
-            labels_gone: one("SELECT COUNT(*) FROM labels WHERE present = 0")?,
+            labels_by_status: summary.labels_by_status,
+            labels_gone: summary.labels_gone,
             images_notified: one("SELECT COUNT(*) FROM images WHERE label_uid IS NOT NULL")?,
             outbox_depth: one("SELECT COUNT(*) FROM outbox")?,
             outbox_oldest: oldest.map(fmt_time),
@@ -675,11 +800,8 @@ impl Ledger {
             last_notify: last_notify
                 .and_then(|s| s.parse::<i64>().ok())
                 .map(fmt_time),
-            attention: self.label_rows(
-                "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
-                 WHERE present = 1 AND status IN ('unusable', 'unmatched', 'invalid') ORDER BY status, label_uid",
-            )?,
-            problems,
+            attention: summary.attention,
+            problems: summary.problems,
         })
     }
 
@@ -1266,5 +1388,165 @@ mod tests {
             Ledger::open(&path, Duration::ZERO),
             Err(LedgerError::TooNew { found: 99, .. })
         ));
+    }
+
+    /// The counters kept by triggers against a count of every label, by hand.
+    fn counts_by_hand(l: &Ledger) -> (Vec<(String, i64)>, i64) {
+        let mut st = l
+            .conn
+            .prepare(
+                "SELECT status, COUNT(*) FROM labels WHERE present = 1
+                 GROUP BY status ORDER BY status",
+            )
+            .unwrap();
+        let present = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let gone = l
+            .conn
+            .query_row("SELECT COUNT(*) FROM labels WHERE present = 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        (present, gone)
+    }
+
+    #[test]
+    fn summary_counters_follow_every_kind_of_change() {
+        let mut l = fresh();
+        let steps: &[(&[L], &[&str])] = &[
+            // added, one unmatched (no image B yet)
+            (
+                &[("L1", "A", "1", &["L1.1"]), ("L2", "B", "1", &["L2.1"])],
+                &["A"],
+            ),
+            // B arrives (unmatched → ready), a newer label supersedes L1
+            (
+                &[
+                    ("L1", "A", "1", &["L1.1"]),
+                    ("L2", "B", "1", &["L2.1"]),
+                    ("L3", "A", "2", &["L3.1"]),
+                ],
+                &["A", "B"],
+            ),
+            // L3 and L2 gone
+            (&[("L1", "A", "1", &["L1.1"])], &["A", "B"]),
+            // L2 back, with a new instance
+            (
+                &[
+                    ("L1", "A", "1", &["L1.1"]),
+                    ("L2", "B", "1", &["L2.1", "L2.2"]),
+                ],
+                &["A", "B"],
+            ),
+        ];
+        for (labels, images) in steps {
+            run(&mut l, labels, images);
+            let s = l.summary().unwrap();
+            assert_eq!(
+                (s.labels_by_status.clone(), s.labels_gone),
+                counts_by_hand(&l)
+            );
+        }
+        l.remove_labels(&["L1".to_string()], "ds").unwrap();
+        let s = l.summary().unwrap();
+        assert_eq!(
+            (s.labels_by_status.clone(), s.labels_gone),
+            counts_by_hand(&l)
+        );
+        assert_eq!((s.count("ready"), s.labels_gone), (1, 2));
+    }
+
+    #[test]
+    fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        {
+            let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
+            run(
+                &mut l,
+                &[("L1", "A", "1", &["L1.1"]), ("L2", "B", "1", &["L2.1"])],
+                &["A"],
+            );
+            // back to what an older segbridge left: schema 2, no counters
+            l.conn
+                .execute_batch(
+                    "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
+                     DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
+                     DROP INDEX labels_status; PRAGMA user_version = 2;",
+                )
+                .unwrap();
+        }
+        let ro = Ledger::open_read_only(&path).unwrap();
+        let by_hand = counts_by_hand(&ro);
+        let s = ro.summary().unwrap();
+        assert_eq!((s.labels_by_status, s.labels_gone), by_hand);
+        drop(ro);
+        let l = Ledger::open(&path, Duration::ZERO).unwrap();
+        assert_eq!(l.schema_version().unwrap(), 3);
+        let s = l.summary().unwrap();
+        assert_eq!((s.labels_by_status.clone(), s.labels_gone), by_hand);
+        assert_eq!((s.count("ready"), s.count("unmatched")), (1, 1));
+    }
+
+    #[test]
+    fn known_labels_are_looked_up_for_the_listed_uids_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let lookup = KnownLookup::State(path.clone());
+        assert!(lookup.among(["L0"]).is_empty(), "no state file yet");
+        let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
+        // 1,200 labels: more than one query's worth of UIDs
+        let uids: Vec<String> = (0..1200).map(|i| format!("L{i}")).collect();
+        let insts: Vec<Vec<String>> = uids.iter().map(|u| vec![format!("{u}.1")]).collect();
+        let mut index = ImageIndex::default();
+        index.insert("A.sop", "A", "st", "CT");
+        let segs = uids
+            .iter()
+            .zip(&insts)
+            .map(|(u, i)| SegSeries {
+                first: SegInstance {
+                    sop_class: crate::dicom::SEG_SOP_CLASS.into(),
+                    sop_instance: i[0].clone(),
+                    series: u.clone(),
+                    study: "st".into(),
+                    instance_number: Some(1),
+                    // L0 and L1 reference an image that is not there: unmatched
+                    referenced_series: vec![if u == "L0" || u == "L1" { "Z" } else { "A" }.into()],
+                    source_instances: vec![],
+                    sort_key: SortKey {
+                        content: "1".into(),
+                        uid: u.clone(),
+                        ..Default::default()
+                    },
+                    segment_count: 1,
+                },
+                instances: i.clone(),
+                locations: vec![format!("/f/{u}")],
+                warnings: vec![],
+                remote_id: None,
+            })
+            .collect();
+        let listing = Listing {
+            source: "folder:/f".into(),
+            ..Default::default()
+        };
+        l.apply(&listing, &match_all(segs, &index), "ds").unwrap();
+        l.remove_labels(&["L2".to_string()], "ds").unwrap();
+        let asked: Vec<&str> = uids.iter().map(String::as_str).chain(["nope"]).collect();
+        let known = lookup.among(asked.iter().copied());
+        // all but the unmatched (L0, L1) and the gone (L2)
+        assert_eq!(known.len(), 1197);
+        assert!(!known.contains_key("L0") && !known.contains_key("L2"));
+        assert_eq!(known["L1199"].instances, 1);
+        assert!(is_unchanged(&known, "L3", Some(1)));
+        assert!(!is_unchanged(&known, "L3", Some(2)));
+        // only what was asked
+        let few = lookup.among(["L5", "L6", "nope"]);
+        assert_eq!(few.len(), 2);
+        assert!(KnownLookup::Nothing.among(["L5"]).is_empty());
+        assert!(lookup.among(std::iter::empty()).is_empty());
     }
 }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::dicom::quality::Validator;
 use crate::dicom::{apply_newest, match_each, MatchOutcome, MatchedLabel};
-use crate::ledger::Known;
+use crate::ledger::KnownLookup;
 use crate::ledger::{Change, Ledger, LedgerError, OutboxEntry};
 use crate::notify::{ApiError, Client, NotifyBody};
 use crate::source::{folder, Listing};
@@ -32,13 +32,14 @@ pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
 pub fn scan_folder_cached(
     root: &Path,
     cache: &mut folder::HeaderCache,
-    gate: Option<(&Validator, &Known)>,
+    gate: Option<(&Validator, &KnownLookup)>,
 ) -> Result<Scan, folder::FolderError> {
     let mut listing = folder::list_cached(root, cache)?;
     let segs = std::mem::take(&mut listing.segs);
     let mut labels = match_each(segs, &listing.index);
-    if let Some((v, known)) = gate {
-        folder::validate_local(&mut labels, &listing.index, v, known);
+    if let Some((v, lookup)) = gate {
+        let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
+        folder::validate_local(&mut labels, &listing.index, v, &known);
     }
     let labels = apply_newest(labels);
     Ok(Scan { listing, labels })

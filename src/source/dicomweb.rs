@@ -142,7 +142,7 @@ impl DicomWeb {
         &self,
         uid: &str,
         study: Option<&str>,
-        known: &Known,
+        lookup: &crate::ledger::KnownLookup,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let q =
@@ -164,11 +164,12 @@ impl DicomWeb {
             instances: json_int(hit, "00201209"),
             remote_id: None,
         };
+        let known = lookup.among([uid]);
         backfill(
             self,
             &self.source_name(),
             vec![r],
-            known,
+            &known,
             Pass {
                 chunk: 1,
                 complete: false,

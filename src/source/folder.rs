@@ -277,13 +277,13 @@ impl FolderSource {
     /// Lists and matches the folder (on a blocking thread), then uploads what must be.
     pub async fn scan(
         &self,
-        known: &super::dicomweb::Known,
+        lookup: &crate::ledger::KnownLookup,
     ) -> Result<crate::pipeline::Scan, FolderError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
         // with --stow the images that count are on the server: the gate runs after that match
         let gate = if self.stow.is_none() {
-            self.validator.clone().map(|v| (v, known.clone()))
+            self.validator.clone().map(|v| (v, lookup.clone()))
         } else {
             None
         };
@@ -299,12 +299,13 @@ impl FolderSource {
         if let Some(stow) = &self.stow {
             match_on_server(&mut scan, stow).await;
             let mut labels = std::mem::take(&mut scan.labels);
+            let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
             if let Some(v) = &self.validator {
                 let index = &scan.listing.index;
-                tokio::task::block_in_place(|| validate_local(&mut labels, index, v, known));
+                tokio::task::block_in_place(|| validate_local(&mut labels, index, v, &known));
             }
             scan.labels = crate::dicom::apply_newest(labels);
-            stow_ready(&mut scan, &stow.client, known).await;
+            stow_ready(&mut scan, &stow.client, &known).await;
         }
         Ok(scan)
     }
@@ -341,11 +342,11 @@ impl FolderSource {
             }
         };
         let mut health = super::Health::new(&name).counting(ctx.metrics.clone());
+        let known = crate::ledger::KnownLookup::State(ctx.state.clone());
         loop {
             if *ctx.shutdown.borrow() {
                 return;
             }
-            let known = super::known_labels(&ctx.state);
             let retry = match self.scan(&known).await {
                 Ok(scan) => {
                     health.ok();

@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::ledger::KnownLookup;
 use crate::pipeline::Scan;
 
 /// A configured source.
@@ -106,7 +107,7 @@ impl Source {
     /// One complete listing, sent as scans (chunks, then the complete one).
     pub async fn list_once(
         &self,
-        known: &dicomweb::Known,
+        known: &KnownLookup,
         chunk: usize,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), SourceError> {
@@ -123,11 +124,12 @@ impl Source {
             Source::DicomWeb(d) => {
                 let (listed, complete) =
                     d.list_seg_series().await.map_err(|e| err(e.to_string()))?;
+                let known = known.among(listed.iter().map(|r| r.series.as_str()));
                 dicomweb::backfill(
                     d,
                     &d.source_name(),
                     listed,
-                    known,
+                    &known,
                     dicomweb::Pass {
                         chunk,
                         complete,
@@ -162,6 +164,7 @@ impl Source {
         let mut health = Health::new(&name).counting(ctx.metrics.clone());
         let mut next_reconcile = Instant::now();
         let mut cursor: Option<i64> = None;
+        let known = KnownLookup::State(ctx.state.clone());
         loop {
             if *ctx.shutdown.borrow() {
                 return;
@@ -172,7 +175,6 @@ impl Source {
                     || Instant::now() >= next_reconcile
                     || cursor.is_none();
                 if listing_due {
-                    let known = known_labels(&ctx.state);
                     if let Source::Orthanc(o) = &self {
                         let c = o.last_change().await.map_err(|e| e.to_string())?;
                         o.reconcile(&known, ctx.chunk, Some(c.to_string()), &tx)
@@ -190,11 +192,6 @@ impl Source {
                     let poll = o.poll_changes(since).await.map_err(|e| e.to_string())?;
                     if poll.last != since {
                         // only now is the ledger read: an idle poll is one request, no more
-                        let known = if poll.series.is_empty() {
-                            dicomweb::Known::default()
-                        } else {
-                            known_labels(&ctx.state)
-                        };
                         let unmatched = unmatched_labels(&ctx.state);
                         o.apply_changes(&poll, &known, &unmatched, ctx.chunk, &tx)
                             .await
@@ -217,13 +214,6 @@ impl Source {
             }
         }
     }
-}
-
-/// Read-only look at the ledger for a source: what it may skip.
-pub fn known_labels(state: &std::path::Path) -> dicomweb::Known {
-    crate::ledger::Ledger::open_read_only(state)
-        .and_then(|l| l.known_labels())
-        .unwrap_or_default()
 }
 
 fn unmatched_labels(state: &std::path::Path) -> Vec<(String, String)> {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::http::{PacsClient, PacsError, PacsOptions};
-use crate::ledger::is_unchanged;
+use crate::ledger::{is_unchanged, KnownLookup};
 use crate::pipeline::Scan;
 
 /// Above this many lookups, one bulk `/tools/find` replaces one request each.
@@ -191,18 +191,19 @@ impl Orthanc {
     /// A full listing (reconcile): every SEG series, reading only new or changed ones.
     pub async fn reconcile(
         &self,
-        known: &Known,
+        lookup: &KnownLookup,
         chunk: usize,
         cursor: Option<String>,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let listed = self.list_seg_series().await?;
-        let listed = self.with_studies(listed, known).await?;
+        let known = lookup.among(listed.iter().map(|(r, _)| r.series.as_str()));
+        let listed = self.with_studies(listed, &known).await?;
         backfill(
             &self.dicomweb,
             &self.source_name(),
             listed,
-            known,
+            &known,
             Pass {
                 chunk,
                 complete: true,
@@ -218,7 +219,7 @@ impl Orthanc {
     pub async fn read_series(
         &self,
         ids: &[String],
-        known: &Known,
+        lookup: &KnownLookup,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let mut entries = Vec::new();
@@ -232,13 +233,22 @@ impl Orthanc {
         if entries.is_empty() {
             return Ok(());
         }
-        let listed = self.with_studies(entries, known).await?;
+        let known = lookup.among(entries.iter().map(|(r, _)| r.series.as_str()));
+        let listed = self.with_studies(entries, &known).await?;
         let pass = Pass {
             chunk: 200,
             complete: false,
             cursor: None,
         };
-        backfill(&self.dicomweb, &self.source_name(), listed, known, pass, tx).await
+        backfill(
+            &self.dicomweb,
+            &self.source_name(),
+            listed,
+            &known,
+            pass,
+            tx,
+        )
+        .await
     }
 
     /// Reads the series a changes poll named (plus `also`, labels to match again because an
@@ -246,7 +256,7 @@ impl Orthanc {
     pub async fn apply_changes(
         &self,
         poll: &ChangesPoll,
-        known: &Known,
+        lookup: &KnownLookup,
         unmatched: &[(String, String)],
         chunk: usize,
         tx: &mpsc::Sender<Scan>,
@@ -260,7 +270,8 @@ impl Orthanc {
                 None => {}
             }
         }
-        let mut listed = self.with_studies(entries, known).await?;
+        let known = lookup.among(entries.iter().map(|(r, _)| r.series.as_str()));
+        let mut listed = self.with_studies(entries, &known).await?;
         if image_arrived {
             let have: HashSet<String> = listed.iter().map(|r| r.series.clone()).collect();
             for (label, study) in unmatched {
@@ -278,7 +289,7 @@ impl Orthanc {
             &self.dicomweb,
             &self.source_name(),
             listed,
-            known,
+            &known,
             Pass {
                 chunk,
                 complete: false,
