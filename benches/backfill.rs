@@ -355,7 +355,13 @@ fn main() {
         .arg("--state")
         .arg(out.join("rest.db"));
         sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
-        let replay: Vec<String> = proxy.requests.lock().unwrap()[start..].to_vec();
+        let replay: Vec<(String, Option<Vec<u8>>)> = {
+            let lines = proxy.requests.lock().unwrap();
+            let bodies = proxy.bodies.lock().unwrap();
+            (start..lines.len())
+                .map(|i| (lines[i].clone(), bodies.get(&i).cloned()))
+                .collect()
+        };
         floor.push(replay_floor(&proxy.url, &replay, &out));
         let ds = emu.create_dataset();
         let mut c = segbridge(dir, &emu);
@@ -698,36 +704,56 @@ fn main() {
     eprintln!("written to {}", out.display());
 }
 
-/// The floor: the same requests, replayed by curl with keep-alive, 8 at a time.
-fn replay_floor(base: &str, requests: &[String], out: &Path) -> f64 {
+/// The floor: the same requests, replayed by curl with keep-alive: the POSTs (Orthanc
+/// `/tools/find` queries, with the very bodies segbridge sent) one after another on one
+/// connection, then the GETs 8 at a time.
+fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) -> f64 {
     let mut cfg = String::new();
     let mut posts = Vec::new();
-    for r in requests {
+    for (r, body) in requests {
         let (method, path) = r.split_once(' ').unwrap_or(("GET", r));
         if path.starts_with("/api/") {
             continue;
         }
         match method {
             "GET" => cfg.push_str(&format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n")),
-            _ => posts.push(path.to_string()),
+            _ => posts.push((path.to_string(), body.clone().unwrap_or_default())),
         }
     }
     let cfgp = out.join("replay.cfg");
     std::fs::write(&cfgp, cfg).unwrap();
-    // segbridge's POSTs are Orthanc /tools/find calls, in this order: the SEG series, then (in
-    // bulk) the studies and the image series
-    let bodies = [
-        r#"{"Level":"Series","Query":{"Modality":"SEG"},"Expand":true}"#,
-        r#"{"Level":"Study","Query":{},"Expand":true}"#,
-        r#"{"Level":"Series","Query":{},"Expand":true}"#,
-    ];
+    let bodies: Vec<PathBuf> = posts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| {
+            let p = out.join(format!("replay-{i}.json"));
+            std::fs::write(&p, b).unwrap();
+            p
+        })
+        .collect();
+    // the POSTs in order, one curl, one connection
+    let post_cfg: String = posts
+        .iter()
+        .zip(&bodies)
+        .map(|((p, _), body)| {
+            format!(
+                "url = \"{base}{p}\"\ndata-binary = \"@{}\"\noutput = \"/dev/null\"\n",
+                body.display()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("next\n");
+    let post_cfgp = out.join("replay-posts.cfg");
+    std::fs::write(&post_cfgp, post_cfg).unwrap();
     let t = Instant::now();
-    for (i, p) in posts.iter().enumerate() {
-        let body = bodies[i.min(bodies.len() - 1)];
-        let _ = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-X", "POST", "-d", body])
-            .arg(format!("{base}{p}"))
-            .status();
+    if !posts.is_empty() {
+        let st = Command::new("curl")
+            .args(["-s", "-K"])
+            .arg(&post_cfgp)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "curl replay of the POSTs failed");
     }
     let st = Command::new("curl")
         .args([
@@ -740,6 +766,7 @@ fn replay_floor(base: &str, requests: &[String], out: &Path) -> f64 {
             "-K",
         ])
         .arg(&cfgp)
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success() || st.code() == Some(23), "curl replay failed");

@@ -3,8 +3,10 @@
 
 pub mod orthanc;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use segbridge::emulator::{self, EmulatorConfig};
@@ -222,32 +224,72 @@ pub fn repo_root() -> PathBuf {
 pub struct SlowProxy {
     pub url: String,
     /// Request lines ("GET /path") seen, in order: what a client asked of the server.
-    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    /// POST bodies, by the index of their request line.
+    pub bodies: Arc<Mutex<HashMap<usize, Vec<u8>>>>,
     _rt: tokio::runtime::Runtime,
 }
 
-/// Finds complete HTTP/1.1 request lines in a client's byte stream (carrying partial lines).
-fn request_lines(carry: &mut Vec<u8>, chunk: &[u8], out: &std::sync::Mutex<Vec<String>>) {
-    carry.extend_from_slice(chunk);
-    let pat = b" HTTP/1.1\r\n";
-    let mut consumed = 0;
-    while let Some(pos) = carry[consumed..].windows(pat.len()).position(|w| w == pat) {
-        let end = consumed + pos;
-        let start = carry[..end]
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        let line = String::from_utf8_lossy(&carry[start.max(consumed)..end]).to_string();
-        if line.split(' ').count() == 2 {
-            out.lock().unwrap().push(line);
+/// Reads the requests in a client's byte stream: each request line ("GET /path") goes to
+/// `lines`; a POST's body (up to 1 MiB) goes to `bodies`, keyed by its line's index.
+#[derive(Default)]
+struct RequestReader {
+    carry: Vec<u8>,
+    /// Body bytes of the current request still to come, and the POST body being kept.
+    need: usize,
+    body: Option<(usize, Vec<u8>)>,
+}
+
+impl RequestReader {
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        lines: &Mutex<Vec<String>>,
+        bodies: &Mutex<HashMap<usize, Vec<u8>>>,
+    ) {
+        self.carry.extend_from_slice(chunk);
+        loop {
+            if self.need > 0 {
+                let take = self.need.min(self.carry.len());
+                if let Some((_, b)) = &mut self.body {
+                    b.extend_from_slice(&self.carry[..take]);
+                }
+                self.carry.drain(..take);
+                self.need -= take;
+                if self.need > 0 {
+                    return;
+                }
+                if let Some((i, b)) = self.body.take() {
+                    bodies.lock().unwrap().insert(i, b);
+                }
+                continue;
+            }
+            let Some(end) = self.carry.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&self.carry[..end]).to_string();
+            self.carry.drain(..end + 4);
+            let mut head_lines = head.lines();
+            let first: Vec<&str> = head_lines.next().unwrap_or("").split(' ').collect();
+            let length: usize = head_lines
+                .filter_map(|h| h.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0);
+            if first.len() == 3 && first[2].starts_with("HTTP/") {
+                let mut l = lines.lock().unwrap();
+                l.push(format!("{} {}", first[0], first[1]));
+                if first[0] == "POST" && length <= 1 << 20 {
+                    self.body = Some((l.len() - 1, Vec::with_capacity(length)));
+                }
+            }
+            self.need = length;
+            if self.need == 0 {
+                if let Some((i, b)) = self.body.take() {
+                    bodies.lock().unwrap().insert(i, b);
+                }
+            }
         }
-        consumed = end + pat.len();
-    }
-    carry.drain(..consumed);
-    if carry.len() > 8192 {
-        let keep = carry.len() - 8192;
-        carry.drain(..keep);
     }
 }
 
@@ -275,8 +317,10 @@ impl SlowProxy {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let requests: Arc<Mutex<Vec<String>>> = Default::default();
+        let bodies: Arc<Mutex<HashMap<usize, Vec<u8>>>> = Default::default();
         let log = requests.clone();
+        let body_log = bodies.clone();
         rt.spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -284,6 +328,7 @@ impl SlowProxy {
                 };
                 let upstream = upstream.clone();
                 let log = log.clone();
+                let body_log = body_log.clone();
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
@@ -293,13 +338,13 @@ impl SlowProxy {
                     let (mut sr, mut sw) = server.split();
                     let up = async {
                         let mut buf = vec![0u8; 64 * 1024];
-                        let mut carry = Vec::new();
+                        let mut reader = RequestReader::default();
                         loop {
                             let n = match cr.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
-                            request_lines(&mut carry, &buf[..n], &log);
+                            reader.feed(&buf[..n], &log, &body_log);
                             if sw.write_all(&buf[..n]).await.is_err() {
                                 return;
                             }
@@ -330,6 +375,7 @@ impl SlowProxy {
         SlowProxy {
             url: format!("http://{addr}"),
             requests,
+            bodies,
             _rt: rt,
         }
     }
