@@ -444,3 +444,66 @@ fn stow_failure_is_never_notified_early() {
 
 #[allow(dead_code)]
 fn _p(_: &Path) {}
+
+/// The Orthanc source's bulk paths (image series found by lists of UIDs, their studies by the
+/// SEGs' study UIDs, SEG headers read from the files) against the DICOMweb source's one query
+/// per series: on the same server, every label comes out the same.
+#[test]
+fn orthanc_bulk_lookups_agree_with_one_query_per_series() {
+    let lab = Lab::new();
+    let mut files = Vec::new();
+    let mut seg = |name: &str, ct: &CtSeries| {
+        let (_, f) = lab.seg(name, ct, "20240101");
+        files.extend(f);
+    };
+    // more than 16 image series to check, so the bulk paths are taken
+    for i in 0..12 {
+        seg(&format!("ct{i}-seg"), &lab.ct(&format!("ct{i}"), true));
+    }
+    for i in 0..4 {
+        let mut mr = CtSeries::new(&format!("mr{i}"), 2);
+        mr.modality = "MR".into();
+        lab.orthanc
+            .stow(&write_ct(&lab.gen().join(&mr.name), &mr, "IM").unwrap());
+        seg(&format!("mr{i}-seg"), &mr);
+    }
+    for i in 0..3 {
+        seg(&format!("gone{i}-seg"), &lab.ct(&format!("gone{i}"), false));
+    }
+    // a SEG stored in another study than its image's (its study does not find the image's)
+    let x = lab.ct("x", true);
+    let mut elsewhere = x.clone();
+    elsewhere.study = "2.25.4242424242".into();
+    seg("x-seg", &elsewhere);
+    // a SEG series of two instances
+    let two = lab.ct("two", true);
+    let mut s = SegSpec::new("two-seg", &two);
+    s.instances = 2;
+    files.extend(write_seg(&lab.gen().join("segs"), &s, "two-seg").unwrap());
+    lab.orthanc.stow(&files);
+
+    let scan = |source: &[String]| {
+        let o = lab
+            .cmd("scan", &args(source))
+            .args(["--json", "--no-validate", "--image-filter", "Modality=CT"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        lines.sort_by_key(|l| l["label"].as_str().unwrap_or("").to_string());
+        lines
+    };
+    let by_rest = scan(&lab.rest());
+    let by_qido = scan(&lab.dicomweb());
+    assert_eq!(by_rest.len(), 21, "{by_rest:#?}");
+    assert_eq!(by_rest, by_qido);
+    let count = |status: &str| by_rest.iter().filter(|l| l["status"] == status).count();
+    assert_eq!(
+        (count("ready"), count("unusable"), count("unmatched")),
+        (14, 4, 3),
+        "{by_rest:#?}"
+    );
+}

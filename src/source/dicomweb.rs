@@ -26,7 +26,7 @@ use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
 use crate::pipeline::Scan;
 
 /// One SEG series as a listing names it, before its headers are read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RemoteSeries {
     pub study: String,
     pub series: String,
@@ -34,6 +34,9 @@ pub struct RemoteSeries {
     pub instances: Option<i64>,
     /// The server's own ID (Orthanc).
     pub remote_id: Option<String>,
+    /// Orthanc's IDs of the series' instances, when listed through its REST API: their
+    /// headers are then read from the files themselves (see [`DicomWeb::series_header_of`]).
+    pub orthanc_instances: Vec<String>,
 }
 
 /// A DICOMweb server.
@@ -105,7 +108,7 @@ impl DicomWeb {
                         study,
                         series,
                         instances: json_int(it, "00201209"),
-                        remote_id: None,
+                        ..Default::default()
                     });
                 }
             }
@@ -162,7 +165,7 @@ impl DicomWeb {
             study,
             series: uid.to_string(),
             instances: json_int(hit, "00201209"),
-            remote_id: None,
+            ..Default::default()
         };
         let known = lookup.among([uid]);
         backfill(
@@ -178,6 +181,48 @@ impl DicomWeb {
             tx,
         )
         .await
+    }
+
+    /// The SEG header of a listed series. Listed through Orthanc's REST API, its instances'
+    /// files are read with the same reader as a folder's (Orthanc answers a small file several
+    /// times faster than WADO-RS metadata, whose cost grows with the size of the PACS); a file
+    /// over 1 MiB, or one that cannot be read, falls back to WADO-RS metadata.
+    pub async fn series_header_of(&self, r: &RemoteSeries) -> Result<SegSeries, String> {
+        if let (Some(rest), false) = (&self.orthanc_rest, r.orthanc_instances.is_empty()) {
+            match self.header_from_files(rest, r).await {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::debug!(series = %r.series, "{e}; reading WADO-RS metadata"),
+            }
+        }
+        self.series_header(&r.study, &r.series).await
+    }
+
+    async fn header_from_files(
+        &self,
+        rest: &PacsClient,
+        r: &RemoteSeries,
+    ) -> Result<SegSeries, String> {
+        const SMALL_FILE: usize = 1024 * 1024;
+        let location = self
+            .client
+            .url(&format!("/studies/{}/series/{}", r.study, r.series));
+        let mut found = Vec::new();
+        for id in &r.orthanc_instances {
+            let path = format!("/instances/{id}/file");
+            let bytes = rest
+                .get_at_most(&path, "application/dicom", SMALL_FILE)
+                .await
+                .map_err(|e| e.to_string())?;
+            match crate::dicom::reader::read_instance_from_bytes(&bytes) {
+                Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
+                Ok(InstanceHeader::Image(_)) => {}
+                Err(e) => return Err(format!("{}: {e}", rest.url(&path))),
+            }
+        }
+        group_series(found)
+            .into_iter()
+            .find(|s| s.uid() == r.series)
+            .ok_or_else(|| format!("no SEG instance of series {} in its files", r.series))
     }
 
     /// WADO-RS metadata of one series → its SEG header.
@@ -354,21 +399,23 @@ impl DicomWeb {
             .into_iter()
             .collect();
         let conc = self.client.options().concurrency.max(1);
+        let mut wanted = wanted;
         if let Some(rest) = self
             .orthanc_rest
             .as_ref()
             .filter(|_| wanted.len() > super::orthanc::BULK)
         {
-            if let Ok(found) = self.bulk_series(rest, &wanted).await {
+            let hints: Vec<&str> = segs.iter().map(|s| s.first.study.as_str()).collect();
+            // on failure (a filter Orthanc's find cannot express): one QIDO query each, below
+            if let Ok((found, odd)) = self.bulk_series(rest, &wanted, &hints).await {
                 for (uid, (study, modality, passes)) in found {
                     index.insert_series(&uid, &study, &modality);
                     if !passes {
                         index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
                     }
                 }
-                return self.resolve_sources(index, segs).await;
+                wanted = odd;
             }
-            // a filter Orthanc's find cannot express: one QIDO query each, below
         }
         let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
             .map(|uid| async move {
@@ -453,24 +500,24 @@ impl DicomWeb {
         Ok(index)
     }
 
-    /// Every image series Orthanc has that is wanted, in one `/tools/find` (and one more for the
-    /// image filter, when it names only plain tags).
+    /// The wanted image series Orthanc has: one `/tools/find` per 500 UIDs (and as many for
+    /// the image filter, when it names only plain tags), their studies found by the SEGs'
+    /// study UIDs (`hints`). Every request is bounded by the UIDs asked, never by the size of
+    /// the PACS. UIDs that cannot go into a list come back unasked, for one QIDO query each.
     async fn bulk_series(
         &self,
         rest: &PacsClient,
         wanted: &[String],
-    ) -> Result<HashMap<String, SeriesHit>, PacsError> {
-        let want: HashSet<&str> = wanted.iter().map(String::as_str).collect();
-        let find = |query: Value| async move {
-            let v = rest
-                .post_json(
-                    "/tools/find",
-                    &json!({"Level": "Series", "Query": query, "Expand": true}),
-                )
-                .await?;
-            Ok::<_, PacsError>(v.as_array().cloned().unwrap_or_default())
-        };
-        let all = find(json!({})).await?;
+        hints: &[&str],
+    ) -> Result<(HashMap<String, SeriesHit>, Vec<String>), PacsError> {
+        use super::orthanc::{find_by_uids, listable_uid};
+        let (listable, odd): (Vec<&String>, Vec<&String>) =
+            wanted.iter().partition(|u| listable_uid(u));
+        let listable: Vec<&str> = listable.into_iter().map(String::as_str).collect();
+        let want: HashSet<&str> = listable.iter().copied().collect();
+        let none = serde_json::Map::new();
+        let (found, _) =
+            find_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &none, false).await?;
         let passing: Option<HashSet<String>> = match &self.image_filter {
             None => None,
             Some(f) => {
@@ -482,48 +529,30 @@ impl DicomWeb {
                     })?;
                     q.insert(k.to_string(), json!(v));
                 }
-                let hits = find(Value::Object(q)).await?;
-                Some(
-                    hits.iter()
-                        .filter_map(|s| {
-                            s["MainDicomTags"]["SeriesInstanceUID"]
-                                .as_str()
-                                .map(str::to_string)
-                        })
-                        .collect(),
-                )
+                let (_, ids) =
+                    find_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &q, true).await?;
+                Some(ids.into_iter().collect())
             }
         };
-        let hits: Vec<&Value> = all
-            .iter()
-            .filter(|s| {
-                s["MainDicomTags"]["SeriesInstanceUID"]
-                    .as_str()
-                    .is_some_and(|u| want.contains(u))
-            })
+        let hits: Vec<_> = found
+            .into_iter()
+            .filter(|s| s.tags.series.as_deref().is_some_and(|u| want.contains(u)))
             .collect();
-        let parents: HashSet<String> = hits
-            .iter()
-            .filter_map(|s| s["ParentStudy"].as_str().map(str::to_string))
-            .collect();
-        let studies = super::orthanc::study_uids(rest, &parents).await?;
+        let parents: HashSet<String> = hits.iter().filter_map(|s| s.parent_study.clone()).collect();
+        let studies = super::orthanc::study_uids_hinted(rest, &parents, hints).await?;
         let mut out = HashMap::new();
         for s in hits {
-            let Some(uid) = s["MainDicomTags"]["SeriesInstanceUID"].as_str() else {
+            let (Some(uid), Some(parent)) = (s.tags.series, s.parent_study) else {
                 continue;
             };
-            let parent = s["ParentStudy"].as_str().unwrap_or("").to_string();
             let Some(study) = studies.get(&parent) else {
                 continue;
             };
-            let modality = s["MainDicomTags"]["Modality"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let passes = passing.as_ref().is_none_or(|p| p.contains(uid));
-            out.insert(uid.to_string(), (study.clone(), modality, passes));
+            let modality = s.tags.modality.unwrap_or_default();
+            let passes = passing.as_ref().is_none_or(|p| p.contains(&s.id));
+            out.insert(uid, (study.clone(), modality, passes));
         }
-        Ok(out)
+        Ok((out, odd.into_iter().cloned().collect()))
     }
 }
 
@@ -585,7 +614,7 @@ pub async fn backfill(
         let results: Vec<(RemoteSeries, Result<SegSeries, String>)> =
             stream::iter(part.iter().cloned())
                 .map(|r| async move {
-                    let h = dw.series_header(&r.study, &r.series).await;
+                    let h = dw.series_header_of(&r).await;
                     (r, h)
                 })
                 .buffer_unordered(conc)

@@ -137,6 +137,29 @@ impl PacsClient {
             .await
     }
 
+    /// GET an answer of at most `limit` bytes: a larger one is left unread and is
+    /// [`PacsError::TooLarge`] (for a caller that has a cheaper way for large answers).
+    pub async fn get_at_most(
+        &self,
+        path: &str,
+        accept: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, PacsError> {
+        let url = self.url(path);
+        let limit = limit.min(self.opts.max_body);
+        retrying(|| async {
+            let req = self.request(Method::GET, &url).header("accept", accept);
+            let resp = req.send().await.map_err(|e| transport(&url, &e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
+                return Err(http_error(&url, status, &body));
+            }
+            read_capped(resp, &url, limit).await
+        })
+        .await
+    }
+
     /// Sends a request and reads its answer (capped); a non-2xx answer is an error that
     /// carries the start of its body.
     async fn exchange(
@@ -227,9 +250,14 @@ impl PacsClient {
         })
     }
 
-    /// POST a JSON body (an idempotent query, such as Orthanc's `/tools/find`), JSON answer,
-    /// with the same quick retries as a GET.
-    pub async fn post_json(&self, path: &str, body: &Value) -> Result<Value, PacsError> {
+    /// POST a JSON body (an idempotent query, such as Orthanc's `/tools/find`), JSON answer
+    /// parsed straight into `T` (a typed answer holds only the fields it names), with the same
+    /// quick retries as a GET.
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, PacsError> {
         let url = self.url(path);
         let (_, bytes) =
             retrying(|| self.exchange(self.request(Method::POST, &url).json(body), &url)).await?;

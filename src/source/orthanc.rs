@@ -1,12 +1,14 @@
 //! The Orthanc source: Orthanc's own REST API for the cheap paths (one `/tools/find` lists every
 //! SEG series with its instance count; `/changes` is the steady-state feed, one small request
-//! when idle) and its DICOMweb root for SEG headers and image checks.
+//! when idle; SEG headers from the files; image checks by lists of UIDs) and its DICOMweb root
+//! for what REST cannot answer as well (large SEGs, the quality gate's retrieves).
 //!
 //! `/changes` never reports deletions, so a full listing (reconcile) runs on start and every
 //! `--reconcile`; deletion hooks (`serve`) come in through the same ledger.
 
 use std::collections::{HashMap, HashSet};
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -17,6 +19,100 @@ use crate::pipeline::Scan;
 
 /// Above this many lookups, one bulk `/tools/find` replaces one request each.
 pub const BULK: usize = 16;
+
+/// UIDs per `/tools/find` that matches a list of UIDs (a body of about 32 KiB).
+const UIDS_PER_FIND: usize = 500;
+
+/// One resource of a `/tools/find` answer with `"Expand": true`, keeping only what segbridge
+/// reads: the rest of each (large) answer is skipped while parsing, never held.
+#[derive(Debug, Default, Deserialize)]
+pub struct Found {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "ParentStudy", default, deserialize_with = "lenient")]
+    pub parent_study: Option<String>,
+    #[serde(rename = "MainDicomTags", default)]
+    pub tags: FoundTags,
+    /// Orthanc IDs of the child instances (series level).
+    #[serde(rename = "Instances", default, deserialize_with = "ids")]
+    pub instances: Option<Vec<String>>,
+}
+
+/// The main DICOM tags segbridge reads from a found resource.
+#[derive(Debug, Default, Deserialize)]
+pub struct FoundTags {
+    #[serde(rename = "SeriesInstanceUID", default, deserialize_with = "lenient")]
+    pub series: Option<String>,
+    #[serde(rename = "StudyInstanceUID", default, deserialize_with = "lenient")]
+    pub study: Option<String>,
+    #[serde(rename = "Modality", default, deserialize_with = "lenient")]
+    pub modality: Option<String>,
+}
+
+/// A string, or nothing when the server sent something else (one odd value must not fail the
+/// whole listing).
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// A list of IDs; anything else is no list.
+fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(a) => Some(
+            a.into_iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// `/tools/find` at `level` with `query`, expanded.
+pub async fn find(rest: &PacsClient, level: &str, query: Value) -> Result<Vec<Found>, PacsError> {
+    rest.post_json(
+        "/tools/find",
+        &json!({"Level": level, "Query": query, "Expand": true}),
+    )
+    .await
+}
+
+/// Whether `uid` can go into a `/tools/find` list of UIDs as it is: digits and dots only, so
+/// that nothing in it reads as a list separator or a wildcard.
+pub fn listable_uid(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The resources at `level` whose `tag` is one of `uids` (each listable), plus `extra`
+/// constraints: one `/tools/find` per 500 UIDs, so the cost follows the UIDs asked, not the
+/// size of the PACS. Expanded unless `ids_only`, which returns bare Orthanc IDs.
+pub async fn find_by_uids(
+    rest: &PacsClient,
+    level: &str,
+    tag: &str,
+    uids: &[&str],
+    extra: &serde_json::Map<String, Value>,
+    ids_only: bool,
+) -> Result<(Vec<Found>, Vec<String>), PacsError> {
+    let mut found = Vec::new();
+    let mut ids = Vec::new();
+    for part in uids.chunks(UIDS_PER_FIND) {
+        let mut query = extra.clone();
+        query.insert(tag.to_string(), json!(part.join("\\")));
+        let body = json!({"Level": level, "Query": query, "Expand": !ids_only});
+        if ids_only {
+            ids.extend(rest.post_json::<Vec<String>>("/tools/find", &body).await?);
+        } else {
+            found.extend(rest.post_json::<Vec<Found>>("/tools/find", &body).await?);
+        }
+    }
+    Ok((found, ids))
+}
 
 #[derive(Clone)]
 pub struct Orthanc {
@@ -77,18 +173,8 @@ impl Orthanc {
 
     /// Every SEG series, with its Orthanc ID and instance count, in one request.
     pub async fn list_seg_series(&self) -> Result<Vec<(RemoteSeries, String)>, PacsError> {
-        let v = self
-            .rest
-            .post_json(
-                "/tools/find",
-                &json!({"Level": "Series", "Query": {"Modality": "SEG"}, "Expand": true}),
-            )
-            .await?;
-        let items = v.as_array().ok_or_else(|| PacsError::Bad {
-            url: self.rest.url("/tools/find"),
-            reason: "not a JSON array".into(),
-        })?;
-        Ok(items.iter().filter_map(series_entry).collect())
+        let found = find(&self.rest, "Series", json!({"Modality": "SEG"})).await?;
+        Ok(found.into_iter().filter_map(found_series).collect())
     }
 
     /// Fills in the study UIDs of the series that will be read (the others do not need it).
@@ -279,8 +365,7 @@ impl Orthanc {
                     listed.push(RemoteSeries {
                         study: study.clone(),
                         series: label.clone(),
-                        instances: None,
-                        remote_id: None,
+                        ..Default::default()
                     });
                 }
             }
@@ -309,19 +394,10 @@ pub async fn study_uids(
 ) -> Result<HashMap<String, String>, PacsError> {
     let mut out = HashMap::new();
     if ids.len() > BULK {
-        let v = rest
-            .post_json(
-                "/tools/find",
-                &json!({"Level": "Study", "Query": {}, "Expand": true}),
-            )
-            .await?;
-        for s in v.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            if let (Some(id), Some(uid)) = (
-                s["ID"].as_str(),
-                s["MainDicomTags"]["StudyInstanceUID"].as_str(),
-            ) {
-                if ids.contains(id) {
-                    out.insert(id.to_string(), uid.to_string());
+        for s in find(rest, "Study", json!({})).await? {
+            if let Some(uid) = s.tags.study {
+                if ids.contains(&s.id) {
+                    out.insert(s.id, uid);
                 }
             }
         }
@@ -342,6 +418,59 @@ pub async fn study_uids(
     Ok(out)
 }
 
+/// A found SEG series as a listing entry, with its parent study's Orthanc ID.
+fn found_series(f: Found) -> Option<(RemoteSeries, String)> {
+    Some((
+        RemoteSeries {
+            study: String::new(),
+            series: f.tags.series?,
+            instances: f.instances.as_ref().map(|i| i.len() as i64),
+            remote_id: Some(f.id).filter(|i| !i.is_empty()),
+            orthanc_instances: f.instances.unwrap_or_default(),
+        },
+        f.parent_study.unwrap_or_default(),
+    ))
+}
+
+/// StudyInstanceUIDs of the Orthanc studies `ids`, looked up first by the study UIDs the
+/// caller expects them to have (`hints`, one `/tools/find` per 500), then any left over as
+/// [`study_uids`] does. The cost follows the studies asked, not the size of the PACS.
+pub async fn study_uids_hinted(
+    rest: &PacsClient,
+    ids: &HashSet<String>,
+    hints: &[&str],
+) -> Result<HashMap<String, String>, PacsError> {
+    let mut out = HashMap::new();
+    let hints: Vec<&str> = hints
+        .iter()
+        .copied()
+        .filter(|u| listable_uid(u))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    if !hints.is_empty() {
+        let none = serde_json::Map::new();
+        let (found, _) =
+            find_by_uids(rest, "Study", "StudyInstanceUID", &hints, &none, false).await?;
+        for s in found {
+            if let Some(uid) = s.tags.study {
+                if ids.contains(&s.id) {
+                    out.insert(s.id, uid);
+                }
+            }
+        }
+    }
+    let rest_ids: HashSet<String> = ids
+        .iter()
+        .filter(|i| !out.contains_key(*i))
+        .cloned()
+        .collect();
+    if !rest_ids.is_empty() {
+        out.extend(study_uids(rest, &rest_ids).await?);
+    }
+    Ok(out)
+}
+
 fn series_entry(v: &Value) -> Option<(RemoteSeries, String)> {
     let tags = &v["MainDicomTags"];
     let series = tags["SeriesInstanceUID"].as_str()?.to_string();
@@ -351,6 +480,14 @@ fn series_entry(v: &Value) -> Option<(RemoteSeries, String)> {
             series,
             instances: v["Instances"].as_array().map(|a| a.len() as i64),
             remote_id: v["ID"].as_str().map(str::to_string),
+            orthanc_instances: v["Instances"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
         },
         v["ParentStudy"].as_str().unwrap_or("").to_string(),
     ))
@@ -366,5 +503,45 @@ mod tests {
         assert_eq!(id.len(), 44);
         assert_eq!(id.split('-').count(), 5);
         assert!(id.split('-').all(|g| g.len() == 8));
+    }
+
+    #[test]
+    fn found_resources_keep_what_is_read_and_survive_odd_values() {
+        let v: Vec<Found> = serde_json::from_str(
+            r#"[{"ID": "a", "ParentStudy": "p", "Instances": ["i1", "i2"], "Type": "Series",
+                 "MainDicomTags": {"SeriesInstanceUID": "1.2", "Modality": "SEG", "Other": "x"}},
+                {"ID": "b", "MainDicomTags": {"SeriesInstanceUID": 7, "Modality": null},
+                 "Instances": "odd", "ParentStudy": ["odd"]},
+                {"ID": "c"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            v[0].instances.as_deref(),
+            Some(&["i1".to_string(), "i2".to_string()][..])
+        );
+        assert_eq!(v[0].tags.series.as_deref(), Some("1.2"));
+        assert_eq!(v[0].parent_study.as_deref(), Some("p"));
+        assert_eq!(
+            (v[1].tags.series.as_ref(), v[1].instances.as_ref()),
+            (None, None)
+        );
+        assert!(v[1].parent_study.is_none() && v[2].tags.modality.is_none());
+        let (entry, parent) = found_series(v.into_iter().next().unwrap()).unwrap();
+        assert_eq!(
+            (
+                entry.instances,
+                entry.orthanc_instances.len(),
+                parent.as_str()
+            ),
+            (Some(2), 2, "p")
+        );
+    }
+
+    #[test]
+    fn only_plain_uids_go_into_a_list_query() {
+        assert!(listable_uid("1.2.840.10008.5.1.4.1.1.66.4"));
+        for odd in ["", "1.2\\3.4", "1.2*", "1.2?", " 1.2", &"1".repeat(65)] {
+            assert!(!listable_uid(odd), "{odd:?}");
+        }
     }
 }
