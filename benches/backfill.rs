@@ -4,6 +4,7 @@
 //!     cargo bench --bench backfill                  # N = 1,000 studies, 3 runs each
 //!     cargo bench --bench backfill -- --n 10000     # the large case
 //!     cargo bench --bench backfill -- --quick       # N = 20, 1 run: the CI smoke test
+//!     cargo bench --bench backfill -- --figures 3,5 # only those figures
 //!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
@@ -246,6 +247,14 @@ fn main() {
     let n = arg("--n", if quick { 20 } else { 1000 });
     let runs = arg("--runs", if quick { 1 } else { 3 });
     let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
+    // --figures 3,5 runs only those (default: all five)
+    let figures: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--figures")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|f| f.trim().parse().ok()).collect())
+        .unwrap_or_else(|| (1..=5).collect());
+    let figure = |k: usize| figures.contains(&k);
     // for profiling: only write a state file of `--ledger` delivered labels, and stop
     if let Some(path) = args
         .iter()
@@ -329,373 +338,390 @@ fn main() {
         "N = {n} studies, {runs} run(s) each, medians. {machine}\n\n"
     ));
 
-    // 1. first backfill
     let dw = format!("{}/dicom-web", proxy.url);
-    let mut sb_rest = Vec::new();
-    let mut sb_dw = Vec::new();
-    let mut sb_valid = Vec::new();
-    let mut py_runs = Vec::new();
-    let mut floor = Vec::new();
-    for r in 0..runs {
-        let out = dir.join(format!("r{r}"));
-        std::fs::create_dir_all(&out).unwrap();
-        let ds = emu.create_dataset();
-        let start = proxy.count();
-        let mut c = segbridge(dir, &emu);
-        c.args([
-            "sync",
-            "--no-validate",
-            "--orthanc",
-            &proxy.url,
-            "--dataset",
-            &ds,
-            "--api",
-            &emu.url,
-        ])
-        .arg("--state")
-        .arg(out.join("rest.db"));
-        sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
-        let replay: Vec<(String, Option<Vec<u8>>)> = {
-            let lines = proxy.requests.lock().unwrap();
-            let bodies = proxy.bodies.lock().unwrap();
-            (start..lines.len())
-                .map(|i| (lines[i].clone(), bodies.get(&i).cloned()))
-                .collect()
-        };
-        floor.push(replay_floor(&proxy.url, &replay, &out));
-        let ds = emu.create_dataset();
-        let mut c = segbridge(dir, &emu);
-        c.args([
-            "sync",
-            "--no-validate",
-            "--dicomweb",
-            &dw,
-            "--dataset",
-            &ds,
-            "--api",
-            &emu.url,
-        ])
-        .arg("--state")
-        .arg(out.join("dw.db"));
-        sb_dw.push(measure(c, Some(&proxy), &out.join("dw.out")));
-        let ds = emu.create_dataset();
-        let mut c = segbridge(dir, &emu);
-        c.args([
-            "sync",
-            "--orthanc",
-            &proxy.url,
-            "--dataset",
-            &ds,
-            "--api",
-            &emu.url,
-        ])
-        .arg("--state")
-        .arg(out.join("valid.db"));
-        sb_valid.push(measure(c, Some(&proxy), &out.join("valid.out")));
-        let ds = emu.create_dataset();
-        let mut c = Command::new(&py);
-        c.arg(peer())
-            .args(["backfill", &dw, &emu.url, &ds])
-            .env("MONAI_API_KEY", &emu.key);
-        py_runs.push(measure(c, Some(&proxy), &out.join("peer.out")));
-        let sent: usize = common::entries(&emu.notifications()).len();
-        assert!(
-            sent >= (r + 1) * n * 4,
-            "a backfill did not notify every label ({sent})"
-        );
-    }
-    let (a, b, v, p, f) = (
-        med(&sb_rest),
-        med(&sb_dw),
-        med(&sb_valid),
-        med(&py_runs),
-        median(floor),
-    );
-    report.push_str("### 1. First backfill of N SEG series (sync, nothing known)\n\n");
-    report.push_str("| who | wall (s) | CPU (s) | requests | peak RSS (MiB) | wall vs peer | wall vs floor |\n|---|---|---|---|---|---|---|\n");
-    for (name, x) in [
-        ("segbridge --orthanc", a),
-        ("segbridge --dicomweb", b),
-        ("segbridge --orthanc, quality gate on", v),
-        ("Python peer (dicomweb-client + pydicom)", p),
-    ] {
-        report.push_str(&format!(
-            "| {name} | {:.3} | {:.3} | {} | {:.1} | {:.3}x | {:.2}x |\n",
-            x.wall,
-            x.cpu,
-            x.requests,
-            x.rss_mb,
-            x.wall / p.wall,
-            x.wall / f
-        ));
-    }
-    report.push_str(&format!(
-        "| floor: segbridge --orthanc's requests replayed by curl, 8 parallel, keep-alive | {f:.3} | | {} | | | 1.00x |\n\n",
-        a.requests
-    ));
-    eprintln!("{report}");
-
-    // 2. idle poll on the N-series server
-    report.push_str("### 2. Idle poll on the N-series server (nothing changes)\n\n");
-    report.push_str(
-        "| who | poll every (s) | requests per poll | CPU per poll (ms) |\n|---|---|---|---|\n",
-    );
-    let ds = emu.create_dataset();
-    for (name, src, poll) in [
-        (
-            "segbridge watch --orthanc (changes feed)",
-            vec!["--orthanc".to_string(), proxy.url.clone()],
-            0.5,
-        ),
-        (
-            "segbridge watch --dicomweb (QIDO polling)",
-            vec!["--dicomweb".to_string(), dw.clone()],
-            2.0,
-        ),
-    ] {
-        let state = dir.join(format!("idle-{}.db", poll));
-        let mut c = segbridge(dir, &emu);
-        c.arg("sync")
-            .arg("--no-validate")
-            .args(&src)
-            .args(["--dataset", &ds, "--api", &emu.url])
-            .arg("--state")
-            .arg(&state);
-        measure(c, None, &dir.join("idle-prep.out"));
-        let mut c = segbridge(dir, &emu);
-        c.arg("watch")
-            .arg("--no-validate")
-            .args(&src)
-            .args([
+    // 1. first backfill
+    if figure(1) {
+        let mut sb_rest = Vec::new();
+        let mut sb_dw = Vec::new();
+        let mut sb_valid = Vec::new();
+        let mut py_runs = Vec::new();
+        let mut floor = Vec::new();
+        for r in 0..runs {
+            let out = dir.join(format!("r{r}"));
+            std::fs::create_dir_all(&out).unwrap();
+            let ds = emu.create_dataset();
+            let start = proxy.count();
+            let mut c = segbridge(dir, &emu);
+            c.args([
+                "sync",
+                "--no-validate",
+                "--orthanc",
+                &proxy.url,
                 "--dataset",
                 &ds,
                 "--api",
                 &emu.url,
-                "--poll",
-                &poll.to_string(),
-                "--reconcile",
-                "3600",
             ])
             .arg("--state")
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        std::thread::sleep(Duration::from_secs_f64(poll * 2.0 + 2.0)); // start and first listing
-        let (r0, c0) = (proxy.count(), cpu_of(child.id()));
-        let window = if quick { poll * 3.0 } else { poll * 10.0 };
-        std::thread::sleep(Duration::from_secs_f64(window));
-        let (r1, c1) = (proxy.count(), cpu_of(child.id()));
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        let polls = window / poll;
-        report.push_str(&format!(
-            "| {name} | {poll} | {:.1} | {:.1} |\n",
-            (r1 - r0) as f64 / polls,
-            (c1 - c0) * 1000.0 / polls
-        ));
-    }
-    {
-        let mut child = Command::new(&py)
-            .arg(peer())
-            .args(["poll", &dw, &emu.url, &emu.create_dataset(), "2"])
-            .env("MONAI_API_KEY", &emu.key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // its first poll pairs everything; measure after it
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_secs(1));
-        let (r0, c0) = (proxy.count(), cpu_of(child.id()));
-        let window = if quick { 6.0 } else { 20.0 };
-        std::thread::sleep(Duration::from_secs_f64(window));
-        let (r1, c1) = (proxy.count(), cpu_of(child.id()));
-        let _ = child.kill();
-        let _ = child.wait();
-        let polls = window / 2.0;
-        report.push_str(&format!(
-            "| Python peer, polling QIDO | 2 | {:.1} | {:.1} |\n\n",
-            (r1 - r0) as f64 / polls,
-            (c1 - c0) * 1000.0 / polls
-        ));
-    }
-    eprintln!("{report}");
-
-    // 3. one new SEG among N
-    report.push_str(
-        "### 3. One new SEG among N: store to notify (s), poll 2 s, Orthanc StableAge 1 s\n\n",
-    );
-    report.push_str("| who | median | max |\n|---|---|---|\n");
-    let samples = if quick { 1 } else { 5 };
-    for (idx, mode) in [
-        "hook (serve)",
-        "changes feed (watch --orthanc)",
-        "QIDO polling (watch --dicomweb)",
-        "Python peer, polling QIDO",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let ds = emu.create_dataset();
-        let state = dir.join(format!("new-{idx}.db"));
-        let mut prep = segbridge(dir, &emu);
-        prep.args([
-            "sync",
-            "--no-validate",
-            "--orthanc",
-            &proxy.url,
-            "--dataset",
-            &ds,
-            "--api",
-            &emu.url,
-        ])
-        .arg("--state")
-        .arg(&state);
-        measure(prep, None, &dir.join("new-prep.out"));
-        let mut child = match mode {
-            m if m.starts_with("Python") => Command::new(&py)
-                .arg(peer())
-                .args(["poll", &dw, &emu.url, &ds, "2"])
-                .env("MONAI_API_KEY", &emu.key)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            m => {
-                let mut c = segbridge(dir, &emu);
-                let src = if m.contains("QIDO") {
-                    vec!["--dicomweb".to_string(), dw.clone()]
-                } else {
-                    vec!["--orthanc".to_string(), proxy.url.clone()]
-                };
-                if m.starts_with("hook") {
-                    c.args([
-                        "serve",
-                        "--listen",
-                        &format!("127.0.0.1:{hook_port}"),
-                        "--poll",
-                        "600",
-                    ]);
-                } else {
-                    c.args(["watch", "--poll", "2"]);
-                }
-                c.arg("--no-validate")
-                    .args(&src)
-                    .args(["--dataset", &ds, "--api", &emu.url, "--reconcile", "3600"])
-                    .arg("--state")
-                    .arg(&state)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null());
-                c.spawn().unwrap()
-            }
-        };
-        // let the peer finish its first full pairing
-        std::thread::sleep(Duration::from_secs(if mode.starts_with("Python") {
-            (n / 100 + 5) as u64
-        } else {
-            4
-        }));
-        let mut lat = Vec::new();
-        let mut seed = 0x9e3779b9u64 + idx as u64;
-        for k in 0..samples {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            std::thread::sleep(Duration::from_millis((seed >> 33) % 2000));
-            let label = store_study(&orthanc, &dir.join("new"), &format!("new-{idx}-{k}"));
-            let t0 = now_ms();
-            match wait_label(&emu, &label, Duration::from_secs(60)) {
-                Some(at) => lat.push(at.saturating_sub(t0) as f64 / 1000.0),
-                None => panic!("{mode}: the new SEG was not notified within 60 s"),
-            }
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let _ = child.wait();
-        let max = lat.iter().cloned().fold(0.0, f64::max);
-        report.push_str(&format!("| {mode} | {:.2} | {:.2} |\n", median(lat), max));
-    }
-    report.push('\n');
-    eprintln!("{report}");
-
-    // 4. folder scan
-    let files = walkdir::WalkDir::new(&gen)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .count();
-    let mut sb = Vec::new();
-    let mut pyr = Vec::new();
-    for _ in 0..runs {
-        let mut c = Command::new(BIN);
-        c.args(["scan", "--no-validate", "--json", "--folder"])
-            .arg(&gen);
-        sb.push(measure(c, None, &dir.join("scan.out")));
-        let mut c = Command::new(&py);
-        c.arg(peer()).arg("scan").arg(&gen);
-        pyr.push(measure(c, None, &dir.join("pscan.out")));
-    }
-    let (s, p) = (med(&sb), med(&pyr));
-    report.push_str("### 4. Folder scan of N studies (headers only)\n\n| who | files | wall (s) | files/s | vs pydicom |\n|---|---|---|---|---|\n");
-    report.push_str(&format!(
-        "| segbridge scan --folder | {files} | {:.3} | {:.0} | {:.1}x |\n",
-        s.wall,
-        files as f64 / s.wall,
-        p.wall / s.wall
-    ));
-    report.push_str(&format!(
-        "| pydicom dcmread(stop_before_pixels=True) | {files} | {:.3} | {:.0} | 1.0x |\n\n",
-        p.wall,
-        files as f64 / p.wall
-    ));
-    eprintln!("{report}");
-
-    // 5. the ledger at 100,000 labels
-    report.push_str(&format!(
-        "### 5. Ledger size: a sync with nothing new, N = {n} in Orthanc\n\n"
-    ));
-    report.push_str("| ledger labels | wall (s) | CPU (s) | peak RSS (MiB) | state file (MiB) | requests |\n|---|---|---|---|---|---|\n");
-    for extra in [0usize, ledger_n] {
-        let state = dir.join(format!("ledger-{extra}.db"));
-        synthetic_ledger(&state, extra);
-        let ds_real = emu.create_dataset();
-        let sync_nothing_new = || {
+            .arg(out.join("rest.db"));
+            sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
+            let replay: Vec<(String, Option<Vec<u8>>)> = {
+                let lines = proxy.requests.lock().unwrap();
+                let bodies = proxy.bodies.lock().unwrap();
+                (start..lines.len())
+                    .map(|i| (lines[i].clone(), bodies.get(&i).cloned()))
+                    .collect()
+            };
+            floor.push(replay_floor(&proxy.url, &replay, &out));
+            let ds = emu.create_dataset();
             let mut c = segbridge(dir, &emu);
-            c.args(["sync", "--no-validate", "--orthanc", &proxy.url])
-                .args(["--dataset", &ds_real, "--api", &emu.url])
-                .arg("--state")
-                .arg(&state);
-            c
-        };
-        measure(sync_nothing_new(), None, &dir.join("l1.out"));
-        let mut times = Vec::new();
-        for _ in 0..runs.max(2) {
-            times.push(measure(
-                sync_nothing_new(),
-                Some(&proxy),
-                &dir.join("l2.out"),
+            c.args([
+                "sync",
+                "--no-validate",
+                "--dicomweb",
+                &dw,
+                "--dataset",
+                &ds,
+                "--api",
+                &emu.url,
+            ])
+            .arg("--state")
+            .arg(out.join("dw.db"));
+            sb_dw.push(measure(c, Some(&proxy), &out.join("dw.out")));
+            let ds = emu.create_dataset();
+            let mut c = segbridge(dir, &emu);
+            c.args([
+                "sync",
+                "--orthanc",
+                &proxy.url,
+                "--dataset",
+                &ds,
+                "--api",
+                &emu.url,
+            ])
+            .arg("--state")
+            .arg(out.join("valid.db"));
+            sb_valid.push(measure(c, Some(&proxy), &out.join("valid.out")));
+            let ds = emu.create_dataset();
+            let mut c = Command::new(&py);
+            c.arg(peer())
+                .args(["backfill", &dw, &emu.url, &ds])
+                .env("MONAI_API_KEY", &emu.key);
+            py_runs.push(measure(c, Some(&proxy), &out.join("peer.out")));
+            let sent: usize = common::entries(&emu.notifications()).len();
+            assert!(
+                sent >= (r + 1) * n * 4,
+                "a backfill did not notify every label ({sent})"
+            );
+        }
+        let (a, b, v, p, f) = (
+            med(&sb_rest),
+            med(&sb_dw),
+            med(&sb_valid),
+            med(&py_runs),
+            median(floor),
+        );
+        report.push_str("### 1. First backfill of N SEG series (sync, nothing known)\n\n");
+        report.push_str("| who | wall (s) | CPU (s) | requests | peak RSS (MiB) | wall vs peer | wall vs floor |\n|---|---|---|---|---|---|---|\n");
+        for (name, x) in [
+            ("segbridge --orthanc", a),
+            ("segbridge --dicomweb", b),
+            ("segbridge --orthanc, quality gate on", v),
+            ("Python peer (dicomweb-client + pydicom)", p),
+        ] {
+            report.push_str(&format!(
+                "| {name} | {:.3} | {:.3} | {} | {:.1} | {:.3}x | {:.2}x |\n",
+                x.wall,
+                x.cpu,
+                x.requests,
+                x.rss_mb,
+                x.wall / p.wall,
+                x.wall / f
             ));
         }
-        let m = med(&times);
-        let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
         report.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
-            extra + n,
-            m.wall,
-            m.cpu,
-            m.rss_mb,
-            size,
-            m.requests
+            "| floor: segbridge --orthanc's requests replayed by curl, 8 parallel, keep-alive | {f:.3} | | {} | | | 1.00x |\n\n",
+            a.requests
         ));
+        eprintln!("{report}");
+    }
+
+    // 2. idle poll on the N-series server
+    if figure(2) {
+        report.push_str("### 2. Idle poll on the N-series server (nothing changes)\n\n");
+        report.push_str(
+            "| who | poll every (s) | requests per poll | CPU per poll (ms) |\n|---|---|---|---|\n",
+        );
+        let ds = emu.create_dataset();
+        for (name, src, poll) in [
+            (
+                "segbridge watch --orthanc (changes feed)",
+                vec!["--orthanc".to_string(), proxy.url.clone()],
+                0.5,
+            ),
+            (
+                "segbridge watch --dicomweb (QIDO polling)",
+                vec!["--dicomweb".to_string(), dw.clone()],
+                2.0,
+            ),
+        ] {
+            let state = dir.join(format!("idle-{}.db", poll));
+            let mut c = segbridge(dir, &emu);
+            c.arg("sync")
+                .arg("--no-validate")
+                .args(&src)
+                .args(["--dataset", &ds, "--api", &emu.url])
+                .arg("--state")
+                .arg(&state);
+            measure(c, None, &dir.join("idle-prep.out"));
+            let mut c = segbridge(dir, &emu);
+            c.arg("watch")
+                .arg("--no-validate")
+                .args(&src)
+                .args([
+                    "--dataset",
+                    &ds,
+                    "--api",
+                    &emu.url,
+                    "--poll",
+                    &poll.to_string(),
+                    "--reconcile",
+                    "3600",
+                ])
+                .arg("--state")
+                .arg(&state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut child = c.spawn().unwrap();
+            std::thread::sleep(Duration::from_secs_f64(poll * 2.0 + 2.0)); // start and first listing
+            let (r0, c0) = (proxy.count(), cpu_of(child.id()));
+            let window = if quick { poll * 3.0 } else { poll * 10.0 };
+            std::thread::sleep(Duration::from_secs_f64(window));
+            let (r1, c1) = (proxy.count(), cpu_of(child.id()));
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            let polls = window / poll;
+            report.push_str(&format!(
+                "| {name} | {poll} | {:.1} | {:.1} |\n",
+                (r1 - r0) as f64 / polls,
+                (c1 - c0) * 1000.0 / polls
+            ));
+        }
+        {
+            let mut child = Command::new(&py)
+                .arg(peer())
+                .args(["poll", &dw, &emu.url, &emu.create_dataset(), "2"])
+                .env("MONAI_API_KEY", &emu.key)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // its first poll pairs everything; measure after it
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            let (r0, c0) = (proxy.count(), cpu_of(child.id()));
+            let window = if quick { 6.0 } else { 20.0 };
+            std::thread::sleep(Duration::from_secs_f64(window));
+            let (r1, c1) = (proxy.count(), cpu_of(child.id()));
+            let _ = child.kill();
+            let _ = child.wait();
+            let polls = window / 2.0;
+            report.push_str(&format!(
+                "| Python peer, polling QIDO | 2 | {:.1} | {:.1} |\n\n",
+                (r1 - r0) as f64 / polls,
+                (c1 - c0) * 1000.0 / polls
+            ));
+        }
+        eprintln!("{report}");
+    }
+
+    // 3. one new SEG among N
+    if figure(3) {
+        report.push_str(
+            "### 3. One new SEG among N: store to notify (s), poll 2 s, Orthanc StableAge 1 s\n\n",
+        );
+        report.push_str("| who | median | max |\n|---|---|---|\n");
+        let samples = if quick { 1 } else { 5 };
+        for (idx, mode) in [
+            "hook (serve)",
+            "changes feed (watch --orthanc)",
+            "QIDO polling (watch --dicomweb)",
+            "Python peer, polling QIDO",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ds = emu.create_dataset();
+            let state = dir.join(format!("new-{idx}.db"));
+            let mut prep = segbridge(dir, &emu);
+            prep.args([
+                "sync",
+                "--no-validate",
+                "--orthanc",
+                &proxy.url,
+                "--dataset",
+                &ds,
+                "--api",
+                &emu.url,
+            ])
+            .arg("--state")
+            .arg(&state);
+            measure(prep, None, &dir.join("new-prep.out"));
+            let mut child = match mode {
+                m if m.starts_with("Python") => Command::new(&py)
+                    .arg(peer())
+                    .args(["poll", &dw, &emu.url, &ds, "2"])
+                    .env("MONAI_API_KEY", &emu.key)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+                m => {
+                    let mut c = segbridge(dir, &emu);
+                    let src = if m.contains("QIDO") {
+                        vec!["--dicomweb".to_string(), dw.clone()]
+                    } else {
+                        vec!["--orthanc".to_string(), proxy.url.clone()]
+                    };
+                    if m.starts_with("hook") {
+                        c.args([
+                            "serve",
+                            "--listen",
+                            &format!("127.0.0.1:{hook_port}"),
+                            "--poll",
+                            "600",
+                        ]);
+                    } else {
+                        c.args(["watch", "--poll", "2"]);
+                    }
+                    c.arg("--no-validate")
+                        .args(&src)
+                        .args(["--dataset", &ds, "--api", &emu.url, "--reconcile", "3600"])
+                        .arg("--state")
+                        .arg(&state)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null());
+                    c.spawn().unwrap()
+                }
+            };
+            // let the peer finish its first full pairing
+            std::thread::sleep(Duration::from_secs(if mode.starts_with("Python") {
+                (n / 100 + 5) as u64
+            } else {
+                4
+            }));
+            let mut lat = Vec::new();
+            let mut seed = 0x9e3779b9u64 + idx as u64;
+            for k in 0..samples {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis((seed >> 33) % 2000));
+                let label = store_study(&orthanc, &dir.join("new"), &format!("new-{idx}-{k}"));
+                let t0 = now_ms();
+                // the peer lists every SEG on each poll: at N = 10,000 one QIDO listing
+                // alone takes tens of seconds
+                let within = if mode.starts_with("Python") {
+                    Duration::from_secs((n as u64 / 25).max(60))
+                } else {
+                    Duration::from_secs(60)
+                };
+                match wait_label(&emu, &label, within) {
+                    Some(at) => lat.push(at.saturating_sub(t0) as f64 / 1000.0),
+                    None => panic!("{mode}: the new SEG was not notified within {within:?}"),
+                }
+            }
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+            let max = lat.iter().cloned().fold(0.0, f64::max);
+            report.push_str(&format!("| {mode} | {:.2} | {:.2} |\n", median(lat), max));
+        }
+        report.push('\n');
+        eprintln!("{report}");
+    }
+
+    // 4. folder scan
+    if figure(4) {
+        let files = walkdir::WalkDir::new(&gen)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .count();
+        let mut sb = Vec::new();
+        let mut pyr = Vec::new();
+        for _ in 0..runs {
+            let mut c = Command::new(BIN);
+            c.args(["scan", "--no-validate", "--json", "--folder"])
+                .arg(&gen);
+            sb.push(measure(c, None, &dir.join("scan.out")));
+            let mut c = Command::new(&py);
+            c.arg(peer()).arg("scan").arg(&gen);
+            pyr.push(measure(c, None, &dir.join("pscan.out")));
+        }
+        let (s, p) = (med(&sb), med(&pyr));
+        report.push_str("### 4. Folder scan of N studies (headers only)\n\n| who | files | wall (s) | files/s | vs pydicom |\n|---|---|---|---|---|\n");
+        report.push_str(&format!(
+            "| segbridge scan --folder | {files} | {:.3} | {:.0} | {:.1}x |\n",
+            s.wall,
+            files as f64 / s.wall,
+            p.wall / s.wall
+        ));
+        report.push_str(&format!(
+            "| pydicom dcmread(stop_before_pixels=True) | {files} | {:.3} | {:.0} | 1.0x |\n\n",
+            p.wall,
+            files as f64 / p.wall
+        ));
+        eprintln!("{report}");
+    }
+
+    // 5. the ledger at 100,000 labels
+    if figure(5) {
+        report.push_str(&format!(
+            "### 5. Ledger size: a sync with nothing new, N = {n} in Orthanc\n\n"
+        ));
+        report.push_str("| ledger labels | wall (s) | CPU (s) | peak RSS (MiB) | state file (MiB) | requests |\n|---|---|---|---|---|---|\n");
+        for extra in [0usize, ledger_n] {
+            let state = dir.join(format!("ledger-{extra}.db"));
+            synthetic_ledger(&state, extra);
+            let ds_real = emu.create_dataset();
+            let sync_nothing_new = || {
+                let mut c = segbridge(dir, &emu);
+                c.args(["sync", "--no-validate", "--orthanc", &proxy.url])
+                    .args(["--dataset", &ds_real, "--api", &emu.url])
+                    .arg("--state")
+                    .arg(&state);
+                c
+            };
+            measure(sync_nothing_new(), None, &dir.join("l1.out"));
+            let mut times = Vec::new();
+            for _ in 0..runs.max(2) {
+                times.push(measure(
+                    sync_nothing_new(),
+                    Some(&proxy),
+                    &dir.join("l2.out"),
+                ));
+            }
+            let m = med(&times);
+            let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+            report.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.1} | {:.1} | {} |\n",
+                extra + n,
+                m.wall,
+                m.cpu,
+                m.rss_mb,
+                size,
+                m.requests
+            ));
+        }
     }
     report.push('\n');
     println!("{report}");
