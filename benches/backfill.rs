@@ -230,6 +230,17 @@ fn segbridge(dir: &Path, emu: &Emu) -> Command {
     c
 }
 
+/// `segbridge sync` of `source` into `state`, notifying dataset `ds` of the emulator.
+fn sync_cmd(dir: &Path, emu: &Emu, source: &[&str], ds: &str, state: &Path) -> Command {
+    let mut c = segbridge(dir, emu);
+    c.arg("sync")
+        .args(source)
+        .args(["--dataset", ds, "--api", &emu.url])
+        .arg("--state")
+        .arg(state);
+    c
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -351,19 +362,8 @@ fn main() {
             std::fs::create_dir_all(&out).unwrap();
             let ds = emu.create_dataset();
             let start = proxy.count();
-            let mut c = segbridge(dir, &emu);
-            c.args([
-                "sync",
-                "--no-validate",
-                "--orthanc",
-                &proxy.url,
-                "--dataset",
-                &ds,
-                "--api",
-                &emu.url,
-            ])
-            .arg("--state")
-            .arg(out.join("rest.db"));
+            let rest = ["--no-validate", "--orthanc", &proxy.url];
+            let c = sync_cmd(dir, &emu, &rest, &ds, &out.join("rest.db"));
             sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
             let replay: Vec<(String, Option<Vec<u8>>)> = {
                 let lines = proxy.requests.lock().unwrap();
@@ -374,33 +374,22 @@ fn main() {
             };
             floor.push(replay_floor(&proxy.url, &replay, &out));
             let ds = emu.create_dataset();
-            let mut c = segbridge(dir, &emu);
-            c.args([
-                "sync",
-                "--no-validate",
-                "--dicomweb",
-                &dw,
-                "--dataset",
+            let c = sync_cmd(
+                dir,
+                &emu,
+                &["--no-validate", "--dicomweb", &dw],
                 &ds,
-                "--api",
-                &emu.url,
-            ])
-            .arg("--state")
-            .arg(out.join("dw.db"));
+                &out.join("dw.db"),
+            );
             sb_dw.push(measure(c, Some(&proxy), &out.join("dw.out")));
             let ds = emu.create_dataset();
-            let mut c = segbridge(dir, &emu);
-            c.args([
-                "sync",
-                "--orthanc",
-                &proxy.url,
-                "--dataset",
+            let c = sync_cmd(
+                dir,
+                &emu,
+                &["--orthanc", &proxy.url],
                 &ds,
-                "--api",
-                &emu.url,
-            ])
-            .arg("--state")
-            .arg(out.join("valid.db"));
+                &out.join("valid.db"),
+            );
             sb_valid.push(measure(c, Some(&proxy), &out.join("valid.out")));
             let ds = emu.create_dataset();
             let mut c = Command::new(&py);
@@ -560,19 +549,8 @@ fn main() {
         {
             let ds = emu.create_dataset();
             let state = dir.join(format!("new-{idx}.db"));
-            let mut prep = segbridge(dir, &emu);
-            prep.args([
-                "sync",
-                "--no-validate",
-                "--orthanc",
-                &proxy.url,
-                "--dataset",
-                &ds,
-                "--api",
-                &emu.url,
-            ])
-            .arg("--state")
-            .arg(&state);
+            let rest = ["--no-validate", "--orthanc", &proxy.url];
+            let prep = sync_cmd(dir, &emu, &rest, &ds, &state);
             measure(prep, None, &dir.join("new-prep.out"));
             let mut child = match mode {
                 m if m.starts_with("Python") => Command::new(&py)
@@ -693,14 +671,8 @@ fn main() {
             let state = dir.join(format!("ledger-{extra}.db"));
             synthetic_ledger(&state, extra);
             let ds_real = emu.create_dataset();
-            let sync_nothing_new = || {
-                let mut c = segbridge(dir, &emu);
-                c.args(["sync", "--no-validate", "--orthanc", &proxy.url])
-                    .args(["--dataset", &ds_real, "--api", &emu.url])
-                    .arg("--state")
-                    .arg(&state);
-                c
-            };
+            let rest = ["--no-validate", "--orthanc", &proxy.url];
+            let sync_nothing_new = || sync_cmd(dir, &emu, &rest, &ds_real, &state);
             measure(sync_nothing_new(), None, &dir.join("l1.out"));
             let mut times = Vec::new();
             for _ in 0..runs.max(2) {
