@@ -510,14 +510,12 @@ impl DicomWeb {
         wanted: &[String],
         hints: &[&str],
     ) -> Result<(HashMap<String, SeriesHit>, Vec<String>), PacsError> {
-        use super::orthanc::{find_by_uids, listable_uid};
+        use super::orthanc::{find_by_uids, ids_by_uids, listable_uid};
         let (listable, odd): (Vec<&String>, Vec<&String>) =
             wanted.iter().partition(|u| listable_uid(u));
         let listable: Vec<&str> = listable.into_iter().map(String::as_str).collect();
         let want: HashSet<&str> = listable.iter().copied().collect();
-        let none = serde_json::Map::new();
-        let (found, _) =
-            find_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &none, false).await?;
+        let found = find_by_uids(rest, "Series", "SeriesInstanceUID", &listable).await?;
         let passing: Option<HashSet<String>> = match &self.image_filter {
             None => None,
             Some(f) => {
@@ -529,8 +527,7 @@ impl DicomWeb {
                     })?;
                     q.insert(k.to_string(), json!(v));
                 }
-                let (_, ids) =
-                    find_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &q, true).await?;
+                let ids = ids_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &q).await?;
                 Some(ids.into_iter().collect())
             }
         };

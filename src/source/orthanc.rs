@@ -88,30 +88,53 @@ pub fn listable_uid(uid: &str) -> bool {
     !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-/// The resources at `level` whose `tag` is one of `uids` (each listable), plus `extra`
-/// constraints: one `/tools/find` per 500 UIDs, so the cost follows the UIDs asked, not the
-/// size of the PACS. Expanded unless `ids_only`, which returns bare Orthanc IDs.
+/// The `/tools/find` bodies for the resources at `level` whose `tag` is one of `uids` (each
+/// listable), plus `extra` constraints: one per 500 UIDs, so the cost follows the UIDs asked,
+/// not the size of the PACS.
+fn uid_list_queries(
+    level: &str,
+    tag: &str,
+    uids: &[&str],
+    extra: &serde_json::Map<String, Value>,
+    expand: bool,
+) -> Vec<Value> {
+    uids.chunks(UIDS_PER_FIND)
+        .map(|part| {
+            let mut query = extra.clone();
+            query.insert(tag.to_string(), json!(part.join("\\")));
+            json!({"Level": level, "Query": query, "Expand": expand})
+        })
+        .collect()
+}
+
+/// The resources at `level` whose `tag` is one of `uids`, expanded.
 pub async fn find_by_uids(
     rest: &PacsClient,
     level: &str,
     tag: &str,
     uids: &[&str],
-    extra: &serde_json::Map<String, Value>,
-    ids_only: bool,
-) -> Result<(Vec<Found>, Vec<String>), PacsError> {
+) -> Result<Vec<Found>, PacsError> {
     let mut found = Vec::new();
-    let mut ids = Vec::new();
-    for part in uids.chunks(UIDS_PER_FIND) {
-        let mut query = extra.clone();
-        query.insert(tag.to_string(), json!(part.join("\\")));
-        let body = json!({"Level": level, "Query": query, "Expand": !ids_only});
-        if ids_only {
-            ids.extend(rest.post_json::<Vec<String>>("/tools/find", &body).await?);
-        } else {
-            found.extend(rest.post_json::<Vec<Found>>("/tools/find", &body).await?);
-        }
+    for body in uid_list_queries(level, tag, uids, &serde_json::Map::new(), true) {
+        found.extend(rest.post_json::<Vec<Found>>("/tools/find", &body).await?);
     }
-    Ok((found, ids))
+    Ok(found)
+}
+
+/// The Orthanc IDs of the resources at `level` whose `tag` is one of `uids` and that also
+/// match `extra`.
+pub async fn ids_by_uids(
+    rest: &PacsClient,
+    level: &str,
+    tag: &str,
+    uids: &[&str],
+    extra: &serde_json::Map<String, Value>,
+) -> Result<Vec<String>, PacsError> {
+    let mut ids = Vec::new();
+    for body in uid_list_queries(level, tag, uids, extra, false) {
+        ids.extend(rest.post_json::<Vec<String>>("/tools/find", &body).await?);
+    }
+    Ok(ids)
 }
 
 #[derive(Clone)]
@@ -449,10 +472,7 @@ pub async fn study_uids_hinted(
         .into_iter()
         .collect();
     if !hints.is_empty() {
-        let none = serde_json::Map::new();
-        let (found, _) =
-            find_by_uids(rest, "Study", "StudyInstanceUID", &hints, &none, false).await?;
-        for s in found {
+        for s in find_by_uids(rest, "Study", "StudyInstanceUID", &hints).await? {
             if let Some(uid) = s.tags.study {
                 if ids.contains(&s.id) {
                     out.insert(s.id, uid);
