@@ -280,18 +280,17 @@ impl Orthanc {
         &self,
         id: &str,
     ) -> Result<Option<(RemoteSeries, String, String)>, PacsError> {
-        match self
-            .rest
-            .get_json(&format!("/series/{id}"), "application/json")
-            .await
-        {
-            Ok(v) => Ok(series_entry(&v).map(|(r, parent)| {
-                let modality = v["MainDicomTags"]["Modality"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                (r, parent, modality)
-            })),
+        let path = format!("/series/{id}");
+        match self.rest.get_json(&path, "application/json").await {
+            Ok(v) => {
+                // the same resource as a `/tools/find` answer item, read the same way
+                let f: Found = serde_json::from_value(v).map_err(|e| PacsError::Bad {
+                    url: self.rest.url(&path),
+                    reason: format!("not an Orthanc series: {e}"),
+                })?;
+                let modality = f.tags.modality.clone().unwrap_or_default();
+                Ok(found_series(f).map(|(r, parent)| (r, parent, modality)))
+            }
             Err(PacsError::Http { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -489,28 +488,6 @@ pub async fn study_uids_hinted(
         out.extend(study_uids(rest, &rest_ids).await?);
     }
     Ok(out)
-}
-
-fn series_entry(v: &Value) -> Option<(RemoteSeries, String)> {
-    let tags = &v["MainDicomTags"];
-    let series = tags["SeriesInstanceUID"].as_str()?.to_string();
-    Some((
-        RemoteSeries {
-            study: String::new(),
-            series,
-            instances: v["Instances"].as_array().map(|a| a.len() as i64),
-            remote_id: v["ID"].as_str().map(str::to_string),
-            orthanc_instances: v["Instances"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| i.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        },
-        v["ParentStudy"].as_str().unwrap_or("").to_string(),
-    ))
 }
 
 #[cfg(test)]
