@@ -573,6 +573,7 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
 /// Lists every source once (nothing written) and merges what they sent into one scan.
 async fn scan_sources(
     sources: &[Source],
+    chunk: usize,
 ) -> Result<(Scan, Vec<crate::source::SourceError>), Failure> {
     let known = Default::default();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Scan>(4);
@@ -580,7 +581,7 @@ async fn scan_sources(
         let runs = sources.iter().map(|src| {
             let tx = tx.clone();
             let known = &known;
-            async move { src.list_once(known, 200, &tx).await }
+            async move { src.list_once(known, chunk, &tx).await }
         });
         let r = futures_util::future::join_all(runs).await;
         drop(tx);
@@ -627,7 +628,7 @@ fn scan(s: &Settings, json_out: bool) -> Result<(), Failure> {
     let rt = runtime()?;
     let validator = rt.block_on(s.validator())?;
     let sources = s.sources_with(validator)?;
-    let (merged, errors) = rt.block_on(scan_sources(&sources))?;
+    let (merged, errors) = rt.block_on(scan_sources(&sources, s.pacs.chunk))?;
     print_scan(&merged, json_out)?;
     source_errors(errors)
 }
@@ -664,7 +665,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
             &mut ledger,
             &sources,
             &dataset,
-            200,
+            s.pacs.chunk,
             &mut reporter,
         ))?;
         let pending = ledger.pending(&dataset, usize::MAX >> 1)?;
@@ -702,7 +703,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         &mut ledger,
         &sources,
         &dataset,
-        200,
+        s.pacs.chunk,
         &mut reporter,
     ))?;
     let result = rt.block_on(async {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ledger::{KnownLookup, Ledger, LedgerError};
 use crate::notify::Client;
@@ -99,7 +99,14 @@ pub async fn collect_once(
         while let Some(scan) = rx.recv().await {
             reporter.report(&scan);
             report.scans += 1;
-            report.changes += pipeline::record(ledger, &scan, dataset)?.len();
+            let changes = pipeline::record(ledger, &scan, dataset)?.len();
+            debug!(
+                source = %scan.listing.source,
+                labels = scan.labels.len(),
+                changes,
+                "recorded one scan in one transaction"
+            );
+            report.changes += changes;
         }
         Ok::<_, LedgerError>(report)
     };

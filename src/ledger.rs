@@ -1027,15 +1027,89 @@ fn apply_tx(
     Ok(changes)
 }
 
+/// Queues `changes`. A change that sets an image's label (added, updated) replaces the entries
+/// still waiting for that image: the server's final view is the last label set, whatever came
+/// before. The merged section keeps what the server knew before the first pending entry: an
+/// image it had no label for is `added`, one it had is `updated`. A removal replaces only
+/// pending `added` entries of the same label (the server either never heard of it, or clears
+/// it); after anything else it is queued behind, and [`Ledger::pending`] never puts two entries
+/// of one image in one body, so the order the server sees is the order decided here.
 fn queue(tx: &Transaction<'_>, dataset: &str, changes: &[Change], t: i64) -> rusqlite::Result<()> {
+    let mut waiting = tx.prepare_cached(
+        "SELECT id, section, label_uid FROM outbox WHERE dataset = ?1 AND image_uid = ?2
+         ORDER BY id",
+    )?;
+    let mut forget = tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
     let mut ins = tx.prepare_cached(
         "INSERT INTO outbox (dataset, section, image_uid, label_uid, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for c in changes {
-        ins.execute(params![dataset, c.section.as_str(), c.image, c.label, t])?;
+        let pending: Vec<(i64, Section, String)> = waiting
+            .query_map(params![dataset, c.image], |r| {
+                Ok((
+                    r.get(0)?,
+                    Section::parse(&r.get::<_, String>(1)?),
+                    r.get(2)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let replaces = match c.section {
+            Section::Added | Section::Updated => true,
+            Section::Removed => pending
+                .iter()
+                .all(|(_, s, l)| *s == Section::Added && *l == c.label),
+        };
+        let section = match pending.first() {
+            Some((_, first, _)) if replaces => merged(*first, c.section),
+            _ => c.section,
+        };
+        if replaces {
+            for (id, ..) in &pending {
+                forget.execute([id])?;
+            }
+        }
+        ins.execute(params![dataset, section.as_str(), c.image, c.label, t])?;
     }
     Ok(())
+}
+
+/// The section of one entry that replaces a pending `first` with a newer `then`.
+fn merged(first: Section, then: Section) -> Section {
+    match (first, then) {
+        (_, Section::Removed) => Section::Removed,
+        (Section::Added, _) => Section::Added,
+        (_, _) => Section::Updated,
+    }
+}
+
+/// What the server believes an image's label is (the last notify entry about it), or what it
+/// should believe: a label series and the fingerprint of its instance set.
+type Belief = Option<(String, String)>;
+
+/// The one transition rule: what to send so that the server, replaying the notify stream in
+/// order (added/updated set the image's label, removed clears it), believes `should`.
+///
+/// | told      | now          | sent                              |
+/// |-----------|--------------|-----------------------------------|
+/// | none      | none         | nothing                           |
+/// | none      | A            | `added {X, A}`                    |
+/// | A         | none         | `removed {X, A}`                  |
+/// | A         | A, same set  | nothing                           |
+/// | A         | A, new set   | `updated {X, A}`                  |
+/// | A         | B (any date) | `updated {X, B}`                  |
+///
+/// The last row covers both a newer label replacing A and an older label B that becomes current
+/// again when A is deleted: the server is always told the label that is now current.
+pub fn transition(image: &str, told: &Belief, should: &Belief) -> Option<Change> {
+    match (told, should) {
+        (None, None) => None,
+        (None, Some((c, _))) => Some(change(Section::Added, image, c)),
+        (Some((t, _)), None) => Some(change(Section::Removed, image, t)),
+        (Some((t, tf)), Some((c, cf))) => {
+            (t != c || tf != cf).then(|| change(Section::Updated, image, c))
+        }
+    }
 }
 
 /// Decides what `dataset` must be told about one image, updates what it has been told, and
@@ -1052,7 +1126,7 @@ fn decide(
         let mut st = tx.prepare_cached(
             "SELECT label_uid, fingerprint, sort_key FROM labels
              WHERE image_uid = ?1 AND present = 1 AND status IN ('ready', 'superseded')
-             ORDER BY sort_key DESC",
+             ORDER BY sort_key DESC, label_uid DESC",
         )?;
         let rows = st.query_map([image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
@@ -1070,58 +1144,18 @@ fn decide(
         }
     }
     let current = candidates.into_iter().next();
-    let told: Option<(Option<String>, Option<String>, Option<String>)> = tx
+    let told: Option<(Option<String>, Option<String>)> = tx
         .prepare_cached(
-            "SELECT label_uid, fingerprint, sort_key FROM images WHERE dataset = ?1 AND image_uid = ?2",
+            "SELECT label_uid, fingerprint FROM images WHERE dataset = ?1 AND image_uid = ?2",
         )?
-        .query_row(params![dataset, image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![dataset, image], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let told =
-        told.and_then(|(l, f, k)| l.map(|l| (l, f.unwrap_or_default(), k.unwrap_or_default())));
-    let told_present = match &told {
-        Some((l, ..)) => {
-            tx.prepare_cached(
-                "SELECT COUNT(*) FROM labels WHERE label_uid = ?1 AND present = 1
-                 AND image_uid = ?2 AND status IN ('ready', 'superseded')",
-            )?
-            .query_row(params![l, image], |r| r.get::<_, i64>(0))?
-                > 0
-        }
-        None => false,
-    };
-    let mut new_told = told.clone();
-    match (&told, &current) {
-        (None, Some((c, f, k))) => {
-            out.push(change(Section::Added, image, c));
-            new_told = Some((c.clone(), f.clone(), k.clone()));
-        }
-        (Some((tl, tf, tk)), cur) => {
-            if !told_present {
-                out.push(change(Section::Removed, image, tl));
-                new_told = None;
-            }
-            if let Some((c, f, k)) = cur {
-                if c == tl && told_present {
-                    if f != tf {
-                        // same series, different instances
-                        out.push(change(Section::Updated, image, c));
-                        new_told = Some((c.clone(), f.clone(), k.clone()));
-                    }
-                } else if k > tk {
-                    // a newer label replaces the told one
-                    out.push(change(Section::Updated, image, c));
-                    new_told = Some((c.clone(), f.clone(), k.clone()));
-                } else if !told_present {
-                    // an older label remains and becomes current without a notify: the
-                    // training server finds it over DICOMweb by itself
-                    new_told = Some((c.clone(), f.clone(), k.clone()));
-                }
-            }
-        }
-        (None, None) => {}
-    }
-    if new_told != told || told.is_none() {
-        let (l, f, k) = match &new_told {
+    let known_row = told.is_some();
+    let told: Belief = told.and_then(|(l, f)| l.map(|l| (l, f.unwrap_or_default())));
+    let should: Belief = current.as_ref().map(|(l, f, _)| (l.clone(), f.clone()));
+    out.extend(transition(image, &told, &should));
+    if should != told || !known_row {
+        let (l, f, k) = match &current {
             Some((l, f, k)) => (Some(l.as_str()), Some(f.as_str()), Some(k.as_str())),
             None => (None, None, None),
         };
@@ -1264,18 +1298,19 @@ mod tests {
     }
 
     #[test]
-    fn removed_label_is_removed_and_older_one_becomes_current_silently() {
+    fn removed_newest_label_falls_back_to_the_older_one_and_says_so() {
         let mut l = fresh();
         run(
             &mut l,
             &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
             &["A"],
         );
+        // L2 goes, L1 remains: the server must be told L1, not only that L2 is gone
         assert_eq!(
             run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
-            vec![c(Section::Removed, "A", "L2")]
+            vec![c(Section::Updated, "A", "L1")]
         );
-        // L1 is now what the dataset has: removing it is a removal too
+        // L1 is now what the dataset has: removing it is a removal
         assert_eq!(
             run(&mut l, &[], &["A"]),
             vec![c(Section::Removed, "A", "L1")]
@@ -1288,16 +1323,96 @@ mod tests {
     }
 
     #[test]
-    fn replaced_label_is_removed_and_updated() {
+    fn an_older_label_that_arrived_later_is_told_when_the_newer_goes() {
+        let mut l = fresh();
+        run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+        // L1 arrives later but is dated older: nothing changes for the server
+        assert_eq!(
+            run(
+                &mut l,
+                &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+                &["A"]
+            ),
+            vec![]
+        );
+        assert_eq!(
+            run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+            vec![c(Section::Updated, "A", "L1")]
+        );
+    }
+
+    #[test]
+    fn replaced_label_is_updated() {
         let mut l = fresh();
         run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
         assert_eq!(
             run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]),
+            vec![c(Section::Updated, "A", "L2")]
+        );
+    }
+
+    #[test]
+    fn the_transition_table() {
+        let b = |l: &str, f: &str| Some((l.to_string(), f.to_string()));
+        let t = |told: &Belief, should: &Belief| {
+            transition("X", told, should).map(|c| (c.section, c.label))
+        };
+        assert_eq!(t(&None, &None), None);
+        assert_eq!(t(&None, &b("A", "1")), Some((Section::Added, "A".into())));
+        assert_eq!(t(&b("A", "1"), &None), Some((Section::Removed, "A".into())));
+        assert_eq!(t(&b("A", "1"), &b("A", "1")), None);
+        assert_eq!(
+            t(&b("A", "1"), &b("A", "2")),
+            Some((Section::Updated, "A".into()))
+        );
+        assert_eq!(
+            t(&b("A", "1"), &b("B", "1")),
+            Some((Section::Updated, "B".into()))
+        );
+    }
+
+    fn outbox(l: &Ledger) -> Vec<(Section, String, String)> {
+        l.pending("ds", 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.section, e.image, e.label))
+            .collect()
+    }
+
+    #[test]
+    fn the_outbox_keeps_one_setting_entry_per_image() {
+        let mut l = fresh();
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+        run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+        // never confirmed: the server may know nothing of A, so it is still an addition
+        assert_eq!(outbox(&l), vec![c(Section::Added, "A", "L2")]);
+        // the label goes before anything was confirmed: one removal of what was queued
+        run(&mut l, &[], &["A"]);
+        assert_eq!(outbox(&l), vec![c(Section::Removed, "A", "L2")]);
+        // and comes back as a new label: the removal is replaced by a setting entry
+        run(&mut l, &[("L3", "A", "3", &["L3.1"])], &["A"]);
+        assert_eq!(outbox(&l), vec![c(Section::Updated, "A", "L3")]);
+    }
+
+    #[test]
+    fn a_removal_after_an_unconfirmed_update_waits_behind_it() {
+        let mut l = fresh();
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+        let ids: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
+        l.confirm(&ids).unwrap();
+        run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+        run(&mut l, &[], &["A"]);
+        // the server has L1 until the update arrives: both go, in order, in two bodies
+        assert_eq!(
+            outbox(&l),
             vec![
-                c(Section::Removed, "A", "L1"),
-                c(Section::Updated, "A", "L2")
+                c(Section::Updated, "A", "L2"),
+                c(Section::Removed, "A", "L2")
             ]
         );
+        let pending = l.pending("ds", 10).unwrap();
+        let bodies = crate::pipeline::runs(&pending, 10);
+        assert_eq!(bodies.len(), 2);
     }
 
     #[test]

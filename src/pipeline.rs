@@ -4,6 +4,7 @@
 //! - [`record`] writes a scan into the ledger and returns the planned changes;
 //! - [`deliver`] drains the outbox in batches, confirming each only after a 2xx.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::Serialize;
@@ -175,10 +176,32 @@ pub enum DeliveryError {
     Ledger(#[from] LedgerError),
 }
 
-/// Splits outbox entries into notify bodies of at most `batch` entries, oldest first.
+/// Splits outbox entries (oldest first) into runs of at most `batch` entries, in order, with
+/// never two entries of one image in one run: the sections of a body carry no order among
+/// themselves, so an image's second entry waits for the next body.
+pub fn runs(entries: &[OutboxEntry], batch: usize) -> Vec<&[OutboxEntry]> {
+    let batch = batch.max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut images: HashSet<&str> = HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        if i - start == batch || images.contains(e.image.as_str()) {
+            out.push(&entries[start..i]);
+            start = i;
+            images.clear();
+        }
+        images.insert(&e.image);
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}
+
+/// Splits outbox entries into notify bodies (see [`runs`]), oldest first.
 pub fn batches(entries: &[OutboxEntry], batch: usize) -> Vec<(Vec<i64>, NotifyBody)> {
-    entries
-        .chunks(batch.max(1))
+    runs(entries, batch)
+        .into_iter()
         .map(|c| {
             (
                 c.iter().map(|e| e.id).collect(),
@@ -197,12 +220,12 @@ pub async fn deliver(
 ) -> Result<Delivery, DeliveryError> {
     let mut report = Delivery::default();
     loop {
-        let pending = ledger.pending(dataset, batch.max(1))?;
-        if pending.is_empty() {
+        let waiting = ledger.pending(dataset, batch.max(1))?;
+        let Some(&pending) = runs(&waiting, batch).first() else {
             return Ok(report);
-        }
+        };
         let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
-        let body = NotifyBody::from_entries(&pending);
+        let body = NotifyBody::from_entries(pending);
         match client.notify(dataset, &body).await {
             Ok(()) => {
                 ledger.confirm(&ids)?;
