@@ -352,7 +352,7 @@ impl Settings {
         validator: Option<crate::dicom::quality::Validator>,
     ) -> Result<Vec<crate::source::Source>, ConfigError> {
         use crate::source::dicomweb::DicomWeb;
-        use crate::source::folder::FolderSource;
+        use crate::source::folder::{FolderSource, ModalityFilter};
         use crate::source::http::{Auth, PacsOptions};
         use crate::source::orthanc::Orthanc;
         use crate::source::Source;
@@ -395,6 +395,13 @@ impl Settings {
                 .map_err(|e| ConfigError(format!("folder {}: {e}", f.display())))?;
             let mut src = FolderSource::new(f.clone(), stow.clone());
             src.validator = validator.clone();
+            if stow.is_none() {
+                // with --stow the images that count are on the server, which applies the filter
+                src.filter = match &p.image_filter {
+                    Some(q) => Some(ModalityFilter::parse(q).map_err(ConfigError)?),
+                    None => None,
+                };
+            }
             out.push(Source::Folder(src));
         }
         match (&p.orthanc, &p.dicomweb) {

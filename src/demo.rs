@@ -159,6 +159,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     let scan = pipeline::scan_folder_cached(
         folder,
         &mut crate::source::folder::HeaderCache::default(),
+        None,
         Some((&gate, &Default::default())),
     )?;
     print_scan(&scan, false)?;

@@ -25,17 +25,21 @@ pub struct Scan {
 
 /// Lists a folder and matches what it holds (no quality gate).
 pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
-    scan_folder_cached(root, &mut folder::HeaderCache::default(), None)
+    scan_folder_cached(root, &mut folder::HeaderCache::default(), None, None)
 }
 
-/// [`scan_folder`] with a cache of headers already read, and the quality gate when `gate` is
-/// given (labels the ledger knows unchanged are not decoded again).
+/// [`scan_folder`] with a cache of headers already read, the dataset's image filter, and the
+/// quality gate when `gate` is given (labels the ledger knows unchanged are not decoded again).
 pub fn scan_folder_cached(
     root: &Path,
     cache: &mut folder::HeaderCache,
+    filter: Option<&folder::ModalityFilter>,
     gate: Option<(&Validator, &KnownLookup)>,
 ) -> Result<Scan, folder::FolderError> {
     let mut listing = folder::list_cached(root, cache)?;
+    if let Some(f) = filter {
+        f.apply(&mut listing.index);
+    }
     let segs = std::mem::take(&mut listing.segs);
     let mut labels = match_each(segs, &listing.index);
     if let Some((v, lookup)) = gate {

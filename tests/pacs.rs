@@ -164,11 +164,15 @@ fn story(lab: &Lab, source: &[&str]) {
     let v2 = lab.stored_seg("v2", &a, "20240301");
     lab.sync_ok(source);
     assert_eq!(lab.got()[1..], [e("updated", &a.series, &v2.series_uid())]);
+    // the newest label goes: the older one is current again, and the server is told so
     lab.delete_seg(&v2);
     lab.sync_ok(source);
-    assert_eq!(lab.got()[2..], [e("removed", &a.series, &v2.series_uid())]);
+    assert_eq!(lab.got()[2..], [e("updated", &a.series, &v1.series_uid())]);
+    lab.delete_seg(&v1);
     lab.sync_ok(source);
-    assert_eq!(lab.got().len(), 3);
+    assert_eq!(lab.got()[3..], [e("removed", &a.series, &v1.series_uid())]);
+    lab.sync_ok(source);
+    assert_eq!(lab.got().len(), 4);
 }
 
 #[test]

@@ -84,7 +84,7 @@ fn first_sync_notifies_then_second_sends_nothing() {
 }
 
 #[test]
-fn newer_seg_is_updated_and_deleted_seg_is_removed() {
+fn newer_seg_is_updated_deleted_seg_falls_back_then_is_removed() {
     let c = Case::new();
     let a = c.ct("a");
     let v1 = c.seg("v1", &a, "20240101");
@@ -96,13 +96,13 @@ fn newer_seg_is_updated_and_deleted_seg_is_removed() {
         entries(&n[1..]),
         vec![e("updated", &a.series, &v2.series_uid())]
     );
-    // deleting the current label removes it; the older one becomes current without a notify
+    // deleting the current label makes the older one current, and the server is told so
     std::fs::remove_file(c.folder().join("segs/v2")).unwrap();
     c.sync_ok();
     let n = c.emu.notifications();
     assert_eq!(
         entries(&n[2..]),
-        vec![e("removed", &a.series, &v2.series_uid())]
+        vec![e("updated", &a.series, &v1.series_uid())]
     );
     std::fs::remove_file(c.folder().join("segs/v1")).unwrap();
     c.sync_ok();

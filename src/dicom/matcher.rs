@@ -97,6 +97,17 @@ impl ImageIndex {
     pub fn series_count(&self) -> usize {
         self.series.len()
     }
+
+    /// Every present series with its modality, in UID order.
+    pub fn series_modalities(&self) -> Vec<(&str, &str)> {
+        let mut v: Vec<(&str, &str)> = self
+            .series
+            .iter()
+            .map(|(k, (_, m))| (k.as_str(), m.as_str()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -165,6 +165,59 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
     Ok(listing)
 }
 
+/// The dataset's image filter as a folder can apply it: the folder knows each image series'
+/// Modality from its headers, so `Modality=CT` (or a QIDO list, `Modality=CT,MR`) is understood;
+/// any other attribute is refused when the settings are read, never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModalityFilter {
+    query: String,
+    allowed: Vec<String>,
+}
+
+impl ModalityFilter {
+    /// Parses a QIDO-style filter; `Err` names what a folder cannot apply.
+    pub fn parse(query: &str) -> Result<ModalityFilter, String> {
+        let mut allowed = Vec::new();
+        for part in query.split('&').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(format!("image filter {query:?}: {part:?} is not KEY=VALUE"));
+            };
+            let key = key.trim();
+            if !(key.eq_ignore_ascii_case("Modality") || key == "00080060") {
+                return Err(format!(
+                    "image filter {query:?}: a folder source can filter only on Modality, not {key}"
+                ));
+            }
+            allowed.extend(
+                value
+                    .split(',')
+                    .map(|v| v.trim().to_ascii_uppercase())
+                    .filter(|v| !v.is_empty()),
+            );
+        }
+        if allowed.is_empty() {
+            return Err(format!("image filter {query:?}: no Modality value"));
+        }
+        Ok(ModalityFilter {
+            query: query.to_string(),
+            allowed,
+        })
+    }
+
+    /// Marks the index's image series whose modality the filter does not allow.
+    pub fn apply(&self, index: &mut crate::dicom::ImageIndex) {
+        let out: Vec<String> = index
+            .series_modalities()
+            .into_iter()
+            .filter(|(_, m)| !self.allowed.iter().any(|a| a.eq_ignore_ascii_case(m)))
+            .map(|(s, _)| s.to_string())
+            .collect();
+        for s in out {
+            index.exclude(&s, self.query.clone());
+        }
+    }
+}
+
 /// The ledger's name for a folder source.
 pub fn source_name(root: &Path) -> String {
     let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -257,6 +310,8 @@ pub struct FolderSource {
     pub stow: Option<super::dicomweb::DicomWeb>,
     /// The quality gate (None: `--no-validate`).
     pub validator: Option<crate::dicom::quality::Validator>,
+    /// The dataset's image filter, as far as a folder can apply it.
+    pub filter: Option<ModalityFilter>,
     cache: std::sync::Arc<std::sync::Mutex<HeaderCache>>,
 }
 
@@ -266,6 +321,7 @@ impl FolderSource {
             root,
             stow,
             validator: None,
+            filter: None,
             cache: Default::default(),
         }
     }
@@ -281,6 +337,7 @@ impl FolderSource {
     ) -> Result<crate::pipeline::Scan, FolderError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
+        let filter = self.filter.clone();
         // with --stow the images that count are on the server: the gate runs after that match
         let gate = if self.stow.is_none() {
             self.validator.clone().map(|v| (v, lookup.clone()))
@@ -289,7 +346,12 @@ impl FolderSource {
         };
         let mut scan = tokio::task::spawn_blocking(move || {
             let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            crate::pipeline::scan_folder_cached(&root, &mut c, gate.as_ref().map(|(v, k)| (v, k)))
+            crate::pipeline::scan_folder_cached(
+                &root,
+                &mut c,
+                filter.as_ref(),
+                gate.as_ref().map(|(v, k)| (v, k)),
+            )
         })
         .await
         .map_err(|e| FolderError::Unreadable {
@@ -475,5 +537,21 @@ async fn stow_ready(
                 };
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use super::ModalityFilter;
+
+    #[test]
+    fn a_folder_understands_modality_and_refuses_the_rest() {
+        let f = ModalityFilter::parse("Modality=ct,MR").unwrap();
+        assert_eq!(f.allowed, vec!["CT", "MR"]);
+        assert!(ModalityFilter::parse("00080060=CT").is_ok());
+        let e = ModalityFilter::parse("StudyDescription=abdomen").unwrap_err();
+        assert!(e.contains("only on Modality"), "{e}");
+        assert!(ModalityFilter::parse("Modality=").is_err());
+        assert!(ModalityFilter::parse("CT").is_err());
     }
 }
