@@ -806,6 +806,7 @@ fn synthetic_ledger(path: &Path, n: usize) {
             locations: vec![format!("/synthetic/{uid}")],
             warnings: vec![],
             remote_id: None,
+            remote_stamp: None,
         });
     }
     let labels = match_all(segs, &index);

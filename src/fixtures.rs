@@ -86,6 +86,8 @@ pub struct SegSpec {
     pub instances: usize,
     /// Faults for the quality gate's tests.
     pub faults: SegFaults,
+    /// Bumped to write the same series again with new SOP Instance UIDs (a re-export).
+    pub generation: u32,
 }
 
 /// Ways a generated SEG can be wrong, for the quality gate's tests.
@@ -115,6 +117,7 @@ impl SegSpec {
             segments: vec!["liver".into()],
             instances: 1,
             faults: SegFaults::default(),
+            generation: 0,
         }
     }
 
@@ -123,7 +126,10 @@ impl SegSpec {
     }
 
     pub fn sop_uid(&self, i: usize) -> String {
-        uid(&format!("{}/seg-sop/{i}", self.name))
+        match self.generation {
+            0 => uid(&format!("{}/seg-sop/{i}", self.name)),
+            g => uid(&format!("{}/seg-sop/{i}/g{g}", self.name)),
+        }
     }
 }
 

@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (present, status) DO UPDATE SET n = n + 1;
      END;
      CREATE INDEX labels_status ON labels(status, present);",
+    // 4: what the source's listing said of the instance set (Orthanc: a digest of its instance
+    //    IDs), so that a series re-exported with new instances but the same count is read again
+    "ALTER TABLE labels ADD COLUMN remote_stamp TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -202,12 +205,25 @@ pub struct KnownLabel {
     pub instances: i64,
     pub status: String,
     pub reason: String,
+    /// What the listing said of the instance set when the label was last read.
+    pub stamp: Option<String>,
 }
 
 impl KnownLabel {
     /// Whether a series with `instances` instances is this label unchanged.
     pub fn unchanged(&self, instances: Option<i64>) -> bool {
         instances == Some(self.instances)
+    }
+
+    /// Whether a listed series is this label unchanged: the same count and, when the listing
+    /// names its instances, the same instance set (a label recorded before the stamp existed
+    /// is read once more, which records it).
+    pub fn listed_unchanged(&self, instances: Option<i64>, stamp: Option<&str>) -> bool {
+        self.unchanged(instances)
+            && match stamp {
+                None => true,
+                Some(s) => self.stamp.as_deref() == Some(s),
+            }
     }
 }
 
@@ -216,8 +232,10 @@ pub type Known = HashMap<String, KnownLabel>;
 
 /// Whether series `uid` with `instances` instances is a label the ledger knows unchanged (so
 /// it is neither read nor checked again).
-pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>) -> bool {
-    known.get(uid).is_some_and(|k| k.unchanged(instances))
+pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>, stamp: Option<&str>) -> bool {
+    known
+        .get(uid)
+        .is_some_and(|k| k.listed_unchanged(instances, stamp))
 }
 
 /// Where a source asks what the ledger knows of the series it listed. It asks once per
@@ -567,7 +585,7 @@ impl Ledger {
             let mut st = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT label_uid, instances, status, reason FROM labels
+                    "SELECT label_uid, instances, status, reason, remote_stamp FROM labels
                      WHERE label_uid IN ({marks}) AND present = 1 AND status != 'unmatched'"
                 ))
                 .map_err(|e| sql(&self.path, e))?;
@@ -579,6 +597,7 @@ impl Ledger {
                             instances: r.get(1)?,
                             status: r.get(2)?,
                             reason: r.get(3)?,
+                            stamp: r.get(4)?,
                         },
                     ))
                 })
@@ -887,15 +906,16 @@ fn apply_tx(
         let mut upsert = tx.prepare_cached(
             "INSERT INTO labels (label_uid, study_uid, image_uid, rule, status, reason, fingerprint,
                                  sort_key, instances, locations, source, present, first_seen, last_seen,
-                                 remote_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13)
+                                 remote_id, remote_stamp)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13, ?14)
              ON CONFLICT (label_uid) DO UPDATE SET
                 study_uid = excluded.study_uid, image_uid = excluded.image_uid,
                 rule = excluded.rule, status = excluded.status, reason = excluded.reason,
                 fingerprint = excluded.fingerprint, sort_key = excluded.sort_key,
                 instances = excluded.instances, locations = excluded.locations,
                 source = excluded.source, present = 1, last_seen = excluded.last_seen,
-                gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id)",
+                gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id),
+                remote_stamp = excluded.remote_stamp",
         )?;
         let mut told = tx
             .prepare_cached("SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2")?;
@@ -927,6 +947,7 @@ fn apply_tx(
                 listing.source,
                 t,
                 l.seg.remote_id,
+                l.seg.remote_stamp,
             ])?;
             let pairable = matches!(
                 l.outcome,
@@ -1221,6 +1242,7 @@ mod tests {
                 locations: vec![format!("/f/{uid}")],
                 warnings: vec![],
                 remote_id: None,
+                remote_stamp: None,
             })
             .collect();
         let matched = match_all(segs, &index);
@@ -1590,7 +1612,8 @@ mod tests {
                 .execute_batch(
                     "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                      DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
-                     DROP INDEX labels_status; PRAGMA user_version = 2;",
+                     DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
+                     PRAGMA user_version = 2;",
                 )
                 .unwrap();
         }
@@ -1600,7 +1623,7 @@ mod tests {
         assert_eq!((s.labels_by_status, s.labels_gone), by_hand);
         drop(ro);
         let l = Ledger::open(&path, Duration::ZERO).unwrap();
-        assert_eq!(l.schema_version().unwrap(), 3);
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let s = l.summary().unwrap();
         assert_eq!((s.labels_by_status.clone(), s.labels_gone), by_hand);
         assert_eq!((s.count("ready"), s.count("unmatched")), (1, 1));
@@ -1642,6 +1665,7 @@ mod tests {
                 locations: vec![format!("/f/{u}")],
                 warnings: vec![],
                 remote_id: None,
+                remote_stamp: None,
             })
             .collect();
         let listing = Listing {
@@ -1656,8 +1680,15 @@ mod tests {
         assert_eq!(known.len(), 1197);
         assert!(!known.contains_key("L0") && !known.contains_key("L2"));
         assert_eq!(known["L1199"].instances, 1);
-        assert!(is_unchanged(&known, "L3", Some(1)));
-        assert!(!is_unchanged(&known, "L3", Some(2)));
+        assert!(is_unchanged(&known, "L3", Some(1), None));
+        assert!(!is_unchanged(&known, "L3", Some(2), None));
+        // a listing that names its instances: recorded without a stamp, so read once more
+        assert!(!is_unchanged(
+            &known,
+            "L3",
+            Some(1),
+            Some("orthanc-instances:x")
+        ));
         // only what was asked
         let few = lookup.among(["L5", "L6", "nope"]);
         assert_eq!(few.len(), 2);

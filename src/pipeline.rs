@@ -40,7 +40,12 @@ pub fn scan_folder_cached(
     if let Some(f) = filter {
         f.apply(&mut listing.index);
     }
-    let segs = std::mem::take(&mut listing.segs);
+    let mut segs = std::mem::take(&mut listing.segs);
+    // what a verdict here depends on besides the files: recorded, so a change re-judges
+    let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), gate.map(|(v, _)| v));
+    for s in &mut segs {
+        s.remote_stamp = Some(stamp.clone());
+    }
     let mut labels = match_each(segs, &listing.index);
     if let Some((v, lookup)) = gate {
         let known = lookup.among(labels.iter().map(|l| l.seg.uid()));

@@ -385,6 +385,7 @@ mod tests {
             locations: vec![format!("/x/{uid}")],
             warnings: vec![],
             remote_id: None,
+            remote_stamp: None,
         }
     }
 

@@ -537,7 +537,8 @@ pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) ->
     let Some(k) = known.get(l.seg.uid()) else {
         return false;
     };
-    if !k.unchanged(Some(l.seg.instances.len() as i64)) {
+    // the same instances, judged under the same settings
+    if !k.unchanged(Some(l.seg.instances.len() as i64)) || k.stamp != l.seg.remote_stamp {
         return false;
     }
     match k.status.as_str() {

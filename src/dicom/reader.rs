@@ -100,6 +100,11 @@ pub struct SegSeries {
     pub warnings: Vec<String>,
     /// The source's own ID for the series (Orthanc's series ID), when it has one.
     pub remote_id: Option<String>,
+    /// What the ledger keeps to know this series unchanged on a later listing: the settings
+    /// its verdict depended on (image filter, quality gate) and, when the listing names them
+    /// (Orthanc), a digest of its instances, so a re-export with new instances but the same
+    /// count, or a changed filter, is read and judged again.
+    pub remote_stamp: Option<String>,
 }
 
 impl SegSeries {
@@ -435,6 +440,7 @@ pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
             locations: instances.into_iter().map(|(_, l)| l).collect(),
             warnings,
             remote_id: None,
+            remote_stamp: None,
         });
     };
     for item in found {

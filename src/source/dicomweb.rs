@@ -39,6 +39,24 @@ pub struct RemoteSeries {
     pub orthanc_instances: Vec<String>,
 }
 
+impl RemoteSeries {
+    /// A digest of the listed instance set, when the listing names the instances (Orthanc's
+    /// IDs are digests of the instance UIDs): a new instance set with the same count differs.
+    pub fn stamp(&self) -> Option<String> {
+        if self.orthanc_instances.is_empty() {
+            return None;
+        }
+        let mut ids: Vec<&str> = self.orthanc_instances.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        let mut h = sha1_smol::Sha1::new();
+        for id in ids {
+            h.update(id.as_bytes());
+            h.update(b"\n");
+        }
+        Some(format!("orthanc-instances:{}", h.digest()))
+    }
+}
+
 /// A DICOMweb server.
 #[derive(Clone)]
 pub struct DicomWeb {
@@ -53,6 +71,18 @@ pub struct DicomWeb {
 }
 
 pub use crate::ledger::Known;
+
+impl DicomWeb {
+    /// What the ledger keeps to know a listed series unchanged: the settings its verdict
+    /// depended on, and the instance set when the listing names it.
+    pub fn listed_stamp(&self, r: &RemoteSeries) -> String {
+        format!(
+            "{}/{}",
+            super::settings_stamp(self.image_filter.as_deref(), self.validator.as_ref()),
+            r.stamp().unwrap_or_else(|| "-".into())
+        )
+    }
+}
 
 const DICOM_JSON: &str = "application/dicom+json, application/json";
 
@@ -589,7 +619,7 @@ pub async fn backfill(
     let mut unchanged = Vec::new();
     let mut to_read = Vec::new();
     for r in listed {
-        if crate::ledger::is_unchanged(known, &r.series, r.instances) {
+        if crate::ledger::is_unchanged(known, &r.series, r.instances, Some(&dw.listed_stamp(&r))) {
             unchanged.push(r.series);
         } else {
             to_read.push(r);
@@ -627,6 +657,7 @@ pub async fn backfill(
             match h {
                 Ok(mut s) => {
                     s.remote_id = r.remote_id.clone();
+                    s.remote_stamp = Some(dw.listed_stamp(&r));
                     all_seen.push(s.uid().to_string());
                     segs.push(s);
                 }

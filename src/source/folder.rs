@@ -204,6 +204,11 @@ impl ModalityFilter {
         })
     }
 
+    /// The filter as it was given.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
     /// Marks the index's image series whose modality the filter does not allow.
     pub fn apply(&self, index: &mut crate::dicom::ImageIndex) {
         let out: Vec<String> = index
@@ -506,7 +511,7 @@ async fn stow_ready(
             continue;
         }
         let uid = l.seg.uid().to_string();
-        if crate::ledger::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64)) {
+        if crate::ledger::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64), None) {
             continue; // uploaded and recorded before
         }
         let mut files = Vec::new();

@@ -72,6 +72,18 @@ pub enum Source {
     Orthanc(orthanc::Orthanc),
 }
 
+/// A digest of the settings a label's verdict depends on (the image filter, the quality gate's
+/// labels and strictness): a label judged under other settings is judged again, never skipped
+/// as unchanged.
+pub fn settings_stamp(
+    image_filter: Option<&str>,
+    validator: Option<&crate::dicom::quality::Validator>,
+) -> String {
+    let v = validator.map(|v| (&v.labels, v.strict_labels));
+    let text = format!("filter={image_filter:?};gate={v:?}");
+    sha1_smol::Sha1::from(text).digest().to_string()[..16].to_string()
+}
+
 /// What live sources share.
 #[derive(Clone)]
 pub struct LiveCtx {

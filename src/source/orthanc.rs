@@ -208,13 +208,28 @@ impl Orthanc {
     ) -> Result<Vec<RemoteSeries>, PacsError> {
         let parents: HashSet<String> = entries
             .iter()
-            .filter(|(r, _)| r.study.is_empty() && !is_unchanged(known, &r.series, r.instances))
+            .filter(|(r, _)| {
+                r.study.is_empty()
+                    && !is_unchanged(
+                        known,
+                        &r.series,
+                        r.instances,
+                        Some(&self.dicomweb.listed_stamp(r)),
+                    )
+            })
             .map(|(_, p)| p.clone())
             .collect();
         let studies = study_uids(&self.rest, &parents).await?;
         let mut out = Vec::with_capacity(entries.len());
         for (mut r, parent) in entries {
-            if r.study.is_empty() && !is_unchanged(known, &r.series, r.instances) {
+            if r.study.is_empty()
+                && !is_unchanged(
+                    known,
+                    &r.series,
+                    r.instances,
+                    Some(&self.dicomweb.listed_stamp(&r)),
+                )
+            {
                 r.study = studies
                     .get(&parent)
                     .cloned()
