@@ -162,8 +162,24 @@ function paint(images, strokes) {
   return slices;
 }
 
+/** What the user painted, voxels per segment: a check on the reader, not the expected value. */
+function painted(slices) {
+  const counts = {};
+  for (const slice of slices) {
+    for (const v of slice) {
+      if (v !== 0) {
+        counts[v] = (counts[v] ?? 0) + 1;
+      }
+    }
+  }
+  return counts;
+}
+
 // The cases. Each CT series is written by pydicom (make_corpus.py); sizes are odd on purpose:
-// 13x11 = 143 and 13x13 = 169 pixels a frame, neither a multiple of 8.
+// 13x11 = 143 and 13x13 = 169 pixels a frame, neither a multiple of 8. A bitmap case must not
+// have F frames with F * ceil(N / 8) == ceil(F * N / 8) bytes: the adapters then take dcmjs's
+// continuous bit stream for byte-aligned frames and shift frame k by k pixels (3 frames of
+// 13x11 do that), so the SEG no longer holds what was painted (read_corpus.py checks).
 const CASES = [
   {
     name: 'ohif-labelmap',
@@ -242,7 +258,8 @@ for (const c of CASES) {
   }
   const images = await loadSeries(c.ct);
   const { rows, columns } = images[0];
-  const lm = labelmap3D(paint(images, c.strokes), rows, columns, segmentMetadata(c.labels));
+  const slices = paint(images, c.strokes);
+  const lm = labelmap3D(slices, rows, columns, segmentMetadata(c.labels));
   const { sopClassUID, transferSyntaxUID } = MODES[c.mode];
   const options = {
     predecessorImageId: undefined,
@@ -265,6 +282,7 @@ for (const c of CASES) {
     sop_class: dataset.SOPClassUID,
     series: dataset.SeriesInstanceUID,
     note: c.note,
+    painted: painted(slices),
   };
 }
 fs.writeFileSync(path.join(ohifDir, 'cases.json'), JSON.stringify(written, null, 1));
