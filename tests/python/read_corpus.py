@@ -169,19 +169,20 @@ def sources(ds):
 
 
 def problem(seg, image_instances, declared, counts):
-    """The reason kind a careful reader refuses this label for, or None."""
+    """Why a careful reader refuses this label (a kind, and the segment numbers it concerns), or
+    None."""
     undeclared = sorted(set(counts) - declared)
     if undeclared:
-        return "undeclared-segment", f"frames use segment {undeclared}, SegmentSequence has {sorted(declared)}"
+        return "undeclared-segment", undeclared
     if sum(counts.values()) == 0:
-        return "empty", "no voxel in any segment"
+        return "empty", []
     geo = [i for i in image_instances if "Rows" in i]  # an SR or a presentation state has none
     sops = {i.SOPInstanceUID for i in image_instances}
     for _, ds in seg.instances:
         if geo and (int(ds.Rows), int(ds.Columns)) != (int(geo[0].Rows), int(geo[0].Columns)):
-            return "geometry", "Rows/Columns differ from the source images'"
+            return "geometry", []
         if sources(ds) - sops:
-            return "geometry", "a frame's source instance is not in the source series"
+            return "geometry", []
     return None
 
 
@@ -221,7 +222,7 @@ def main():
             why = problem(seg, images[ref], declared, counts)
             e["status"], e["reason_kind"] = ("invalid", why[0]) if why else ("ready", None)
             if why:
-                e["reason"] = why[1]
+                e["reason_segments"] = why[1]
         elif not rss:
             series = {s for s, inst in images.items() for i in inst if i.SOPInstanceUID in sources(first)}
             if len(series) == 1:
