@@ -176,10 +176,12 @@ function painted(slices) {
 }
 
 // The cases. Each CT series is written by pydicom (make_corpus.py); sizes are odd on purpose:
-// 13x11 = 143 and 13x13 = 169 pixels a frame, neither a multiple of 8. A bitmap case must not
-// have F frames with F * ceil(N / 8) == ceil(F * N / 8) bytes: the adapters then take dcmjs's
-// continuous bit stream for byte-aligned frames and shift frame k by k pixels (3 frames of
-// 13x11 do that), so the SEG no longer holds what was painted (read_corpus.py checks).
+// 13x11 = 143 and 13x13 = 169 pixels a frame, neither a multiple of 8. When a bitmap SEG has F
+// frames of N pixels with F * ceil(N / 8) == ceil(F * N / 8) bytes (3 frames of 13x11), the
+// adapters take dcmjs's continuous bit stream for byte-aligned frames and shift frame k by k
+// pixels: the SEG no longer holds what was painted. One case keeps that writer bug on purpose
+// (a reader can only count what the file holds); read_corpus.py checks every other case holds
+// what was painted, and that this one does not.
 const CASES = [
   {
     name: 'ohif-labelmap',
@@ -237,6 +239,19 @@ const CASES = [
     note: 'bitmap + Explicit VR Little Endian: 1 bit, each frame padded to a whole byte',
   },
   {
+    name: 'ohif-bitmap-rle-shifted',
+    ct: 'ct-bitmap-shifted',
+    mode: 'bitmap-rle',
+    labels: ['Liver'],
+    strokes: [
+      [0, 1, 0, 5, 0, 11],
+      [1, 1, 0, 13, 0, 11],
+      [2, 1, 6, 7, 0, 11],
+    ],
+    shifts_frames: true,
+    note: 'bitmap, 3 frames of 13x11: the writer shifts frame k by k pixels (see above)',
+  },
+  {
     name: 'ohif-bitmap-unpainted',
     ct: 'ct-bitmap-unpainted',
     mode: 'bitmap-rle',
@@ -283,6 +298,7 @@ for (const c of CASES) {
     series: dataset.SeriesInstanceUID,
     note: c.note,
     painted: painted(slices),
+    shifts_frames: Boolean(c.shifts_frames),
   };
 }
 fs.writeFileSync(path.join(ohifDir, 'cases.json'), JSON.stringify(written, null, 1));

@@ -63,6 +63,7 @@ def ct_series(folder, rows, cols, slices, study=None, frame=None, name="corpus")
 ct_series(out / "ohif" / "ct-labelmap", 13, 11, 4, name="ohif-lm")
 ct_series(out / "ohif" / "ct-bitmap-rle", 13, 13, 4, name="ohif-rle")
 ct_series(out / "ohif" / "ct-bitmap-explicit", 13, 13, 4, name="ohif-evle")
+ct_series(out / "ohif" / "ct-bitmap-shifted", 13, 11, 3, name="ohif-shift")
 ct_series(out / "ohif" / "ct-bitmap-unpainted", 13, 13, 3, name="ohif-unp")
 
 # --- highdicom ----------------------------------------------------------------------------------
