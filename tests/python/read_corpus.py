@@ -9,8 +9,11 @@ where it cannot, by numpy on the raw bytes:
 - 1-bit RLE Lossless (pydicom 3.0 refuses it): a PackBits decoder below;
 - 1-bit frames each padded to a whole byte (OHIF's bitmap + Explicit VR Little Endian): the
   length tells them from the standard's packing (a length both fit is read the standard's way,
-  so the corpus's padded cases are sized to be unambiguous), and the painted counts the writer
-  recorded in cases.json must agree.
+  so the corpus's padded cases are sized to be unambiguous).
+What the OHIF writer recorded as painted (cases.json) must be what its file holds, except in the
+one case where the writer is known to shift frames. Files sharing a SOP Instance UID: the one at
+the lowest path counts. Per image, only the newest valid label (ContentDate+Time, SeriesDate+Time,
+InstanceCreationDate+Time, series UID) is ready; older ones are superseded.
 Nothing here comes from segbridge's code.
 """
 import json
@@ -25,8 +28,6 @@ from pydicom.encaps import generate_frames
 SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"}
 LABELMAP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
 RLE = "1.2.840.10008.1.2.5"
-ENCAPSULATED = {RLE, "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-                "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
 
 
 def is_dicom(path):
