@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: runs every test.
-# Installs what is missing (a real Orthanc with the DICOMweb plugin, from Debian's packages),
-# then runs `cargo test`. Tests that need Orthanc start their own instance on free loopback
+# Installs what is missing (a real Orthanc with the DICOMweb plugin, from Debian's packages;
+# a Python venv; node with the corpus's npm packages), then runs `cargo test`. Tests that need Orthanc start their own instance on free loopback
 # ports with a temporary storage dir and stop it when they end; they FAIL, never skip, when
 # Orthanc is missing.
 set -euo pipefail
@@ -39,6 +39,22 @@ if ! "$venv/bin/python" -c "import highdicom, pydicom, numpy, pylibjpeg, openjpe
   "$venv/bin/pip" install --quiet --disable-pip-version-check $want
 fi
 export SEGBRIDGE_TEST_PYTHON="$PWD/$venv/bin/python"
+
+# Node with OHIF's SEG writer (@cornerstonejs/adapters + dcmjs at the versions OHIF 3.13 pins):
+# the third-party corpus test (tests/corpus.rs) writes SEGs with it. Exact versions come from
+# tests/node/package-lock.json; `npm ci` runs again whenever the lock file changes.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "scripts/test.sh: installing nodejs npm" >&2
+  apt_install nodejs npm
+fi
+node_dir="tests/node"
+lock_sum="$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$node_dir/node_modules/.segbridge-lock" 2>/dev/null)" != "$lock_sum" ]; then
+  echo "scripts/test.sh: npm ci in $node_dir" >&2
+  (cd "$node_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$node_dir/node_modules/.segbridge-lock"
+fi
+export SEGBRIDGE_TEST_NODE_DIR="$PWD/$node_dir"
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "scripts/test.sh: cargo not found: install Rust stable (rustup) first" >&2
