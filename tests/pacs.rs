@@ -218,7 +218,15 @@ fn paging_lists_more_series_than_one_page() {
     let dw = lab.dicomweb();
     let mut src = args(&dw);
     src.extend(["--page-size", "3"]);
-    lab.sync_ok(&src);
+    // --chunk 2: 7 new SEG series are recorded in 4 transactions, then the complete listing
+    let o = lab
+        .cmd("sync", &src)
+        .args(["--chunk", "2", "-vv"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let recorded = text(&o).matches("recorded one scan").count();
+    assert_eq!(recorded, 5, "--chunk 2 not honoured:\n{}", text(&o));
     let mut got = lab.got();
     got.sort();
     want.sort();
