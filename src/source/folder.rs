@@ -138,9 +138,16 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
         match res {
             Ok(InstanceHeader::Seg(s)) => segs.push((s, shown)),
             Ok(InstanceHeader::Image(i)) => {
+                // an SR or a presentation state in an image series is no image: it gives the
+                // series no modality (and the quality gate no geometry)
+                let modality = if i.geometry.is_image() {
+                    i.modality.as_str()
+                } else {
+                    ""
+                };
                 listing
                     .index
-                    .insert(&i.sop_instance, &i.series, &i.study, &i.modality);
+                    .insert(&i.sop_instance, &i.series, &i.study, modality);
                 listing
                     .index
                     .insert_geometry(&i.sop_instance, &i.series, i.geometry);
