@@ -369,6 +369,39 @@ mod tests {
         assert!(e.contains("needs 4"), "{e}");
     }
 
+    /// cargo-fuzz is not on every machine: mutated fragments through the fuzz target's body,
+    /// on every test run (a decoded frame always has rows × columns pixels).
+    #[test]
+    fn mutated_fragments_never_panic() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let bin: Vec<u8> = (0..169).map(|i| u8::from(i % 3 == 0)).collect();
+        let seeds = [
+            fragment(&[&bin]),
+            fragment(&[&[7u8; 40]]),
+            fragment(&[&[1, 2, 3, 4, 5, 6], &[9, 9, 9, 9, 9, 9]]),
+        ];
+        for round in 0..20_000 {
+            let mut d = seeds[round % seeds.len()].clone();
+            for _ in 0..(next() % 6) {
+                let i = (next() as usize) % d.len();
+                d[i] = next() as u8;
+            }
+            if next() % 4 == 0 {
+                d.truncate((next() as usize) % (d.len() + 1));
+            }
+            let mut input = vec![(next() % 4) as u8, (next() % 64) as u8, (next() % 64) as u8];
+            input.push(next() as u8);
+            input.extend(d);
+            crate::fuzz_targets::rle(&input);
+        }
+    }
+
     #[test]
     fn a_huge_claimed_size_allocates_only_what_decodes() {
         // a replicate run of 128, claimed 65535x65535: decoding stops at the input's end
