@@ -111,6 +111,9 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (present, status) DO UPDATE SET n = n + 1;
      END;
      CREATE INDEX labels_status ON labels(status, present);",
+    // 4: what a label's quality verdict was based on (the files' names, sizes and times, or
+    //    the PACS instance set); NULL when the content was not read completely: never reused
+    "ALTER TABLE labels ADD COLUMN verdict_key TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -202,12 +205,18 @@ pub struct KnownLabel {
     pub instances: i64,
     pub status: String,
     pub reason: String,
+    /// What its quality verdict was based on (see `MatchedLabel::verdict_key`); None when the
+    /// content was not read completely or not checked.
+    pub verdict_key: Option<String>,
 }
 
 impl KnownLabel {
-    /// Whether a series with `instances` instances is this label unchanged.
+    /// Whether a series with `instances` instances is this label unchanged. An invalid label
+    /// whose verdict rests on nothing read completely (a file or an answer that could not be
+    /// read) is never unchanged: it is read and judged again.
     pub fn unchanged(&self, instances: Option<i64>) -> bool {
         instances == Some(self.instances)
+            && !(self.status == "invalid" && self.verdict_key.is_none())
     }
 }
 
@@ -567,7 +576,7 @@ impl Ledger {
             let mut st = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT label_uid, instances, status, reason FROM labels
+                    "SELECT label_uid, instances, status, reason, verdict_key FROM labels
                      WHERE label_uid IN ({marks}) AND present = 1 AND status != 'unmatched'"
                 ))
                 .map_err(|e| sql(&self.path, e))?;
@@ -579,6 +588,7 @@ impl Ledger {
                             instances: r.get(1)?,
                             status: r.get(2)?,
                             reason: r.get(3)?,
+                            verdict_key: r.get(4)?,
                         },
                     ))
                 })
@@ -887,15 +897,16 @@ fn apply_tx(
         let mut upsert = tx.prepare_cached(
             "INSERT INTO labels (label_uid, study_uid, image_uid, rule, status, reason, fingerprint,
                                  sort_key, instances, locations, source, present, first_seen, last_seen,
-                                 remote_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13)
+                                 remote_id, verdict_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13, ?14)
              ON CONFLICT (label_uid) DO UPDATE SET
                 study_uid = excluded.study_uid, image_uid = excluded.image_uid,
                 rule = excluded.rule, status = excluded.status, reason = excluded.reason,
                 fingerprint = excluded.fingerprint, sort_key = excluded.sort_key,
                 instances = excluded.instances, locations = excluded.locations,
                 source = excluded.source, present = 1, last_seen = excluded.last_seen,
-                gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id)",
+                gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id),
+                verdict_key = excluded.verdict_key",
         )?;
         let mut told = tx
             .prepare_cached("SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2")?;
@@ -927,6 +938,7 @@ fn apply_tx(
                 listing.source,
                 t,
                 l.seg.remote_id,
+                l.verdict_key,
             ])?;
             let pairable = matches!(
                 l.outcome,
@@ -1185,6 +1197,7 @@ mod tests {
                 },
                 instances: inst.iter().map(|s| s.to_string()).collect(),
                 locations: vec![format!("/f/{uid}")],
+                files: vec![],
                 warnings: vec![],
                 remote_id: None,
             })
@@ -1475,7 +1488,8 @@ mod tests {
                 .execute_batch(
                     "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                      DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
-                     DROP INDEX labels_status; PRAGMA user_version = 2;",
+                     DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN verdict_key;
+                     PRAGMA user_version = 2;",
                 )
                 .unwrap();
         }
@@ -1485,7 +1499,7 @@ mod tests {
         assert_eq!((s.labels_by_status, s.labels_gone), by_hand);
         drop(ro);
         let l = Ledger::open(&path, Duration::ZERO).unwrap();
-        assert_eq!(l.schema_version().unwrap(), 3);
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let s = l.summary().unwrap();
         assert_eq!((s.labels_by_status.clone(), s.labels_gone), by_hand);
         assert_eq!((s.count("ready"), s.count("unmatched")), (1, 1));
@@ -1525,6 +1539,7 @@ mod tests {
                 },
                 instances: i.clone(),
                 locations: vec![format!("/f/{u}")],
+                files: vec![],
                 warnings: vec![],
                 remote_id: None,
             })

@@ -198,6 +198,10 @@ pub struct MatchedLabel {
     pub outcome: MatchOutcome,
     /// What the quality gate found, when it ran.
     pub quality: Option<super::quality::Quality>,
+    /// What the quality verdict rests on, when it rests on content read completely: the
+    /// files' names, sizes and modification times (a folder), or the instance set (a PACS).
+    /// The ledger keeps it; a later run reuses the verdict only for the same key.
+    pub verdict_key: Option<String>,
 }
 
 impl MatchedLabel {
@@ -325,6 +329,7 @@ pub fn match_each(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel>
                 rule,
                 outcome,
                 quality: None,
+                verdict_key: None,
             }
         })
         .collect()
@@ -395,6 +400,7 @@ mod tests {
             },
             instances: vec![format!("{uid}.1")],
             locations: vec![format!("/x/{uid}")],
+            files: vec![],
             warnings: vec![],
             remote_id: None,
         }

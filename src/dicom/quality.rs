@@ -365,16 +365,29 @@ impl Validator {
     }
 }
 
-/// Reuses the ledger's verdict on an unchanged label (same instances): an invalid one stays
-/// invalid with its reason, a valid one is not decoded again. Returns whether that settled it.
-pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) -> bool {
+/// Reuses the ledger's verdict on an unchanged label: an invalid one stays invalid with its
+/// reason, a valid one is not decoded again. Only a verdict resting on the same `key` is
+/// reused (the same files, sizes and times; the same PACS instance set), and a verdict the
+/// ledger kept without a key (the content could not be read completely) never is. Returns
+/// whether that settled it.
+pub fn reuse_known(
+    l: &mut super::MatchedLabel,
+    known: &crate::ledger::Known,
+    key: Option<&str>,
+) -> bool {
     let Some(k) = known.get(l.seg.uid()) else {
         return false;
     };
     if !k.unchanged(Some(l.seg.instances.len() as i64)) {
         return false;
     }
-    match k.status.as_str() {
+    let (Some(key), Some(kept)) = (key, k.verdict_key.as_deref()) else {
+        return false;
+    };
+    if key != kept {
+        return false;
+    }
+    let settled = match k.status.as_str() {
         "invalid" => {
             if let Some(image) = l.outcome.image().map(str::to_string) {
                 l.outcome = super::MatchOutcome::Invalid {
@@ -386,7 +399,36 @@ pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) ->
         }
         "ready" | "superseded" => true,
         _ => false,
+    };
+    if settled {
+        l.verdict_key = Some(key.to_string());
     }
+    settled
+}
+
+/// The verdict key of local files: each one's name (its bytes), size and modification time.
+/// None when one cannot be looked at: such a verdict is never reused.
+pub fn files_key(files: &[std::path::PathBuf]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut h = sha1_smol::Sha1::new();
+    for f in files {
+        let m = std::fs::metadata(f).ok()?;
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(format!("\0{}\0{}.{:09}\n", m.len(), t.as_secs(), t.subsec_nanos()).as_bytes());
+    }
+    Some(format!("files:{}", h.digest()))
+}
+
+/// The verdict key of PACS instances: the instance set that was retrieved and judged.
+pub fn instances_key(seg: &super::SegSeries) -> String {
+    format!("instances:{}", seg.fingerprint())
 }
 
 /// Reads a whole Part-10 file (pixel data included) for validation, from a path.
@@ -504,6 +546,22 @@ mod tests {
         let mut q = Quality::default();
         v.check_geometry(&mut q, "", &[frame("1.2", 2.0)], 32, 32, &src);
         assert!(q.problems.is_empty(), "{:?}", q.problems);
+    }
+
+    #[test]
+    fn an_invalid_verdict_on_content_not_read_whole_is_never_unchanged() {
+        // a remote source skips unchanged series before reading them: an invalid verdict kept
+        // without a key (the SEG could not be retrieved) must be read and judged again
+        let k = |status: &str, key: Option<&str>| crate::ledger::KnownLabel {
+            instances: 1,
+            status: status.into(),
+            reason: String::new(),
+            verdict_key: key.map(String::from),
+        };
+        assert!(!k("invalid", None).unchanged(Some(1)));
+        assert!(k("invalid", Some("instances:x")).unchanged(Some(1)));
+        assert!(k("ready", None).unchanged(Some(1)));
+        assert!(!k("ready", Some("instances:x")).unchanged(Some(2)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use walkdir::WalkDir;
 
 use super::{Listing, Problem};
-use crate::dicom::reader::{self, group_series, InstanceHeader, ReadError};
+use crate::dicom::reader::{self, group_files, InstanceHeader, ReadError};
 
 /// Why a folder cannot be listed at all.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,7 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
     for (path, res) in files.iter().zip(results) {
         let shown = reader::display_path(path);
         match res {
-            Ok(InstanceHeader::Seg(s)) => segs.push((s, shown)),
+            Ok(InstanceHeader::Seg(s)) => segs.push((s, path.clone())),
             Ok(InstanceHeader::Image(i)) => {
                 // an SR or a presentation state in an image series is no image: it gives the
                 // series no modality (and the quality gate no geometry)
@@ -168,7 +168,7 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
             }
         }
     }
-    listing.segs = group_series(segs);
+    listing.segs = group_files(segs);
     Ok(listing)
 }
 
@@ -222,19 +222,24 @@ pub fn validate_local(
     v: &crate::dicom::quality::Validator,
     known: &crate::ledger::Known,
 ) {
-    use crate::dicom::quality::{read_full, reuse_known, Quality};
+    use crate::dicom::quality::{files_key, read_full, reuse_known, Quality};
     for l in labels.iter_mut().filter(|l| l.is_candidate()) {
-        if reuse_known(l, known) {
+        let key = files_key(&l.seg.files);
+        if reuse_known(l, known, key.as_deref()) {
             continue;
         }
         let mut objs = Vec::new();
         let mut failed = None;
-        for loc in &l.seg.locations {
-            match read_full(Path::new(loc)) {
+        for (file, loc) in l.seg.files.iter().zip(&l.seg.locations) {
+            match read_full(file) {
                 Ok(o) => objs.push(o),
                 Err(e) => failed = Some(format!("cannot read {loc}: {e}")),
             }
         }
+        if l.seg.files.len() != l.seg.locations.len() {
+            failed = Some("the SEG's files are not known".into());
+        }
+        let complete = failed.is_none();
         let q = match failed {
             Some(e) => Quality {
                 problems: vec![e],
@@ -252,6 +257,8 @@ pub fn validate_local(
             }
         };
         l.set_quality(q);
+        // kept only when every file was read whole and none changed while being read
+        l.verdict_key = key.filter(|k| complete && files_key(&l.seg.files).as_deref() == Some(k));
     }
 }
 
@@ -432,6 +439,7 @@ async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb:
                         reason: reason.clone(),
                     },
                     quality: None,
+                    verdict_key: None,
                 })
                 .collect();
         }
@@ -456,11 +464,14 @@ async fn stow_ready(
         }
         let mut files = Vec::new();
         let mut failure = None;
-        for loc in &l.seg.locations {
-            match std::fs::read(loc) {
+        for (file, loc) in l.seg.files.iter().zip(&l.seg.locations) {
+            match std::fs::read(file) {
                 Ok(b) => files.push(b),
                 Err(e) => failure = Some(format!("cannot read {loc}: {e}")),
             }
+        }
+        if l.seg.files.len() != l.seg.locations.len() {
+            failure = Some("the SEG's files are not known".into());
         }
         let result = match failure {
             Some(f) => Err(f),
