@@ -178,13 +178,29 @@ pub fn source_name(root: &Path) -> String {
     format!("folder:{}", abs.display())
 }
 
-/// Reads headers on all cores; the order of the results is the order of `files`.
-fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
-    let workers = std::thread::available_parallelism()
+/// How many threads read headers: `SEGBRIDGE_READ_THREADS` when set (1 to 64, whatever the
+/// number of files: the determinism tests run both sides), else the cores (at most 8) once
+/// there are 64 files or more. The results never depend on it.
+fn read_threads(files: usize) -> usize {
+    if let Some(n) = std::env::var("SEGBRIDGE_READ_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return n.clamp(1, 64);
+    }
+    if files < 64 {
+        return 1;
+    }
+    std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 8);
-    if files.len() < 64 || workers == 1 {
+        .clamp(1, 8)
+}
+
+/// Reads headers on all cores; the order of the results is the order of `files`.
+fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
+    let workers = read_threads(files.len());
+    if workers == 1 || files.is_empty() {
         return files.iter().map(|f| reader::read_instance(f)).collect();
     }
     let chunk = files.len().div_ceil(workers);
