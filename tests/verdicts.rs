@@ -128,3 +128,45 @@ fn a_seg_whose_file_name_is_not_utf8_is_read() {
         "{line}"
     );
 }
+
+/// A PACS answer cut short: the SEG could not be retrieved whole, so its "invalid" verdict is
+/// kept without a key, and the next run reads and judges it again although Orthanc still
+/// lists the same instance count.
+#[test]
+fn a_seg_the_pacs_failed_to_send_is_judged_again_on_the_next_run() {
+    let orthanc = common::orthanc::Orthanc::start(serde_json::json!({}));
+    let proxy = FaultyPacs::start(&orthanc.url);
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emu::start();
+    let ds = emu.create_dataset();
+    let ct = CtSeries::new("cut-answer", 2);
+    let mut files = write_ct(&tmp.path().join("gen"), &ct, "IM").unwrap();
+    let seg = SegSpec::new("cut-answer-seg", &ct);
+    files.extend(write_seg(&tmp.path().join("gen"), &seg, "seg").unwrap());
+    orthanc.stow(&files);
+    let run = || {
+        segbridge(tmp.path())
+            .env("MONAI_API_KEY", &emu.key)
+            .args(["sync", "--orthanc", &proxy.url, "--dataset", &ds])
+            .args(["--api", &emu.url, "--retry-for", "5"])
+            .output()
+            .unwrap()
+    };
+    // the SEG's headers come from Orthanc's files; the first request naming its series is the
+    // WADO-RS retrieve of its pixels, cut in half
+    proxy.fail(&format!("/series/{}", seg.series_uid()), "truncate", 1);
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(emu.notifications().is_empty(), "{}", text(&o));
+    let st = status_json(tmp.path()).to_string();
+    assert!(st.contains("invalid"), "{st}");
+    proxy.heal();
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        entries(&emu.notifications()),
+        vec![e("added", &ct.series, &seg.series_uid())],
+        "{}",
+        text(&o)
+    );
+}
