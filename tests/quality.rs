@@ -340,7 +340,22 @@ fn the_same_checks_through_a_real_orthanc() {
         .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "dcm"))
         .map(|e| e.into_path())
         .collect();
+    // an SR sharing each highdicom image series' UID (it sorts first): the geometry the gate
+    // takes from WADO-RS metadata comes from the images only
+    let mut srs = Vec::new();
+    for (k, series) in ["odd13", "sq16", "sq32"].iter().enumerate() {
+        let like = tmp.path().join("hd/images").join(series).join("001.dcm");
+        let sr = tmp.path().join(format!("sr-{series}.dcm"));
+        let sop = format!("1.1.{k}");
+        std::fs::write(
+            &sr,
+            non_image(&like, "1.2.840.10008.5.1.4.1.1.88.22", "SR", &sop),
+        )
+        .unwrap();
+        srs.push(sr);
+    }
     orthanc.stow(&files);
+    orthanc.stow(&srs);
     let root = tmp.path().join("gen");
     let empty = faulty(&root, "empty", |s| s.faults.empty = true);
     let gen_files: Vec<PathBuf> = walkdir::WalkDir::new(&root)
@@ -368,6 +383,7 @@ fn the_same_checks_through_a_real_orthanc() {
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
             .collect();
         assert_eq!(counts(got), want_counts, "{case} through Orthanc: {got}");
+        assert_ne!(got["status"], "invalid", "{case} through Orthanc: {got}");
     }
     let l = by_label(&lines, &empty.series_uid());
     assert_eq!(l["status"], "invalid", "{l}");
