@@ -283,21 +283,22 @@ pub fn count_instance(obj: &DefaultDicomObject) -> Result<Counted, String> {
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0');
     if let Some(fragments) = pixel.fragments() {
         if ts == RLE_LOSSLESS {
-            if fragments.len() < frames {
+            if fragments.len() != frames {
                 return Err(format!(
                     "RLE Lossless: {} fragments for {frames} frames (one fragment a frame)",
                     fragments.len()
                 ));
             }
-            for (f, frag) in fragments.iter().take(frames).enumerate() {
+            for (f, frag) in fragments.iter().enumerate() {
                 let d = rle::decode_frame(frag, r, k, bits)
                     .map_err(|e| format!("frame {}: {e}", f + 1))?;
                 tally(&mut c, f, d.values())?;
             }
             return Ok(c);
         }
+        let codecs = for_codecs(obj, bits);
         for f in 0..frames {
-            let d = decode_other(obj, f, bits)?;
+            let d = decode_other(&codecs, f)?;
             let data = d.data();
             if bits == 1 && data.len() == n.div_ceil(8) {
                 tally(
@@ -379,44 +380,42 @@ pub fn count_instance(obj: &DefaultDicomObject) -> Result<Counted, String> {
     Ok(c)
 }
 
-/// One encapsulated frame (JPEG 2000 and the like) decoded by dicom-pixeldata. Its codecs
-/// refuse BitsAllocated 1, and a compressed BINARY frame holds one sample per pixel in its
-/// codestream, so such a frame is decoded as 8-bit.
+/// The object dicom-pixeldata decodes encapsulated frames (JPEG 2000 and the like) from. Its
+/// codecs refuse BitsAllocated 1, and a compressed BINARY frame holds one sample per pixel in
+/// its codestream, so such an object is decoded as 8-bit (one copy for all its frames).
+fn for_codecs(obj: &DefaultDicomObject, bits: u32) -> std::borrow::Cow<'_, DefaultDicomObject> {
+    if bits != 1 {
+        return std::borrow::Cow::Borrowed(obj);
+    }
+    let mut o = obj.clone();
+    for (tag, v) in [
+        (tags::BITS_ALLOCATED, 8u16),
+        (tags::BITS_STORED, 8),
+        (tags::HIGH_BIT, 7),
+    ] {
+        o.put(dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::US,
+            dicom_core::PrimitiveValue::from(v),
+        ));
+    }
+    std::borrow::Cow::Owned(o)
+}
+
+/// One encapsulated frame decoded by dicom-pixeldata.
 fn decode_other(
-    obj: &DefaultDicomObject,
+    o: &DefaultDicomObject,
     f: usize,
-    bits: u32,
-) -> Result<dicom_pixeldata::DecodedPixelData<'static>, String> {
+) -> Result<dicom_pixeldata::DecodedPixelData<'_>, String> {
     use dicom_pixeldata::PixelDecoder;
-    let as_8bit;
-    let o: &DefaultDicomObject = if bits == 1 {
-        let mut o = obj.clone();
-        for (tag, v) in [
-            (tags::BITS_ALLOCATED, 8u16),
-            (tags::BITS_STORED, 8),
-            (tags::HIGH_BIT, 7),
-        ] {
-            o.put(dicom_core::DataElement::new(
-                tag,
-                dicom_core::VR::US,
-                dicom_core::PrimitiveValue::from(v),
-            ));
-        }
-        as_8bit = o;
-        &as_8bit
-    } else {
-        obj
-    };
-    o.decode_pixel_data_frame(f as u32)
-        .map(|d| d.to_owned())
-        .map_err(|e| {
-            format!(
-                "frame {}: cannot decode ({}): {}",
-                f + 1,
-                obj.meta().transfer_syntax(),
-                super::reader::error_chain(&e)
-            )
-        })
+    o.decode_pixel_data_frame(f as u32).map_err(|e| {
+        format!(
+            "frame {}: cannot decode ({}): {}",
+            f + 1,
+            o.meta().transfer_syntax(),
+            super::reader::error_chain(&e)
+        )
+    })
 }
 
 #[cfg(test)]
