@@ -804,6 +804,7 @@ fn synthetic_ledger(path: &Path, n: usize) {
             },
             instances: vec![format!("{uid}.1")],
             locations: vec![format!("/synthetic/{uid}")],
+            files: vec![],
             warnings: vec![],
             remote_id: None,
             remote_stamp: None,

@@ -42,6 +42,40 @@ pub fn binary(data: &[u8]) {
     }
 }
 
+/// The RLE Lossless decoder and the native 1-bit layout choice: the first four bytes choose
+/// bits, rows, columns and the frame count; the rest is one fragment. A decoded frame always
+/// has exactly rows × columns pixels, whatever the header claims.
+pub fn rle(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let bits = [1, 8, 16, 12][usize::from(data[0] % 4)];
+    let scale = if data[3] & 0x40 != 0 { 64 } else { 1 };
+    let rows = usize::from(data[1] % 64) * scale;
+    let cols = usize::from(data[2] % 64);
+    let fragment = &data[4..];
+    if let Ok(f) = crate::dicom::rle::decode_frame(fragment, rows, cols, bits) {
+        assert_eq!(f.len(), rows * cols, "decoded frame size");
+    }
+    let frames = usize::from(data[3] % 8) + 1;
+    let n = rows * cols;
+    match crate::dicom::pixels::binary_layout(fragment, frames, n, data[3] & 0x80 != 0) {
+        Ok(crate::dicom::pixels::BinaryLayout::PerFrameBytes) => {
+            assert!(
+                fragment.len() >= frames * n.div_ceil(8),
+                "padded frames fit"
+            );
+        }
+        Ok(crate::dicom::pixels::BinaryLayout::Contiguous) => {
+            assert!(
+                fragment.len() >= (frames * n).div_ceil(8),
+                "packed frames fit"
+            );
+        }
+        Err(_) => {}
+    }
+}
+
 /// The hook body parser.
 pub fn hook(data: &[u8]) {
     let _ = crate::hook::parse_hook(data, false);

@@ -111,9 +111,12 @@ const MIGRATIONS: &[&str] = &[
             ON CONFLICT (present, status) DO UPDATE SET n = n + 1;
      END;
      CREATE INDEX labels_status ON labels(status, present);",
-    // 4: what the source's listing said of the instance set (Orthanc: a digest of its instance
-    //    IDs), so that a series re-exported with new instances but the same count is read again
-    "ALTER TABLE labels ADD COLUMN remote_stamp TEXT;",
+    // 4: what a later listing compares to know a label unchanged: the settings its verdict
+    //    depended on and the Orthanc instance set (remote_stamp), and what the quality verdict
+    //    was based on (verdict_key: the files' names, sizes and times, or the PACS instance set;
+    //    NULL when the content was not read completely: never reused)
+    "ALTER TABLE labels ADD COLUMN remote_stamp TEXT;
+     ALTER TABLE labels ADD COLUMN verdict_key TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -205,14 +208,20 @@ pub struct KnownLabel {
     pub instances: i64,
     pub status: String,
     pub reason: String,
-    /// What the listing said of the instance set when the label was last read.
+    /// What the listing said of the instance set and settings when the label was last read.
     pub stamp: Option<String>,
+    /// What its quality verdict was based on (see `MatchedLabel::verdict_key`); None when the
+    /// content was not read completely or not checked.
+    pub verdict_key: Option<String>,
 }
 
 impl KnownLabel {
-    /// Whether a series with `instances` instances is this label unchanged.
+    /// Whether a series with `instances` instances is this label unchanged. An invalid label
+    /// whose verdict rests on nothing read completely (a file or an answer that could not be
+    /// read) is never unchanged: it is read and judged again.
     pub fn unchanged(&self, instances: Option<i64>) -> bool {
         instances == Some(self.instances)
+            && !(self.status == "invalid" && self.verdict_key.is_none())
     }
 
     /// Whether a listed series is this label unchanged: the same count and, when the listing
@@ -585,7 +594,7 @@ impl Ledger {
             let mut st = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT label_uid, instances, status, reason, remote_stamp FROM labels
+                    "SELECT label_uid, instances, status, reason, remote_stamp, verdict_key FROM labels
                      WHERE label_uid IN ({marks}) AND present = 1 AND status != 'unmatched'"
                 ))
                 .map_err(|e| sql(&self.path, e))?;
@@ -598,6 +607,7 @@ impl Ledger {
                             status: r.get(2)?,
                             reason: r.get(3)?,
                             stamp: r.get(4)?,
+                            verdict_key: r.get(5)?,
                         },
                     ))
                 })
@@ -906,8 +916,8 @@ fn apply_tx(
         let mut upsert = tx.prepare_cached(
             "INSERT INTO labels (label_uid, study_uid, image_uid, rule, status, reason, fingerprint,
                                  sort_key, instances, locations, source, present, first_seen, last_seen,
-                                 remote_id, remote_stamp)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13, ?14)
+                                 remote_id, remote_stamp, verdict_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?12, ?13, ?14, ?15)
              ON CONFLICT (label_uid) DO UPDATE SET
                 study_uid = excluded.study_uid, image_uid = excluded.image_uid,
                 rule = excluded.rule, status = excluded.status, reason = excluded.reason,
@@ -915,7 +925,7 @@ fn apply_tx(
                 instances = excluded.instances, locations = excluded.locations,
                 source = excluded.source, present = 1, last_seen = excluded.last_seen,
                 gone_at = NULL, remote_id = COALESCE(excluded.remote_id, labels.remote_id),
-                remote_stamp = excluded.remote_stamp",
+                remote_stamp = excluded.remote_stamp, verdict_key = excluded.verdict_key",
         )?;
         let mut told = tx
             .prepare_cached("SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2")?;
@@ -948,6 +958,7 @@ fn apply_tx(
                 t,
                 l.seg.remote_id,
                 l.seg.remote_stamp,
+                l.verdict_key,
             ])?;
             let pairable = matches!(
                 l.outcome,
@@ -1240,6 +1251,7 @@ mod tests {
                 },
                 instances: inst.iter().map(|s| s.to_string()).collect(),
                 locations: vec![format!("/f/{uid}")],
+                files: vec![],
                 warnings: vec![],
                 remote_id: None,
                 remote_stamp: None,
@@ -1613,6 +1625,7 @@ mod tests {
                     "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                      DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
                      DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
+                     ALTER TABLE labels DROP COLUMN verdict_key;
                      PRAGMA user_version = 2;",
                 )
                 .unwrap();
@@ -1663,6 +1676,7 @@ mod tests {
                 },
                 instances: i.clone(),
                 locations: vec![format!("/f/{u}")],
+                files: vec![],
                 warnings: vec![],
                 remote_id: None,
                 remote_stamp: None,

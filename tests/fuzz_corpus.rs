@@ -43,6 +43,11 @@ fn binary_corpus() {
 }
 
 #[test]
+fn rle_corpus() {
+    replay("rle", segbridge::fuzz_targets::rle);
+}
+
+#[test]
 fn hook_corpus() {
     replay("hook", segbridge::fuzz_targets::hook);
 }

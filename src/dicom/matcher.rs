@@ -31,10 +31,12 @@ pub struct ImageIndex {
 }
 
 impl ImageIndex {
+    /// Records one instance of `series`. `modality` is the instance's when it is an image, and
+    /// empty for a non-image instance (an SR or a presentation state sharing the series UID),
+    /// which then never decides the series' modality. What is kept does not depend on the
+    /// order of the calls: the lowest study UID, the lowest non-empty modality.
     pub fn insert(&mut self, sop: &str, series: &str, study: &str, modality: &str) {
-        self.series
-            .entry(series.to_string())
-            .or_insert_with(|| (study.to_string(), modality.to_string()));
+        self.insert_series(series, study, modality);
         self.instances.insert(sop.to_string(), series.to_string());
     }
 
@@ -61,9 +63,20 @@ impl ImageIndex {
 
     /// Records a present image series without its instances (a remote source that checked it).
     pub fn insert_series(&mut self, series: &str, study: &str, modality: &str) {
-        self.series
-            .entry(series.to_string())
-            .or_insert_with(|| (study.to_string(), modality.to_string()));
+        match self.series.get_mut(series) {
+            None => {
+                self.series.insert(
+                    series.to_string(),
+                    (study.to_string(), modality.to_string()),
+                );
+            }
+            Some(have) => merge_series(have, study, modality),
+        }
+    }
+
+    /// The modality of a present series, from its image instances (empty when unknown).
+    pub fn modality_of(&self, series: &str) -> Option<&str> {
+        self.series.get(series).map(|(_, m)| m.as_str())
     }
 
     /// Marks a present series as outside the dataset's image filter.
@@ -73,8 +86,8 @@ impl ImageIndex {
 
     /// Adds what another index knows.
     pub fn merge(&mut self, other: ImageIndex) {
-        for (k, v) in other.series {
-            self.series.entry(k).or_insert(v);
+        for (k, (study, modality)) in other.series {
+            self.insert_series(&k, &study, &modality);
         }
         self.instances.extend(other.instances);
         self.excluded.extend(other.excluded);
@@ -107,6 +120,16 @@ impl ImageIndex {
             .collect();
         v.sort_unstable();
         v
+    }
+}
+
+/// Keeps the lowest study UID and the lowest non-empty modality, whatever the order.
+fn merge_series(have: &mut (String, String), study: &str, modality: &str) {
+    if study < have.0.as_str() {
+        have.0 = study.to_string();
+    }
+    if !modality.is_empty() && (have.1.is_empty() || modality < have.1.as_str()) {
+        have.1 = modality.to_string();
     }
 }
 
@@ -186,6 +209,10 @@ pub struct MatchedLabel {
     pub outcome: MatchOutcome,
     /// What the quality gate found, when it ran.
     pub quality: Option<super::quality::Quality>,
+    /// What the quality verdict rests on, when it rests on content read completely: the
+    /// files' names, sizes and modification times (a folder), or the instance set (a PACS).
+    /// The ledger keeps it; a later run reuses the verdict only for the same key.
+    pub verdict_key: Option<String>,
 }
 
 impl MatchedLabel {
@@ -313,6 +340,7 @@ pub fn match_each(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel>
                 rule,
                 outcome,
                 quality: None,
+                verdict_key: None,
             }
         })
         .collect()
@@ -383,6 +411,7 @@ mod tests {
             },
             instances: vec![format!("{uid}.1")],
             locations: vec![format!("/x/{uid}")],
+            files: vec![],
             warnings: vec![],
             remote_id: None,
             remote_stamp: None,
@@ -470,6 +499,20 @@ mod tests {
         // equal dates: the UID decides, deterministically
         assert_eq!(by["tie-b"].status(), "ready");
         assert_eq!(by["tie-a"].status(), "superseded");
+    }
+
+    #[test]
+    fn a_series_modality_comes_from_its_images_in_any_order() {
+        let calls = [("sr.1", ""), ("ct.1", "CT"), ("ct.2", "CT")];
+        for order in [[0, 1, 2], [1, 0, 2], [2, 1, 0]] {
+            let mut ix = ImageIndex::default();
+            for i in order {
+                let (sop, modality) = calls[i];
+                ix.insert(sop, "A", "st", modality);
+            }
+            assert_eq!(ix.modality_of("A"), Some("CT"), "{order:?}");
+            assert_eq!(ix.series_of("sr.1"), Some("A"));
+        }
     }
 
     #[test]

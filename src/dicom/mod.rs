@@ -6,8 +6,10 @@
 
 pub mod guard;
 pub mod matcher;
+pub mod pixels;
 pub mod quality;
 pub mod reader;
+pub mod rle;
 
 pub use matcher::{
     apply_newest, match_all, match_each, ImageIndex, MatchOutcome, MatchRule, MatchedLabel,

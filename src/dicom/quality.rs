@@ -3,19 +3,22 @@
 //! A label that fails is `invalid` and never notified: a round started by an empty SEG, or one
 //! drawn on the wrong image, wastes GPU hours and can make the model worse.
 //!
-//! BINARY frames are unpacked here, not by dicom-pixeldata: frames are bit-packed back to back
-//! (LSB first), so a frame starts mid-byte when rows*cols is not a multiple of 8, which
-//! dicom-pixeldata 0.10 decodes wrongly. Encapsulated frames (JPEG 2000, RLE) are decoded one
-//! at a time by dicom-pixeldata.
+//! Pixel data is decoded by [`super::pixels`] (native, RLE, JPEG 2000). Every verdict is a
+//! function of the set of files alone: the source geometry comes from the image instances only
+//! (an SR or a presentation state in the same series is not an image), and nothing depends on
+//! the order in which files, instances or threads came.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::DefaultDicomObject;
 use serde::Serialize;
 
+use super::pixels::{count_instance, floats, items, uint, Counted, FrameInfo};
 use super::reader::text;
+
+pub use super::pixels::{binary_frame_voxels, unpack_binary_frame};
 
 /// What a SEG holds, per segment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -38,20 +41,13 @@ pub struct Quality {
     pub problems: Vec<String>,
 }
 
-/// One frame's place, from the per-frame functional groups.
-#[derive(Debug, Clone, Default)]
-struct FrameInfo {
-    segment: Option<u32>,
-    sources: Vec<String>,
-    position: Option<[f64; 3]>,
-}
-
 /// What the source image series looks like, for the geometry checks.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesGeometry {
     pub series: String,
-    /// SOP Instance UID → (rows, columns, ImagePositionPatient, ImageOrientationPatient)
-    pub instances: HashMap<String, InstanceGeometry>,
+    /// SOP Instance UID → (rows, columns, ImagePositionPatient, ImageOrientationPatient), of
+    /// every instance of the series (images or not), in UID order.
+    pub instances: BTreeMap<String, InstanceGeometry>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -73,20 +69,13 @@ pub struct Validator {
     pub strict_labels: bool,
 }
 
-fn uint(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u32> {
-    obj.get(tag).and_then(|e| e.to_int::<u32>().ok())
-}
-
-fn floats<const N: usize>(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<[f64; N]> {
-    let v = obj.get(tag)?.to_multi_float64().ok()?;
-    v.try_into().ok()
-}
-
-fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
-
 impl InstanceGeometry {
+    /// Whether the instance is an image (it has Rows and Columns): an SR document, a
+    /// presentation state or a key object selection in the same series is not.
+    pub fn is_image(&self) -> bool {
+        self.rows > 0 && self.cols > 0
+    }
+
     /// The geometry of an image instance's header.
     pub fn of(obj: &InMemDicomObject) -> InstanceGeometry {
         InstanceGeometry {
@@ -98,256 +87,64 @@ impl InstanceGeometry {
     }
 }
 
-/// Counts set bits in `[start, end)` of an LSB-first bit stream.
-fn count_bits(data: &[u8], start: usize, end: usize) -> u64 {
-    let mut n = 0u64;
-    let mut i = start;
-    while i < end && !i.is_multiple_of(8) {
-        n += u64::from((data[i / 8] >> (i % 8)) & 1);
-        i += 1;
-    }
-    while i + 8 <= end {
-        n += u64::from(data[i / 8].count_ones());
-        i += 8;
-    }
-    while i < end {
-        n += u64::from((data[i / 8] >> (i % 8)) & 1);
-        i += 1;
-    }
-    n
-}
-
-/// Unpacks frame `frame` of natively encoded BINARY pixel data (frames back to back, LSB
-/// first) to one byte (0 or 1) per pixel. Errors when the data is too short.
-pub fn unpack_binary_frame(
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    frame: usize,
-) -> Result<Vec<u8>, String> {
-    let (start, end) = frame_bits(data, rows, cols, frame)?;
-    Ok((start..end).map(|i| (data[i / 8] >> (i % 8)) & 1).collect())
-}
-
-/// The bit range of frame `frame` in back-to-back BINARY frames, checked against the data.
-fn frame_bits(
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    frame: usize,
-) -> Result<(usize, usize), String> {
-    let n = rows.checked_mul(cols).ok_or("frame size overflows")?;
-    let start = frame.checked_mul(n).ok_or("frame offset overflows")?;
-    let end = start.checked_add(n).ok_or("frame end overflows")?;
-    if end.div_ceil(8) > data.len() {
-        return Err(format!(
-            "truncated pixel data: frame {} needs {} bytes, there are {}",
-            frame + 1,
-            end.div_ceil(8),
-            data.len()
-        ));
-    }
-    Ok((start, end))
-}
-
-/// Voxels set in frame `frame` of natively encoded BINARY pixel data, counted from the packed
-/// bits (the fast path). Equals the sum of [`unpack_binary_frame`].
-pub fn binary_frame_voxels(
-    data: &[u8],
-    rows: usize,
-    cols: usize,
-    frame: usize,
-) -> Result<u64, String> {
-    let (start, end) = frame_bits(data, rows, cols, frame)?;
-    Ok(count_bits(data, start, end))
-}
-
-/// Voxels per segment number, each frame's place, and Rows, Columns.
-type InstanceCounts = (BTreeMap<u32, u64>, Vec<FrameInfo>, u32, u32);
-
-/// Decodes one SEG instance and counts voxels per segment number. Never panics on bad input:
-/// every problem is an error string naming what is wrong.
-fn count_instance(obj: &DefaultDicomObject) -> Result<InstanceCounts, String> {
-    let rows = uint(obj, tags::ROWS).ok_or("no Rows")?;
-    let cols = uint(obj, tags::COLUMNS).ok_or("no Columns")?;
-    let frames_declared = obj
-        .get(tags::NUMBER_OF_FRAMES)
-        .and_then(|e| e.to_int::<i64>().ok())
-        .unwrap_or(1);
-    if !(1..=100_000).contains(&frames_declared)
-        || rows == 0
-        || cols == 0
-        || rows > 65535
-        || cols > 65535
-    {
-        return Err(format!(
-            "implausible size: {rows}x{cols}, {frames_declared} frames"
-        ));
-    }
-    let frames = frames_declared as usize;
-    let bits = uint(obj, tags::BITS_ALLOCATED).ok_or("no BitsAllocated")?;
-    let seg_type = text(obj, tags::SEGMENTATION_TYPE);
-    let labelmap = obj.meta().media_storage_sop_class_uid() == super::LABELMAP_SEG_SOP_CLASS
-        || seg_type.eq_ignore_ascii_case("LABELMAP");
-    let per_frame = items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
-    let shared = items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE).first();
-    let mut info = Vec::with_capacity(frames);
-    for f in 0..frames {
-        let fg = per_frame.get(f);
-        let seg_of = |g: &InMemDicomObject| {
-            items(g, tags::SEGMENT_IDENTIFICATION_SEQUENCE)
-                .first()
-                .and_then(|s| uint(s, tags::REFERENCED_SEGMENT_NUMBER))
-        };
-        let segment = fg.and_then(seg_of).or_else(|| shared.and_then(seg_of));
-        let mut sources = Vec::new();
-        for g in fg.into_iter().chain(shared) {
-            for d in items(g, tags::DERIVATION_IMAGE_SEQUENCE) {
-                for s in items(d, tags::SOURCE_IMAGE_SEQUENCE) {
-                    let uid = text(s, tags::REFERENCED_SOP_INSTANCE_UID);
-                    if !uid.is_empty() {
-                        sources.push(uid);
-                    }
-                }
-            }
-        }
-        let position = fg
-            .and_then(|g| items(g, tags::PLANE_POSITION_SEQUENCE).first())
-            .and_then(|p| floats::<3>(p, tags::IMAGE_POSITION_PATIENT));
-        info.push(FrameInfo {
-            segment,
-            sources,
-            position,
-        });
-    }
-    let pixel = obj.get(tags::PIXEL_DATA).ok_or("no Pixel Data")?;
-    let n = rows as usize * cols as usize;
-    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
-    let encapsulated = pixel.fragments().is_some();
-    // dicom-pixeldata's codecs refuse BitsAllocated 1; a compressed BINARY frame holds one
-    // sample per pixel in its codestream, so decode it as 8-bit
-    let as_8bit;
-    let decode_obj: &DefaultDicomObject = if encapsulated && bits == 1 {
-        let mut o = obj.clone();
-        for (tag, v) in [
-            (tags::BITS_ALLOCATED, 8u16),
-            (tags::BITS_STORED, 8),
-            (tags::HIGH_BIT, 7),
-        ] {
-            o.put(dicom_core::DataElement::new(
-                tag,
-                dicom_core::VR::US,
-                dicom_core::PrimitiveValue::from(v),
-            ));
-        }
-        as_8bit = o;
-        &as_8bit
+/// A frame (or, in a label map, a pixel value) that names a segment SegmentSequence does not
+/// define makes the label invalid: OHIF's bitmap writer drops an unpainted segment and
+/// renumbers the rest while the frames keep the old numbers, so such a label trains the wrong
+/// class. A label map's PixelPaddingValue is padding, not a segment, unless it is defined.
+fn undefined_segments(
+    q: &mut Quality,
+    which: &str,
+    c: &mut Counted,
+    defined: &BTreeSet<u32>,
+    padding: Option<u32>,
+) {
+    let list = if defined.is_empty() {
+        "none".to_string()
     } else {
-        obj
+        defined
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    if !encapsulated && bits == 1 && !labelmap {
-        // the common case, counted straight from the packed bits
-        let raw = pixel.to_bytes().map_err(|e| format!("Pixel Data: {e}"))?;
-        let need = (frames * n).div_ceil(8);
-        if raw.len() < need {
-            return Err(format!(
-                "truncated pixel data: {} bytes, {frames} frames of {rows}x{cols} need {need}",
-                raw.len()
-            ));
+    if c.labelmap {
+        if let Some(p) = padding.filter(|p| *p != 0 && !defined.contains(p)) {
+            c.counts.remove(&p);
         }
-        for (f, fi) in info.iter().enumerate() {
-            let seg = fi.segment.ok_or_else(|| {
-                format!(
-                    "frame {} names no segment (SegmentIdentificationSequence)",
-                    f + 1
-                )
-            })?;
-            *counts.entry(seg).or_default() += count_bits(&raw, f * n, (f + 1) * n);
-        }
-        return Ok((counts, info, rows, cols));
-    }
-    for (f, fi) in info.iter().enumerate() {
-        // one frame's pixels, one value per pixel
-        let frame: Vec<u32> = if encapsulated {
-            use dicom_pixeldata::PixelDecoder;
-            let d = decode_obj.decode_pixel_data_frame(f as u32).map_err(|e| {
-                format!(
-                    "frame {}: cannot decode ({}): {}",
-                    f + 1,
-                    obj.meta().transfer_syntax(),
-                    super::reader::error_chain(&e)
-                )
-            })?;
-            let data = d.data();
-            if bits == 1 && data.len() == n.div_ceil(8) {
-                unpack_binary_frame(data, rows as usize, cols as usize, 0)?
-                    .into_iter()
-                    .map(u32::from)
-                    .collect()
-            } else if bits == 16 && data.len() >= n * 2 {
-                data.chunks_exact(2)
-                    .take(n)
-                    .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
-                    .collect()
-            } else if data.len() >= n {
-                data[..n].iter().map(|&b| u32::from(b)).collect()
-            } else {
-                return Err(format!(
-                    "frame {}: decoded {} bytes for {n} pixels",
-                    f + 1,
-                    data.len()
+        for (v, n) in c.counts.iter().filter(|(v, _)| **v != 0) {
+            if !defined.contains(v) {
+                q.problems.push(format!(
+                    "{which}pixel value {v} ({n} voxels) references segment {v}, which \
+                     SegmentSequence does not define (defined: {list})"
                 ));
             }
-        } else {
-            let raw = pixel.to_bytes().map_err(|e| format!("Pixel Data: {e}"))?;
-            match bits {
-                1 => unpack_binary_frame(&raw, rows as usize, cols as usize, f)?
-                    .into_iter()
-                    .map(u32::from)
-                    .collect(),
-                8 => raw
-                    .get(f * n..(f + 1) * n)
-                    .ok_or_else(|| {
-                        format!(
-                            "truncated pixel data: frame {} is missing ({} bytes)",
-                            f + 1,
-                            raw.len()
-                        )
-                    })?
-                    .iter()
-                    .map(|&b| u32::from(b))
-                    .collect(),
-                16 => raw
-                    .get(f * n * 2..(f + 1) * n * 2)
-                    .ok_or_else(|| {
-                        format!(
-                            "truncated pixel data: frame {} is missing ({} bytes)",
-                            f + 1,
-                            raw.len()
-                        )
-                    })?
-                    .chunks_exact(2)
-                    .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-                b => return Err(format!("unsupported BitsAllocated {b}")),
-            }
-        };
-        if labelmap {
-            for v in frame.into_iter().filter(|v| *v != 0) {
-                *counts.entry(v).or_default() += 1;
-            }
-        } else {
-            let seg = fi.segment.ok_or_else(|| {
-                format!(
-                    "frame {} names no segment (SegmentIdentificationSequence)",
-                    f + 1
-                )
-            })?;
-            let set = frame.iter().filter(|v| **v > 0).count() as u64;
-            *counts.entry(seg).or_default() += set;
+        }
+        return;
+    }
+    let mut by_segment: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (f, fr) in c.frames.iter().enumerate() {
+        if let Some(s) = fr.segment.filter(|s| !defined.contains(s)) {
+            by_segment.entry(s).or_default().push(f + 1);
         }
     }
-    Ok((counts, info, rows, cols))
+    for (s, frames) in by_segment {
+        let shown: Vec<String> = frames.iter().take(5).map(usize::to_string).collect();
+        let more = if frames.len() > 5 {
+            format!(" and {} more", frames.len() - 5)
+        } else {
+            String::new()
+        };
+        let (noun, verb) = if frames.len() == 1 {
+            ("frame", "references")
+        } else {
+            ("frames", "reference")
+        };
+        q.problems.push(format!(
+            "{which}{noun} {}{more} {verb} segment {s}, which SegmentSequence does not define \
+             (defined: {list})",
+            shown.join(", ")
+        ));
+    }
 }
 
 fn norm(s: &str) -> String {
@@ -368,6 +165,7 @@ impl Validator {
         let mut names: BTreeMap<u32, (String, String)> = BTreeMap::new();
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
         for (i, obj) in instances.iter().enumerate() {
+            let mut defined = BTreeSet::new();
             for s in items(obj, tags::SEGMENT_SEQUENCE) {
                 if let Some(n) = uint(s, tags::SEGMENT_NUMBER) {
                     let prop = items(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE)
@@ -375,6 +173,7 @@ impl Validator {
                         .map(|c| text(c, tags::CODE_MEANING))
                         .unwrap_or_default();
                     names.insert(n, (text(s, tags::SEGMENT_LABEL), prop));
+                    defined.insert(n);
                 }
             }
             let which = if instances.len() > 1 {
@@ -383,13 +182,16 @@ impl Validator {
                 String::new()
             };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| count_instance(obj))) {
-                Ok(Ok((c, frames, rows, cols))) => {
-                    q.frames += frames.len();
-                    for (k, v) in c {
-                        *counts.entry(k).or_default() += v;
+                Ok(Ok(mut c)) => {
+                    q.frames += c.frames.len();
+                    q.warnings.append(&mut c.notes);
+                    let padding = uint(obj, tags::PIXEL_PADDING_VALUE);
+                    undefined_segments(&mut q, &which, &mut c, &defined, padding);
+                    for (k, v) in &c.counts {
+                        *counts.entry(*k).or_default() += v;
                     }
                     if let Some(src) = source {
-                        self.check_geometry(&mut q, &which, &frames, rows, cols, src);
+                        self.check_geometry(&mut q, &which, &c.frames, c.rows, c.cols, src);
                     }
                 }
                 Ok(Err(e)) => q
@@ -464,13 +266,45 @@ impl Validator {
         cols: u32,
         src: &SeriesGeometry,
     ) {
-        let Some(first) = src.instances.values().next() else {
+        // the image instances only, in UID order: never an SR's 0x0, never the first of a map
+        let images: Vec<(&String, &InstanceGeometry)> =
+            src.instances.iter().filter(|(_, g)| g.is_image()).collect();
+        if images.is_empty() {
+            q.warnings.push(format!(
+                "{which}geometry not checked: series {} holds no image instance",
+                src.series
+            ));
             return;
+        }
+        // the sizes of the source instances the frames name, else of every image
+        let named: BTreeSet<&str> = frames
+            .iter()
+            .flat_map(|f| f.sources.iter().map(String::as_str))
+            .collect();
+        let referenced: BTreeSet<(u32, u32)> = images
+            .iter()
+            .filter(|(uid, _)| named.contains(uid.as_str()))
+            .map(|(_, g)| (g.rows, g.cols))
+            .collect();
+        let (sizes, whose) = if referenced.is_empty() {
+            (images.iter().map(|(_, g)| (g.rows, g.cols)).collect(), "")
+        } else {
+            (referenced, "the instances its frames reference, ")
         };
-        if (first.rows, first.cols) != (rows, cols) {
+        if !sizes.contains(&(rows, cols)) {
+            let list = sizes
+                .iter()
+                .map(|(r, c)| format!("{r}x{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let differ = if sizes.len() == 1 {
+                format!("differ from the source images' {list}")
+            } else {
+                format!("match none of the source images' sizes ({list})")
+            };
             q.problems.push(format!(
-                "{which}Rows/Columns {rows}x{cols} differ from the source images' {}x{} (series {})",
-                first.rows, first.cols, src.series
+                "{which}Rows/Columns {rows}x{cols} {differ} ({whose}series {})",
+                src.series
             ));
         }
         for (f, fr) in frames.iter().enumerate() {
@@ -483,8 +317,9 @@ impl Validator {
                 return; // one is enough to make the point
             }
         }
-        // positions along the slice normal must lie within the source's extent
-        let normal = first.orientation.map(|o| {
+        // positions along the slice normal must lie within the source's extent; the normal is
+        // that of the first image (in UID order) that has an orientation
+        let normal = images.iter().find_map(|(_, g)| g.orientation).map(|o| {
             let (r, c) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
             [
                 r[1] * c[2] - r[2] * c[1],
@@ -494,10 +329,9 @@ impl Validator {
         });
         let n = normal.unwrap_or([0.0, 0.0, 1.0]);
         let dot = |p: [f64; 3]| p[0] * n[0] + p[1] * n[1] + p[2] * n[2];
-        let mut zs: Vec<f64> = src
-            .instances
-            .values()
-            .filter_map(|g| g.position)
+        let mut zs: Vec<f64> = images
+            .iter()
+            .filter_map(|(_, g)| g.position)
             .map(dot)
             .collect();
         if zs.is_empty() {
@@ -531,9 +365,16 @@ impl Validator {
     }
 }
 
-/// Reuses the ledger's verdict on an unchanged label (same instances): an invalid one stays
-/// invalid with its reason, a valid one is not decoded again. Returns whether that settled it.
-pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) -> bool {
+/// Reuses the ledger's verdict on an unchanged label: an invalid one stays invalid with its
+/// reason, a valid one is not decoded again. Only a verdict resting on the same `key` is
+/// reused (the same files, sizes and times; the same PACS instance set), and a verdict the
+/// ledger kept without a key (the content could not be read completely) never is. Returns
+/// whether that settled it.
+pub fn reuse_known(
+    l: &mut super::MatchedLabel,
+    known: &crate::ledger::Known,
+    key: Option<&str>,
+) -> bool {
     let Some(k) = known.get(l.seg.uid()) else {
         return false;
     };
@@ -541,7 +382,13 @@ pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) ->
     if !k.unchanged(Some(l.seg.instances.len() as i64)) || k.stamp != l.seg.remote_stamp {
         return false;
     }
-    match k.status.as_str() {
+    let (Some(key), Some(kept)) = (key, k.verdict_key.as_deref()) else {
+        return false;
+    };
+    if key != kept {
+        return false;
+    }
+    let settled = match k.status.as_str() {
         "invalid" => {
             if let Some(image) = l.outcome.image().map(str::to_string) {
                 l.outcome = super::MatchOutcome::Invalid {
@@ -553,7 +400,36 @@ pub fn reuse_known(l: &mut super::MatchedLabel, known: &crate::ledger::Known) ->
         }
         "ready" | "superseded" => true,
         _ => false,
+    };
+    if settled {
+        l.verdict_key = Some(key.to_string());
     }
+    settled
+}
+
+/// The verdict key of local files: each one's name (its bytes), size and modification time.
+/// None when one cannot be looked at: such a verdict is never reused.
+pub fn files_key(files: &[std::path::PathBuf]) -> Option<String> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut h = sha1_smol::Sha1::new();
+    for f in files {
+        let m = std::fs::metadata(f).ok()?;
+        let t = m
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        h.update(f.as_os_str().as_encoded_bytes());
+        h.update(format!("\0{}\0{}.{:09}\n", m.len(), t.as_secs(), t.subsec_nanos()).as_bytes());
+    }
+    Some(format!("files:{}", h.digest()))
+}
+
+/// The verdict key of PACS instances: the instance set that was retrieved and judged.
+pub fn instances_key(seg: &super::SegSeries) -> String {
+    format!("instances:{}", seg.fingerprint())
 }
 
 /// Reads a whole Part-10 file (pixel data included) for validation, from a path.
@@ -599,41 +475,95 @@ pub fn parse_full(bytes: &[u8]) -> Result<DefaultDicomObject, String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn binary_frames_start_mid_byte() {
-        // two 3x3 frames (9 bits each): frame 0 = all ones, frame 1 = only its last pixel
-        let mut bits = vec![1u8; 9];
-        bits.extend([0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        let mut packed = vec![0u8; 3];
-        for (i, b) in bits.iter().enumerate() {
-            packed[i / 8] |= b << (i % 8);
+    fn geometry(items: &[(&str, u32, u32, f64)]) -> SeriesGeometry {
+        SeriesGeometry {
+            series: "S".into(),
+            instances: items
+                .iter()
+                .map(|(uid, r, c, z)| {
+                    let g = InstanceGeometry {
+                        rows: *r,
+                        cols: *c,
+                        position: (*r > 0).then_some([0.0, 0.0, *z]),
+                        orientation: (*r > 0).then_some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+                    };
+                    (uid.to_string(), g)
+                })
+                .collect(),
         }
-        assert_eq!(unpack_binary_frame(&packed, 3, 3, 0).unwrap(), vec![1; 9]);
-        assert_eq!(
-            unpack_binary_frame(&packed, 3, 3, 1).unwrap(),
-            vec![0, 0, 0, 0, 0, 0, 0, 0, 1]
-        );
-        assert_eq!(count_bits(&packed, 0, 9), 9);
-        assert_eq!(count_bits(&packed, 9, 18), 1);
-        assert!(unpack_binary_frame(&packed, 3, 3, 2)
-            .unwrap_err()
-            .contains("truncated"));
-        assert!(unpack_binary_frame(&packed, usize::MAX, 2, 0).is_err());
+    }
+
+    fn frame(source: &str, z: f64) -> FrameInfo {
+        FrameInfo {
+            segment: Some(1),
+            sources: vec![source.into()],
+            position: Some([0.0, 0.0, z]),
+        }
     }
 
     #[test]
-    fn count_bits_matches_unpacking_everywhere() {
-        let data: Vec<u8> = (0..64u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        for start in 0..40 {
-            for end in start..(start + 200).min(512) {
-                let naive: u64 = (start..end)
-                    .map(|i| u64::from((data[i / 8] >> (i % 8)) & 1))
-                    .sum();
-                assert_eq!(count_bits(&data, start, end), naive, "{start}..{end}");
-            }
-        }
+    fn a_non_image_instance_never_gives_the_source_geometry() {
+        // the SR sorts first by UID, and would be "the first instance" of the series
+        let src = geometry(&[
+            ("1.1", 0, 0, 0.0),
+            ("1.2", 16, 16, 0.0),
+            ("1.3", 16, 16, 2.0),
+        ]);
+        let mut q = Quality::default();
+        Validator::default().check_geometry(&mut q, "", &[frame("1.2", 0.0)], 16, 16, &src);
+        assert!(q.problems.is_empty(), "{:?}", q.problems);
+        let mut q = Quality::default();
+        Validator::default().check_geometry(&mut q, "", &[frame("1.2", 0.0)], 8, 8, &src);
+        assert_eq!(
+            q.problems,
+            vec![
+                "Rows/Columns 8x8 differ from the source images' 16x16 \
+                 (the instances its frames reference, series S)"
+            ]
+        );
+        // only an SR: nothing to compare with, and said so
+        let mut q = Quality::default();
+        let only_sr = geometry(&[("1.1", 0, 0, 0.0)]);
+        Validator::default().check_geometry(&mut q, "", &[], 16, 16, &only_sr);
+        assert!(q.problems.is_empty() && q.warnings[0].contains("no image instance"));
+    }
+
+    #[test]
+    fn several_image_sizes_are_named_and_the_referenced_ones_decide() {
+        let src = geometry(&[("1.1", 16, 16, 0.0), ("1.2", 32, 32, 2.0)]);
+        let v = Validator::default();
+        let mut q = Quality::default();
+        v.check_geometry(&mut q, "", &[FrameInfo::default()], 8, 8, &src);
+        assert_eq!(
+            q.problems,
+            vec![
+                "Rows/Columns 8x8 match none of the source images' sizes (16x16, 32x32) (series S)"
+            ]
+        );
+        // frames drawn on the 32x32 image: 16x16 is wrong for them, 32x32 right
+        let mut q = Quality::default();
+        v.check_geometry(&mut q, "", &[frame("1.2", 2.0)], 16, 16, &src);
+        assert!(q.problems[0].contains("source images' 32x32 (the instances its frames"));
+        let mut q = Quality::default();
+        v.check_geometry(&mut q, "", &[frame("1.2", 2.0)], 32, 32, &src);
+        assert!(q.problems.is_empty(), "{:?}", q.problems);
+    }
+
+    #[test]
+    fn an_invalid_verdict_on_content_not_read_whole_is_never_unchanged() {
+        // a remote source skips unchanged series before reading them: an invalid verdict kept
+        // without a key (the SEG could not be retrieved) must be read and judged again
+        let k = |status: &str, key: Option<&str>| crate::ledger::KnownLabel {
+            instances: 1,
+            status: status.into(),
+            reason: String::new(),
+            stamp: None,
+            verdict_key: key.map(String::from),
+        };
+        assert!(!k("invalid", None).unchanged(Some(1)));
+        assert!(k("invalid", Some("instances:x")).unchanged(Some(1)));
+        assert!(k("ready", None).unchanged(Some(1)));
+        assert!(!k("ready", Some("instances:x")).unchanged(Some(2)));
     }
 
     #[test]

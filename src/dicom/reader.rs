@@ -96,6 +96,9 @@ pub struct SegSeries {
     pub instances: Vec<String>,
     /// Where the instances were found (file paths or URLs), in the order of `instances`.
     pub locations: Vec<String>,
+    /// The local files of the instances, in the order of `instances`, exactly as the file
+    /// system names them (a name need not be UTF-8); empty for a remote source.
+    pub files: Vec<PathBuf>,
     /// Things worth saying about the series that do not stop it (duplicates and so on).
     pub warnings: Vec<String>,
     /// The source's own ID for the series (Orthanc's series ID), when it has one.
@@ -384,29 +387,53 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Groups SEG instances into series. Instances that share a SOP Instance UID are duplicates:
-/// the one at the lowest location (byte order) is kept, deterministically, and the others are
-/// named in a warning on the series.
-pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
+/// Groups SEG instances found at remote locations (URLs) into series; see [`group_files`].
+pub fn group_series(found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
+    group(found.into_iter().map(|(i, l)| (i, l, None)).collect())
+}
+
+/// Groups SEG instances read from local files into series. Instances that share a SOP
+/// Instance UID are duplicates: the one at the lowest path (byte order of the name the file
+/// system gives, UTF-8 or not) is kept, deterministically, and the others are named in a
+/// warning on the series.
+pub fn group_files(found: Vec<(SegInstance, PathBuf)>) -> Vec<SegSeries> {
+    group(
+        found
+            .into_iter()
+            .map(|(i, p)| (i, display_path(&p), Some(p)))
+            .collect(),
+    )
+}
+
+/// One SEG instance and where it is: shown location, and the local file when there is one.
+type Found = (SegInstance, String, Option<PathBuf>);
+
+fn group(mut found: Vec<Found>) -> Vec<SegSeries> {
+    fn place(f: &Found) -> &[u8] {
+        match &f.2 {
+            Some(p) => p.as_os_str().as_encoded_bytes(),
+            None => f.1.as_bytes(),
+        }
+    }
     found.sort_by(|a, b| {
-        (a.0.series.as_str(), a.0.sop_instance.as_str(), a.1.as_str()).cmp(&(
+        (a.0.series.as_str(), a.0.sop_instance.as_str(), place(a)).cmp(&(
             b.0.series.as_str(),
             b.0.sop_instance.as_str(),
-            b.1.as_str(),
+            place(b),
         ))
     });
     let mut out: Vec<SegSeries> = Vec::new();
-    let mut cur: Vec<(SegInstance, String)> = Vec::new();
-    let flush = |cur: &mut Vec<(SegInstance, String)>, out: &mut Vec<SegSeries>| {
+    let mut cur: Vec<Found> = Vec::new();
+    let flush = |cur: &mut Vec<Found>, out: &mut Vec<SegSeries>| {
         if cur.is_empty() {
             return;
         }
         let mut warnings = Vec::new();
-        let mut kept: Vec<(SegInstance, String)> = Vec::new();
-        for (inst, loc) in cur.drain(..) {
-            if let Some((_, kept_loc)) = kept
+        let mut kept: Vec<Found> = Vec::new();
+        for (inst, loc, file) in cur.drain(..) {
+            if let Some((_, kept_loc, _)) = kept
                 .iter()
-                .find(|(k, _)| k.sop_instance == inst.sop_instance)
+                .find(|(k, _, _)| k.sop_instance == inst.sop_instance)
             {
                 warnings.push(format!(
                     "duplicate SOPInstanceUID {} in {} and {}: using {}",
@@ -414,37 +441,46 @@ pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
                 ));
                 continue;
             }
-            kept.push((inst, loc));
+            kept.push((inst, loc, file));
         }
         kept.sort_by(|a, b| {
             (a.0.instance_number.unwrap_or(i64::MAX), &a.0.sop_instance)
                 .cmp(&(b.0.instance_number.unwrap_or(i64::MAX), &b.0.sop_instance))
         });
-        let mut instances: Vec<(String, String)> = kept
+        let mut instances: Vec<(String, String, Option<PathBuf>)> = kept
             .iter()
-            .map(|(i, l)| (i.sop_instance.clone(), l.clone()))
+            .map(|(i, l, f)| (i.sop_instance.clone(), l.clone(), f.clone()))
             .collect();
         instances.sort();
         let mut first = kept[0].0.clone();
         // References from every instance count for the source-instances rule.
         let mut all_sources: Vec<String> = kept
             .iter()
-            .flat_map(|(i, _)| i.source_instances.iter().cloned())
+            .flat_map(|(i, _, _)| i.source_instances.iter().cloned())
             .collect();
         all_sources.sort();
         all_sources.dedup();
         first.source_instances = all_sources;
+        let files: Vec<PathBuf> = instances.iter().filter_map(|(_, _, f)| f.clone()).collect();
         out.push(SegSeries {
             first,
-            instances: instances.iter().map(|(u, _)| u.clone()).collect(),
-            locations: instances.into_iter().map(|(_, l)| l).collect(),
+            files: if files.len() == instances.len() {
+                files
+            } else {
+                vec![]
+            },
+            instances: instances.iter().map(|(u, _, _)| u.clone()).collect(),
+            locations: instances.into_iter().map(|(_, l, _)| l).collect(),
             warnings,
             remote_id: None,
             remote_stamp: None,
         });
     };
     for item in found {
-        if cur.last().is_some_and(|(c, _)| c.series != item.0.series) {
+        if cur
+            .last()
+            .is_some_and(|(c, _, _)| c.series != item.0.series)
+        {
             flush(&mut cur, &mut out);
         }
         cur.push(item);
@@ -453,7 +489,20 @@ pub fn group_series(mut found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {
     out
 }
 
-/// A path as shown to users and stored in the ledger.
+/// A path as shown to users and stored in the ledger. A name that is not UTF-8 keeps its
+/// other bytes as `\xNN`, so two such names never show the same (the file itself is read
+/// through its `PathBuf`, see [`SegSeries::files`]).
 pub fn display_path(p: &Path) -> String {
-    PathBuf::from(p).display().to_string()
+    let bytes = p.as_os_str().as_encoded_bytes();
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::dicom::quality::{
-    parse_full, reuse_known, InstanceGeometry, Quality, SeriesGeometry, Validator,
+    instances_key, parse_full, reuse_known, InstanceGeometry, Quality, SeriesGeometry, Validator,
 };
 
 use futures_util::stream::{self, StreamExt};
@@ -292,7 +292,10 @@ impl DicomWeb {
             .iter_mut()
             .enumerate()
             .filter(|(_, l)| l.is_candidate())
-            .filter_map(|(i, l)| (!reuse_known(l, known)).then_some(i))
+            .filter_map(|(i, l)| {
+                let key = instances_key(&l.seg);
+                (!reuse_known(l, known, Some(&key))).then_some(i)
+            })
             .collect();
         if todo.is_empty() {
             return;
@@ -335,11 +338,13 @@ impl DicomWeb {
                 )
             })
             .collect();
-        let results: Vec<(usize, Quality)> = stream::iter(jobs)
+        // each verdict with the instance UIDs it rests on, when it rests on everything: all
+        // instances retrieved and parsed, and the image series' geometry known
+        let results: Vec<(usize, Quality, Option<Vec<String>>)> = stream::iter(jobs)
             .map(|(i, st, se, image)| {
                 let geoms = &geoms;
                 async move {
-                    let q = match self.retrieve(&st, &se).await {
+                    match self.retrieve(&st, &se).await {
                         Ok(objs) => {
                             let geom = image.as_ref().and_then(|im| geoms.get(im));
                             let mut q = v.validate(&objs, geom);
@@ -349,21 +354,32 @@ impl DicomWeb {
                                         .into(),
                                 );
                             }
-                            q
+                            let uids = geom.map(|_| {
+                                objs.iter()
+                                    .map(|o| text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID))
+                                    .collect()
+                            });
+                            (i, q, uids)
                         }
-                        Err(e) => Quality {
-                            problems: vec![format!("cannot retrieve the SEG instances: {e}")],
-                            ..Default::default()
-                        },
-                    };
-                    (i, q)
+                        Err(e) => {
+                            let q = Quality {
+                                problems: vec![format!("cannot retrieve the SEG instances: {e}")],
+                                ..Default::default()
+                            };
+                            (i, q, None)
+                        }
+                    }
                 }
             })
             .buffer_unordered(conc)
             .collect()
             .await;
-        for (i, q) in results {
-            labels[i].set_quality(q);
+        for (i, q, uids) in results {
+            let l = &mut labels[i];
+            l.set_quality(q);
+            l.verdict_key = uids
+                .filter(|u| *u == l.seg.instances)
+                .map(|_| instances_key(&l.seg));
         }
     }
 
@@ -384,7 +400,13 @@ impl DicomWeb {
         if parts.is_empty() {
             return Err("no instance in the answer".into());
         }
-        parts.iter().map(|p| parse_full(p)).collect()
+        // in SOP Instance UID order, as a folder's: the verdict never depends on the answer's
+        let mut objs: Vec<dicom_object::DefaultDicomObject> = parts
+            .iter()
+            .map(|p| parse_full(p))
+            .collect::<Result<_, _>>()?;
+        objs.sort_by_cached_key(|o| text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID));
+        Ok(objs)
     }
 
     /// The geometry of an image series' instances, from its WADO-RS metadata.

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use walkdir::WalkDir;
 
 use super::{Listing, Problem};
-use crate::dicom::reader::{self, group_series, InstanceHeader, ReadError};
+use crate::dicom::reader::{self, group_files, InstanceHeader, ReadError};
 
 /// Why a folder cannot be listed at all.
 #[derive(Debug, thiserror::Error)]
@@ -136,11 +136,18 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
     for (path, res) in files.iter().zip(results) {
         let shown = reader::display_path(path);
         match res {
-            Ok(InstanceHeader::Seg(s)) => segs.push((s, shown)),
+            Ok(InstanceHeader::Seg(s)) => segs.push((s, path.clone())),
             Ok(InstanceHeader::Image(i)) => {
+                // an SR or a presentation state in an image series is no image: it gives the
+                // series no modality (and the quality gate no geometry)
+                let modality = if i.geometry.is_image() {
+                    i.modality.as_str()
+                } else {
+                    ""
+                };
                 listing
                     .index
-                    .insert(&i.sop_instance, &i.series, &i.study, &i.modality);
+                    .insert(&i.sop_instance, &i.series, &i.study, modality);
                 listing
                     .index
                     .insert_geometry(&i.sop_instance, &i.series, i.geometry);
@@ -161,7 +168,7 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
             }
         }
     }
-    listing.segs = group_series(segs);
+    listing.segs = group_files(segs);
     Ok(listing)
 }
 
@@ -229,13 +236,29 @@ pub fn source_name(root: &Path) -> String {
     format!("folder:{}", abs.display())
 }
 
-/// Reads headers on all cores; the order of the results is the order of `files`.
-fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
-    let workers = std::thread::available_parallelism()
+/// How many threads read headers: `SEGBRIDGE_READ_THREADS` when set (1 to 64, whatever the
+/// number of files: the determinism tests run both sides), else the cores (at most 8) once
+/// there are 64 files or more. The results never depend on it.
+fn read_threads(files: usize) -> usize {
+    if let Some(n) = std::env::var("SEGBRIDGE_READ_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return n.clamp(1, 64);
+    }
+    if files < 64 {
+        return 1;
+    }
+    std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .clamp(1, 8);
-    if files.len() < 64 || workers == 1 {
+        .clamp(1, 8)
+}
+
+/// Reads headers on all cores; the order of the results is the order of `files`.
+fn read_all(files: &[PathBuf]) -> Vec<Result<InstanceHeader, ReadError>> {
+    let workers = read_threads(files.len());
+    if workers == 1 || files.is_empty() {
         return files.iter().map(|f| reader::read_instance(f)).collect();
     }
     let chunk = files.len().div_ceil(workers);
@@ -273,19 +296,24 @@ pub fn validate_local(
     v: &crate::dicom::quality::Validator,
     known: &crate::ledger::Known,
 ) {
-    use crate::dicom::quality::{read_full, reuse_known, Quality};
+    use crate::dicom::quality::{files_key, read_full, reuse_known, Quality};
     for l in labels.iter_mut().filter(|l| l.is_candidate()) {
-        if reuse_known(l, known) {
+        let key = files_key(&l.seg.files);
+        if reuse_known(l, known, key.as_deref()) {
             continue;
         }
         let mut objs = Vec::new();
         let mut failed = None;
-        for loc in &l.seg.locations {
-            match read_full(Path::new(loc)) {
+        for (file, loc) in l.seg.files.iter().zip(&l.seg.locations) {
+            match read_full(file) {
                 Ok(o) => objs.push(o),
                 Err(e) => failed = Some(format!("cannot read {loc}: {e}")),
             }
         }
+        if l.seg.files.len() != l.seg.locations.len() {
+            failed = Some("the SEG's files are not known".into());
+        }
+        let complete = failed.is_none();
         let q = match failed {
             Some(e) => Quality {
                 problems: vec![e],
@@ -303,6 +331,8 @@ pub fn validate_local(
             }
         };
         l.set_quality(q);
+        // kept only when every file was read whole and none changed while being read
+        l.verdict_key = key.filter(|k| complete && files_key(&l.seg.files).as_deref() == Some(k));
     }
 }
 
@@ -492,6 +522,7 @@ async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb:
                         reason: reason.clone(),
                     },
                     quality: None,
+                    verdict_key: None,
                 })
                 .collect();
         }
@@ -516,11 +547,14 @@ async fn stow_ready(
         }
         let mut files = Vec::new();
         let mut failure = None;
-        for loc in &l.seg.locations {
-            match std::fs::read(loc) {
+        for (file, loc) in l.seg.files.iter().zip(&l.seg.locations) {
+            match std::fs::read(file) {
                 Ok(b) => files.push(b),
                 Err(e) => failure = Some(format!("cannot read {loc}: {e}")),
             }
+        }
+        if l.seg.files.len() != l.seg.locations.len() {
+            failure = Some("the SEG's files are not known".into());
         }
         let result = match failure {
             Some(f) => Err(f),

@@ -484,3 +484,45 @@ impl FaultyPacs {
         *self.fault.lock().unwrap() = None;
     }
 }
+
+/// A non-image instance (SR, PR) in the series of the CT file `like`.
+pub fn non_image(like: &Path, sop_class: &str, modality: &str, sop: &str) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    let ct = dicom_object::open_file(like).unwrap();
+    let get = |t| {
+        ct.element(t)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string()
+    };
+    let mut o = InMemDicomObject::new_empty();
+    let mut put = |tag, vr, v: String| o.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+    put(tags::SOP_CLASS_UID, VR::UI, sop_class.into());
+    put(tags::SOP_INSTANCE_UID, VR::UI, sop.into());
+    put(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        get(tags::STUDY_INSTANCE_UID),
+    );
+    put(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        get(tags::SERIES_INSTANCE_UID),
+    );
+    put(tags::PATIENT_ID, VR::LO, get(tags::PATIENT_ID));
+    put(tags::MODALITY, VR::CS, modality.into());
+    put(tags::INSTANCE_NUMBER, VR::IS, "99".into());
+    let meta = FileMetaTableBuilder::new()
+        .transfer_syntax("1.2.840.10008.1.2.1")
+        .media_storage_sop_class_uid(sop_class)
+        .media_storage_sop_instance_uid(sop)
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    o.with_exact_meta(meta).write_all(&mut out).unwrap();
+    out
+}
