@@ -107,33 +107,6 @@ fn make_corpus(corpus: &Path) -> BTreeMap<String, Value> {
     serde_json::from_str(&text).unwrap()
 }
 
-fn scan(dir: &Path, folder: &Path) -> Vec<Value> {
-    let o = segbridge(dir)
-        .args(["scan", "--json", "--folder"])
-        .arg(folder)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn segments(v: &Value) -> BTreeMap<String, u64> {
-    match v {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect(),
-        Value::Array(a) => a
-            .iter()
-            .map(|s| (s["number"].to_string(), s["voxels"].as_u64().unwrap()))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
 /// What is wrong with segbridge's line for one SEG, against the reader's expectation.
 fn compare(want: &Value, got: Option<&Value>) -> Vec<String> {
     let Some(got) = got else {
@@ -177,10 +150,10 @@ fn compare(want: &Value, got: Option<&Value>) -> Vec<String> {
     }
     let decoded = matches!(status, "ready" | "superseded");
     match got.get("segments") {
-        Some(s) if segments(s) != segments(&want["segments"]) => bad.push(format!(
+        Some(s) if voxels(s) != voxels(&want["segments"]) => bad.push(format!(
             "voxels per segment: expected {:?}, got {:?}",
-            segments(&want["segments"]),
-            segments(s)
+            voxels(&want["segments"]),
+            voxels(s)
         )),
         None if decoded => bad.push("no segments: the quality gate did not run".into()),
         _ => {}
@@ -198,7 +171,7 @@ fn every_third_party_seg_matches_the_independent_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = tmp.path().join("corpus");
     let expected = make_corpus(&corpus);
-    let lines = scan(tmp.path(), &corpus);
+    let lines = scan_json(tmp.path(), &corpus, &[]);
 
     // the corpus holds what it is meant to: a generator that silently dropped a case fails here
     let cases: Vec<&str> = expected

@@ -36,29 +36,9 @@ fn third_party(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
 }
 
-fn scan(dir: &Path, folder: &Path, extra: &[&str]) -> Vec<Value> {
-    let o = segbridge(dir)
-        .arg("scan")
-        .arg("--json")
-        .arg("--folder")
-        .arg(folder)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn counts(line: &Value) -> BTreeMap<String, u64> {
-    line["segments"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no segments in {line}"))
-        .iter()
-        .map(|s| (s["number"].to_string(), s["voxels"].as_u64().unwrap()))
-        .collect()
+    assert!(line["segments"].is_array(), "no segments in {line}");
+    voxels(&line["segments"])
 }
 
 fn by_label<'a>(lines: &'a [Value], uid: &str) -> &'a Value {
@@ -72,16 +52,11 @@ fn by_label<'a>(lines: &'a [Value], uid: &str) -> &'a Value {
 fn highdicom_segs_match_an_independent_reader() {
     let tmp = tempfile::tempdir().unwrap();
     let expected = third_party(tmp.path());
-    let lines = scan(tmp.path(), tmp.path(), &[]);
+    let lines = scan_json(tmp.path(), tmp.path(), &[]);
     for (case, want) in expected.as_object().unwrap() {
         let got = by_label(&lines, want["series"].as_str().unwrap());
         assert_ne!(got["status"], "invalid", "{case}: {got}");
-        let want_counts: BTreeMap<String, u64> = want["segments"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
+        let want_counts = voxels(&want["segments"]);
         assert_eq!(
             counts(got),
             want_counts,
@@ -110,7 +85,7 @@ fn ohif_segs_decode_and_renumbered_segments_are_refused() {
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("expected.json")).unwrap())
             .unwrap();
-    let lines = scan(tmp.path(), tmp.path(), &[]);
+    let lines = scan_json(tmp.path(), tmp.path(), &[]);
     for (case, want) in expected.as_object().unwrap() {
         let got = by_label(&lines, want["series"].as_str().unwrap());
         // several labels of one image: one is ready, the others superseded, none invalid
@@ -126,12 +101,7 @@ fn ohif_segs_decode_and_renumbered_segments_are_refused() {
             );
             continue;
         }
-        let want_counts: BTreeMap<String, u64> = want["segments"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
+        let want_counts = voxels(&want["segments"]);
         assert_eq!(counts(got), want_counts, "{case}: {got}");
         assert_eq!(got["frames"], want["frames"], "{case}");
     }
@@ -140,7 +110,7 @@ fn ohif_segs_decode_and_renumbered_segments_are_refused() {
 
 #[test]
 fn dcmqi_samples_have_their_reference_counts() {
-    let lines = scan(&repo_root(), Path::new("fixtures/dcmqi"), &[]);
+    let lines = scan_json(&repo_root(), Path::new("fixtures/dcmqi"), &[]);
     let find = |suffix: &str| {
         lines
             .iter()
@@ -202,7 +172,7 @@ fn every_refusal_says_why() {
         r#"{"1": "Liver", "2": "Kidney"}"#,
     )
     .unwrap();
-    let lines = scan(tmp.path(), &root, &["--labels", "labels.json"]);
+    let lines = scan_json(tmp.path(), &root, &["--labels", "labels.json"]);
     let st = |s: &SegSpec| by_label(&lines, &s.series_uid()).clone();
     assert_eq!(st(&good)["status"], "ready", "{}", st(&good));
     assert_eq!(counts(&st(&good)).len(), 2);
@@ -241,7 +211,7 @@ fn every_refusal_says_why() {
         "{l}"
     );
     // strict: an unknown segment name refuses the label
-    let strict = scan(
+    let strict = scan_json(
         tmp.path(),
         &root,
         &["--labels", "labels.json", "--strict-labels"],
@@ -249,7 +219,7 @@ fn every_refusal_says_why() {
     let l = by_label(&strict, &named.series_uid());
     assert_eq!(l["status"], "invalid", "{l}");
     // --no-validate: nothing is decoded, the empty one is ready
-    let off = scan(tmp.path(), &root, &["--no-validate"]);
+    let off = scan_json(tmp.path(), &root, &["--no-validate"]);
     assert_eq!(by_label(&off, &empty.series_uid())["status"], "ready");
     assert!(by_label(&off, &empty.series_uid())
         .get("segments")
@@ -316,11 +286,7 @@ fn experiment_labels_come_from_the_api() {
         .arg(&root)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     let l = by_label(&lines, &s.series_uid());
     assert_eq!(l["status"], "invalid", "{l}");
     assert!(
@@ -369,19 +335,10 @@ fn the_same_checks_through_a_real_orthanc() {
         .args(["scan", "--json", "--dicomweb", &orthanc.dicomweb()])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&o);
     for (case, want) in expected.as_object().unwrap() {
         let got = by_label(&lines, want["series"].as_str().unwrap());
-        let want_counts: BTreeMap<String, u64> = want["segments"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
-            .collect();
+        let want_counts = voxels(&want["segments"]);
         assert_eq!(counts(got), want_counts, "{case} through Orthanc: {got}");
         assert_ne!(got["status"], "invalid", "{case} through Orthanc: {got}");
     }

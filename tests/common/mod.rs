@@ -168,6 +168,43 @@ pub fn sync(emu: &Emu, dir: &Path, folder: &Path, dataset: &str, extra: &[&str])
     c.output().unwrap()
 }
 
+/// The lines of a successful `--json` run (one JSON object per line).
+pub fn json_lines(o: &Output) -> Vec<Value> {
+    assert!(o.status.success(), "{}", text(o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `segbridge scan --json --folder FOLDER EXTRA…` run in `dir`, its lines parsed.
+pub fn scan_json(dir: &Path, folder: &Path, extra: &[&str]) -> Vec<Value> {
+    json_lines(
+        &segbridge(dir)
+            .args(["scan", "--json", "--folder"])
+            .arg(folder)
+            .args(extra)
+            .output()
+            .unwrap(),
+    )
+}
+
+/// Voxels per segment number, from a scan line's `segments` array or an expectation's
+/// `{"1": voxels, ...}` object.
+pub fn voxels(v: &Value) -> std::collections::BTreeMap<String, u64> {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|s| (s["number"].to_string(), s["voxels"].as_u64().unwrap()))
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
 pub fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
