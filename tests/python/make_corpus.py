@@ -13,6 +13,7 @@ The expected values are not written here: tests/python/read_corpus.py reads ever
 import sys
 from pathlib import Path
 
+import ctgen
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -24,39 +25,7 @@ rng = np.random.default_rng(12)
 
 
 def ct_series(folder, rows, cols, slices, study=None, frame=None, name="corpus"):
-    """A CT series by pydicom alone, one file per slice, 2 mm apart along z."""
-    study = study or generate_uid()
-    series, frame = generate_uid(), frame or generate_uid()
-    folder.mkdir(parents=True, exist_ok=True)
-    datasets = []
-    for i in range(slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID = f"Corpus^{name}", f"CORPUS-{name}"
-        ds.PatientSex, ds.PatientBirthDate = "O", "19700101"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "090000", "1", ""
-        ds.SeriesDate, ds.SeriesTime = "20240101", "090500"
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, i + 1
-        ds.Manufacturer = "pydicom"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [0.0, 0.0, float(i) * 2.0]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = rows, cols
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = (np.arange(rows * cols, dtype=np.int16) + 40 * i).tobytes()
-        ds.save_as(folder / f"{i + 1:03d}.dcm", enforce_file_format=True)
-        datasets.append(ds)
-    return datasets
+    return ctgen.ct_series(folder, rows, cols, slices, study=study, frame=frame, patient=name)
 
 
 # --- the CT series OHIF's writer paints on (tests/node/make_ohif_segs.mjs names them) ----------
@@ -71,11 +40,7 @@ hd_dir = out / "highdicom"
 
 
 def segment(number, label):
-    return hd.seg.SegmentDescription(
-        segment_number=number, segment_label=label,
-        segmented_property_category=hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure"),
-        segmented_property_type=hd.sr.CodedConcept("10200004", "SCT", label),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    return ctgen.segment(number, label)
 
 
 def seg(name, images, mask, seg_type, labels, series_uid=None, instance_number=1, **kw):

@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+import ctgen
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -36,34 +37,7 @@ rng = np.random.default_rng(12)
 
 
 def ct_series(name, rows, cols, slices):
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    files = []
-    for i in range(slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID, ds.PatientSex, ds.PatientBirthDate = "Ohif^" + name, "OH-" + name, "O", "19700101"
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "090000", "1", ""
-        ds.ReferringPhysicianName = ""
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", 1, i + 1
-        ds.Manufacturer = "pytest"
-        ds.ImagePositionPatient = [0.0, 0.0, float(i) * 2.0]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = rows, cols
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = (np.arange(rows * cols, dtype=np.int16) + i).tobytes()
-        path = out / "images" / name / f"{i + 1:03d}.dcm"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        files.append(pydicom.dcmread(path))
-    return files
+    return ctgen.ct_series(out / "images" / name, rows, cols, slices, patient="ohif-" + name)
 
 
 def segment(number, label):
