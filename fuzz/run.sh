@@ -8,10 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-600}"; shift || true
-targets=("${@:-header metadata binary hook rle}")
+targets=("${@:-header metadata binary hook rle pixels}")
 export RUSTC_BOOTSTRAP=1
 for t in ${targets[@]}; do
-  max_len=65536; [ "$t" = hook ] && max_len=4096; [ "$t" = binary ] && max_len=8192; [ "$t" = rle ] && max_len=8192
+  max_len=65536; [ "$t" = hook ] && max_len=4096; [ "$t" = binary ] && max_len=8192; [ "$t" = rle ] && max_len=8192; [ "$t" = pixels ] && max_len=16384
   cargo fuzz run -O "$t" -- -max_total_time="$secs" -max_len="$max_len" -rss_limit_mb=2048 -timeout=10 \
     > "artifacts-$t.log" 2>&1 || { echo "$t: crash, see fuzz/artifacts/$t and artifacts-$t.log"; exit 1; }
   tail -1 "artifacts-$t.log"

@@ -51,3 +51,8 @@ fn rle_corpus() {
 fn hook_corpus() {
     replay("hook", segbridge::fuzz_targets::hook);
 }
+
+#[test]
+fn pixels_corpus() {
+    replay("pixels", segbridge::fuzz_targets::pixels);
+}
