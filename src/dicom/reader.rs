@@ -250,22 +250,23 @@ pub fn header_from_object(
     for item in items(obj, tags::REFERENCED_SERIES_SEQUENCE) {
         let uid = text(item, tags::SERIES_INSTANCE_UID);
         if !uid.is_empty() {
+            checked_uid(&uid, REFERENCED_SERIES)?;
             referenced_series.push(uid);
         }
         for inst in items(item, tags::REFERENCED_INSTANCE_SEQUENCE) {
-            push_nonempty(
+            push_uid(
                 &mut source_instances,
                 text(inst, tags::REFERENCED_SOP_INSTANCE_UID),
-            );
+            )?;
         }
     }
     for frame in items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
         for deriv in items(frame, tags::DERIVATION_IMAGE_SEQUENCE) {
             for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
-                push_nonempty(
+                push_uid(
                     &mut source_instances,
                     text(src, tags::REFERENCED_SOP_INSTANCE_UID),
-                );
+                )?;
             }
         }
     }
@@ -273,10 +274,10 @@ pub fn header_from_object(
     for shared in items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE) {
         for deriv in items(shared, tags::DERIVATION_IMAGE_SEQUENCE) {
             for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
-                push_nonempty(
+                push_uid(
                     &mut source_instances,
                     text(src, tags::REFERENCED_SOP_INSTANCE_UID),
-                );
+                )?;
             }
         }
     }
@@ -307,9 +308,23 @@ pub fn header_from_object(
     }))
 }
 
-fn push_nonempty(v: &mut Vec<String>, s: String) {
+const REFERENCED_SERIES: &str = "ReferencedSeriesSequence > SeriesInstanceUID (0008,1115)";
+const SOURCE_INSTANCE: &str = "a source image's ReferencedSOPInstanceUID (0008,1155)";
+
+/// Keeps a non-empty reference UID; one that is not a UID makes the whole header unusable (it
+/// would otherwise go into PACS queries, where `*`, `,` or `&` change what is asked).
+fn push_uid(v: &mut Vec<String>, s: String) -> Result<(), ReadError> {
     if !s.is_empty() {
+        checked_uid(&s, SOURCE_INSTANCE)?;
         v.push(s);
+    }
+    Ok(())
+}
+
+fn checked_uid(v: &str, name: &'static str) -> Result<(), ReadError> {
+    match uid_problem(v) {
+        Some(why) => Err(ReadError::BadUid(name, why)),
+        None => Ok(()),
     }
 }
 
@@ -337,21 +352,31 @@ fn required(
     if v.is_empty() {
         return Err(ReadError::Missing(name));
     }
-    if let Some(why) = uid_problem(&v) {
-        return Err(ReadError::BadUid(name, why));
-    }
+    checked_uid(&v, name)?;
     Ok(v)
 }
 
-/// Why a string is not a DICOM UID (at most 64 characters of digits and dots), if it is not.
+/// Why a string is not a DICOM UID (at most 64 characters; components of digits separated by
+/// single dots), if it is not.
 pub fn uid_problem(v: &str) -> Option<String> {
+    if v.is_empty() {
+        return Some("empty".into());
+    }
     if v.len() > 64 {
         return Some(format!("{} characters, at most 64", v.len()));
     }
     if let Some(c) = v.chars().find(|c| !c.is_ascii_digit() && *c != '.') {
         return Some(format!("character {c:?}"));
     }
+    if v.split('.').any(str::is_empty) {
+        return Some("an empty component".into());
+    }
     None
+}
+
+/// Whether a string is a DICOM UID (see [`uid_problem`]).
+pub fn is_uid(v: &str) -> bool {
+    uid_problem(v).is_none()
 }
 
 /// Date and time joined so that plain string order is time order ("20180410" + "183328.5").

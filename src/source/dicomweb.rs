@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
 use crate::dicom::reader::{group_series, header_from_object, text, InstanceHeader, SegSeries};
@@ -85,14 +86,17 @@ impl DicomWeb {
         let mut seen = HashSet::new();
         let mut offset = 0usize;
         let mut effective = self.page_size;
+        let mut malformed = 0usize;
         loop {
-            let path = format!(
-                "/series?Modality=SEG&limit={}&offset={offset}&includefield=00201209&includefield=0020000D",
-                self.page_size
-            );
-            let page = self.client.get_json(&path, DICOM_JSON).await?;
+            let at = Endpoint::at(&["series"])
+                .query("Modality", "SEG")
+                .query("limit", self.page_size)
+                .query("offset", offset)
+                .query("includefield", "00201209")
+                .query("includefield", "0020000D");
+            let page = self.client.get_json(&at, DICOM_JSON).await?;
             let items = page.as_array().ok_or_else(|| PacsError::Bad {
-                url: self.client.url(&path),
+                url: self.client.url(&at),
                 reason: "QIDO answer is not a JSON array".into(),
             })?;
             let mut new_here = 0;
@@ -102,6 +106,10 @@ impl DicomWeb {
                 else {
                     continue;
                 };
+                if !is_uid(&study) || !is_uid(&series) {
+                    malformed += 1;
+                    continue;
+                }
                 if seen.insert(series.clone()) {
                     new_here += 1;
                     out.push(RemoteSeries {
@@ -136,6 +144,12 @@ impl DicomWeb {
             }
             offset += items.len();
         }
+        if malformed > 0 {
+            warn!(
+                "{}: {malformed} SEG series with a malformed study or series UID left out",
+                self.client.base
+            );
+        }
         Ok((out, complete))
     }
 
@@ -148,9 +162,17 @@ impl DicomWeb {
         lookup: &crate::ledger::KnownLookup,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
-        let q =
-            format!("/series?SeriesInstanceUID={uid}&includefield=00080060&includefield=00201209");
-        let v = self.client.get_json(&q, DICOM_JSON).await?;
+        let at = Endpoint::at(&["series"])
+            .query("SeriesInstanceUID", uid)
+            .query("includefield", "00080060")
+            .query("includefield", "00201209");
+        if !is_uid(uid) || study.is_some_and(|s| !is_uid(s)) {
+            return Err(PacsError::Bad {
+                url: self.client.base.clone(),
+                reason: "a series or study UID that is not a DICOM UID".into(),
+            });
+        }
+        let v = self.client.get_json(&at, DICOM_JSON).await?;
         let Some(hit) = v.as_array().and_then(|a| a.first()) else {
             return Ok(()); // not (or no longer) on the server
         };
@@ -159,7 +181,9 @@ impl DicomWeb {
         }
         let study = match study {
             Some(s) => s.to_string(),
-            None => json_str(hit, "0020000D").unwrap_or_default(),
+            None => json_str(hit, "0020000D")
+                .filter(|s| is_uid(s))
+                .unwrap_or_default(),
         };
         let r = RemoteSeries {
             study,
@@ -203,20 +227,21 @@ impl DicomWeb {
         r: &RemoteSeries,
     ) -> Result<SegSeries, String> {
         const SMALL_FILE: usize = 1024 * 1024;
-        let location = self
-            .client
-            .url(&format!("/studies/{}/series/{}", r.study, r.series));
+        let location = self.client.url(&series_at(&r.study, &r.series));
         let mut found = Vec::new();
         for id in &r.orthanc_instances {
-            let path = format!("/instances/{id}/file");
+            if !is_orthanc_id(id) {
+                return Err(format!("{id:?} is not an Orthanc instance ID"));
+            }
+            let at = Endpoint::at(&["instances", id, "file"]);
             let bytes = rest
-                .get_at_most(&path, "application/dicom", SMALL_FILE)
+                .get_at_most(&at, "application/dicom", SMALL_FILE)
                 .await
                 .map_err(|e| e.to_string())?;
             match crate::dicom::reader::read_instance_from_bytes(&bytes) {
                 Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
                 Ok(InstanceHeader::Image(_)) => {}
-                Err(e) => return Err(format!("{}: {e}", rest.url(&path))),
+                Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
             }
         }
         group_series(found)
@@ -227,15 +252,13 @@ impl DicomWeb {
 
     /// WADO-RS metadata of one series → its SEG header.
     pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
-        let path = format!("/studies/{study}/series/{series}/metadata");
+        let path = metadata_at(study, series);
         let v = self
             .client
             .get_json(&path, "application/dicom+json")
             .await
             .map_err(|e| e.to_string())?;
-        let location = self
-            .client
-            .url(&format!("/studies/{study}/series/{series}"));
+        let location = self.client.url(&series_at(study, series));
         segs_from_metadata(v, &location)
             .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
             .into_iter()
@@ -346,7 +369,7 @@ impl DicomWeb {
         let parts = self
             .client
             .get_parts(
-                &format!("/studies/{study}/series/{series}"),
+                &series_at(study, series),
                 "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
             )
             .await
@@ -363,7 +386,7 @@ impl DicomWeb {
         study: &str,
         series: &str,
     ) -> Result<SeriesGeometry, String> {
-        let path = format!("/studies/{study}/series/{series}/metadata");
+        let path = metadata_at(study, series);
         let v = self
             .client
             .get_json(&path, "application/dicom+json")
@@ -395,6 +418,7 @@ impl DicomWeb {
         let wanted: Vec<String> = segs
             .iter()
             .filter_map(|s| s.first.referenced_series.first().cloned())
+            .filter(|u| is_uid(u))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -419,21 +443,25 @@ impl DicomWeb {
         }
         let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
             .map(|uid| async move {
-                let q = format!("/series?SeriesInstanceUID={uid}&includefield=00080060");
+                let q = Endpoint::at(&["series"])
+                    .query("SeriesInstanceUID", &uid)
+                    .query("includefield", "00080060");
                 let v = self.client.get_json(&q, DICOM_JSON).await?;
                 let hit = v.as_array().and_then(|a| a.first()).cloned();
                 let Some(hit) = hit else {
                     return Ok((uid, None));
                 };
-                let study = json_str(&hit, "0020000D").unwrap_or_default();
+                let study = json_str(&hit, "0020000D")
+                    .filter(|s| is_uid(s))
+                    .unwrap_or_default();
                 let modality = json_str(&hit, "00080060").unwrap_or_default();
                 let passes = match &self.image_filter {
                     None => true,
                     Some(f) => {
-                        let v = self
-                            .client
-                            .get_json(&format!("/series?SeriesInstanceUID={uid}&{f}"), DICOM_JSON)
-                            .await?;
+                        let q = Endpoint::at(&["series"])
+                            .query("SeriesInstanceUID", &uid)
+                            .filter(f);
+                        let v = self.client.get_json(&q, DICOM_JSON).await?;
                         v.as_array().is_some_and(|a| !a.is_empty())
                     }
                 };
@@ -473,19 +501,23 @@ impl DicomWeb {
                 sops.extend(s.source_instances().into_iter().take(16));
             }
         }
+        sops.retain(|s| is_uid(s));
         sops.sort();
         sops.dedup();
         let found: Vec<Result<Option<InstanceHit>, PacsError>> = stream::iter(sops)
             .map(|sop| async move {
-                let q = format!(
-                    "/instances?SOPInstanceUID={sop}&includefield=0020000E&includefield=00080060"
-                );
+                let q = Endpoint::at(&["instances"])
+                    .query("SOPInstanceUID", &sop)
+                    .query("includefield", "0020000E")
+                    .query("includefield", "00080060");
                 let v = self.client.get_json(&q, DICOM_JSON).await?;
                 Ok(v.as_array().and_then(|a| a.first()).and_then(|hit| {
                     Some((
                         sop.clone(),
-                        json_str(hit, "0020000E")?,
-                        json_str(hit, "0020000D").unwrap_or_default(),
+                        json_str(hit, "0020000E").filter(|s| is_uid(s))?,
+                        json_str(hit, "0020000D")
+                            .filter(|s| is_uid(s))
+                            .unwrap_or_default(),
                     ))
                 }))
             })
@@ -522,7 +554,7 @@ impl DicomWeb {
                 let mut q = serde_json::Map::new();
                 for pair in f.split('&') {
                     let (k, v) = pair.split_once('=').ok_or_else(|| PacsError::Bad {
-                        url: rest.url("/tools/find"),
+                        url: rest.url(&Endpoint::at(&["tools", "find"])),
                         reason: format!("image filter {f:?} is not key=value pairs"),
                     })?;
                     q.insert(k.to_string(), json!(v));
@@ -542,6 +574,9 @@ impl DicomWeb {
             let (Some(uid), Some(parent)) = (s.tags.series, s.parent_study) else {
                 continue;
             };
+            if !is_uid(&uid) || !is_orthanc_id(&parent) {
+                continue;
+            }
             let Some(study) = studies.get(&parent) else {
                 continue;
             };
@@ -551,6 +586,16 @@ impl DicomWeb {
         }
         Ok((out, odd.into_iter().cloned().collect()))
     }
+}
+
+/// WADO-RS: one series.
+fn series_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series])
+}
+
+/// WADO-RS: one series' metadata.
+fn metadata_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series, "metadata"])
 }
 
 /// How one pass over a remote listing is recorded.
@@ -632,9 +677,7 @@ pub async fn backfill(
                 }
                 Err(reason) => {
                     warn!(series = %r.series, "cannot read SEG header: {reason}");
-                    let location = dw
-                        .client
-                        .url(&format!("/studies/{}/series/{}", r.study, r.series));
+                    let location = dw.client.url(&series_at(&r.study, &r.series));
                     problems.push(Problem {
                         path: location,
                         reason: reason.clone(),
