@@ -131,3 +131,97 @@ fn bad_reference_uids_are_reported_and_the_rest_is_notified() {
     }
     assert_eq!(lab.got(), vec![e("added", &a.series, &good.series_uid())]);
 }
+
+/// An explicit VR little endian element.
+fn el(out: &mut Vec<u8>, g: u16, e: u16, vr: &[u8; 2], value: &[u8]) {
+    out.extend_from_slice(&g.to_le_bytes());
+    out.extend_from_slice(&e.to_le_bytes());
+    out.extend_from_slice(vr);
+    if matches!(vr, b"OB" | b"SQ" | b"UN") {
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(value);
+}
+
+/// Issue 13, item 3: a file rewritten in place while it is read. The region at (0029,1010) flips
+/// between a plain 200 kB value and 10,000 nested sequences of the same size, many times a
+/// second, while `scan` reads the file; the many small elements after it make the pre-scan long.
+/// Before the fix the pre-scan and the parser read the file separately: one of the scans saw a
+/// valid file in the pre-scan and the nesting in the parser, and aborted (stack overflow).
+#[test]
+fn a_file_rewritten_between_the_check_and_the_parse_cannot_abort_the_scan() {
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const DEPTH: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir(&folder).unwrap();
+    // the meta group
+    let mut meta = Vec::new();
+    el(&mut meta, 2, 1, b"OB", &[0, 1]);
+    el(&mut meta, 2, 2, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    el(&mut meta, 2, 3, b"UI", b"1.2.3.4\0");
+    el(&mut meta, 2, 0x10, b"UI", b"1.2.840.10008.1.2.1\0");
+    let mut file = vec![0u8; 128];
+    file.extend_from_slice(b"DICM");
+    el(&mut file, 2, 0, b"UL", &(meta.len() as u32).to_le_bytes());
+    file.extend_from_slice(&meta);
+    el(&mut file, 8, 0x16, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    el(&mut file, 8, 0x18, b"UI", b"1.2.3.4\0");
+    el(&mut file, 0x20, 0x0D, b"UI", b"1.2.3\0");
+    el(&mut file, 0x20, 0x0E, b"UI", b"1.2.3.5\0");
+    let at = file.len() as u64;
+    let mut deep = Vec::with_capacity(DEPTH * 20);
+    for _ in 0..DEPTH {
+        deep.extend_from_slice(&[
+            0x29, 0, 0x10, 0x10, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        deep.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    }
+    let mut plain = Vec::new();
+    el(&mut plain, 0x29, 0x1010, b"OB", &vec![0u8; deep.len() - 12]);
+    assert_eq!(plain.len(), deep.len());
+    file.extend_from_slice(&plain);
+    for g in [0x31u16, 0x33, 0x35] {
+        for e in 0x1000..0xF000u16 {
+            el(&mut file, g, e, b"SH", b"");
+        }
+    }
+    let path = folder.join("flipping.dcm");
+    std::fs::write(&path, &file).unwrap();
+    // a valid file beside it is read every time
+    let _ = &file;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                f.write_at(&deep, at).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(700));
+                f.write_at(&plain, at).unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(700));
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
+    for _ in 0..20 {
+        let o = segbridge(dir.path())
+            .args(["scan", "--json", "--folder"])
+            .arg(&folder)
+            .output()
+            .unwrap();
+        outcomes.push(o.status);
+        if !o.status.success() {
+            stop.store(true, Ordering::Relaxed);
+            panic!("scan did not survive the rewrite: {}", text(&o));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(outcomes.iter().all(|s| s.success()));
+}

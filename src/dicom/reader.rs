@@ -4,13 +4,11 @@
 //! Reading stops before Pixel Data, so a 500 MB CT costs the same as a 2 kB one.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemDicomObject;
-use dicom_object::OpenFileOptions;
 
 use super::is_seg_sop_class;
 
@@ -162,25 +160,8 @@ pub fn read_instance(path: &Path) -> Result<InstanceHeader, ReadError> {
 }
 
 fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
-    let mut f = File::open(path)?;
-    let mut buf = [0u8; 132];
-    let n = read_full(&mut f, &mut buf)?;
-    if n == 0 {
-        return Err(ReadError::Empty);
-    }
-    if n < 132 || &buf[128..132] != b"DICM" {
-        return Err(ReadError::NotDicom);
-    }
-    // lengths and nesting checked before the parser trusts them
-    let len = f.metadata()?.len();
-    super::guard::prescan(BufReader::with_capacity(16 * 1024, &mut f), len)
-        .map_err(ReadError::Parse)?;
-    f.seek(SeekFrom::Start(128))?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(BufReader::with_capacity(64 * 1024, f))
-        .map_err(|e| ReadError::Parse(error_chain(&e)))?;
+    // read once, checked, and parsed from the bytes checked (see `open`)
+    let obj = super::open::open_file(path, super::open::Extent::Header)?;
     header_from_file_object(&obj)
 }
 
@@ -200,24 +181,8 @@ fn header_from_file_object(
 
 /// Reads the header of a Part-10 object held in memory (a fuzz target and WADO-RS parts).
 pub fn read_instance_from_bytes(bytes: &[u8]) -> Result<InstanceHeader, ReadError> {
-    if bytes.is_empty() {
-        return Err(ReadError::Empty);
-    }
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
-        return Err(ReadError::NotDicom);
-    }
-    let mut c = std::io::Cursor::new(bytes);
-    c.set_position(132);
-    super::guard::prescan(c, bytes.len() as u64).map_err(ReadError::Parse)?;
-    std::panic::catch_unwind(|| {
-        let obj = OpenFileOptions::new()
-            .read_preamble(ReadPreamble::Never)
-            .read_until(tags::PIXEL_DATA)
-            .from_reader(&bytes[128..])
-            .map_err(|e| ReadError::Parse(error_chain(&e)))?;
-        header_from_file_object(&obj)
-    })
-    .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked".into())))
+    let obj = super::open::open_bytes(bytes, super::open::Extent::Header)?;
+    header_from_file_object(&obj)
 }
 
 /// Builds the typed header from a parsed data set. Shared by every reader of DICOM objects.
