@@ -225,3 +225,93 @@ fn a_file_rewritten_between_the_check_and_the_parse_cannot_abort_the_scan() {
     flipper.join().unwrap();
     assert!(outcomes.iter().all(|s| s.success()));
 }
+
+/// Rewrites a Part-10 SEG as RLE Lossless whose one fragment is `fragment` (an RLE header and
+/// whatever follows it).
+fn as_rle(path: &std::path::Path, fragment: Vec<u8>) {
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    let obj = dicom_object::open_file(path).unwrap();
+    let mut meta = obj.meta().clone();
+    meta.transfer_syntax = "1.2.840.10008.1.2.5\0".into();
+    let mut ds = obj.into_inner();
+    ds.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OB,
+        PixelFragmentSequence::new(vec![], vec![fragment]),
+    ));
+    let file = dicom_object::FileDicomObject::new_empty_with_meta(meta);
+    let mut file = file;
+    for e in ds {
+        file.put(e);
+    }
+    file.write_to_file(path).unwrap();
+}
+
+/// Issue 13, item 4 (the test only: the bounded decoder is the `pixels` branch's): an RLE
+/// header declaring 0xFFFFFFFE segments, under a 2 GiB address-space limit, is reported invalid
+/// and a valid SEG beside it is notified. Before: the decoder asked for 16 GiB and the process
+/// aborted, so the valid SEG was never notified.
+#[test]
+fn an_rle_header_declaring_four_billion_segments_is_invalid_not_an_abort() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    let (a, b) = (CtSeries::new("rle-a", 2), CtSeries::new("rle-b", 2));
+    write_ct(&folder.join("a"), &a, "IM").unwrap();
+    write_ct(&folder.join("b"), &b, "IM").unwrap();
+    let good = SegSpec::new("rle-good", &a);
+    write_seg(&folder.join("segs"), &good, "good").unwrap();
+    let bomb = SegSpec::new("rle-bomb", &b);
+    let files = write_seg(&folder.join("segs"), &bomb, "bomb").unwrap();
+    let mut header = Vec::with_capacity(64 + 32);
+    header.extend_from_slice(&0xFFFF_FFFEu32.to_le_bytes());
+    header.extend_from_slice(&64u32.to_le_bytes());
+    header.extend_from_slice(&[0u8; 56]);
+    header.extend_from_slice(&[0x00, 0x00, 0xFF, 0x00, 0x81, 0x00]);
+    header.resize(header.len() + header.len() % 2, 0);
+    as_rle(&files[0], header);
+    let emu = Emu::start();
+    let dataset = emu.create_dataset();
+    let mut c = segbridge(dir.path());
+    c.env("MONAI_API_KEY", &emu.key)
+        .args(["sync", "--json", "--folder"])
+        .arg(&folder)
+        .args(["--dataset", &dataset, "--api", &emu.url, "--retry-for", "5"]);
+    // SAFETY: only async-signal-safe calls between fork and exec
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 2 << 30,
+                rlim_max: 2 << 30,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &lim);
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        entries(&emu.notifications()),
+        vec![e("added", &a.series, &good.series_uid())]
+    );
+    let st = segbridge(dir.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&st.stdout).unwrap();
+    let uid = bomb.series_uid();
+    let label = v["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            l.as_object()
+                .unwrap()
+                .values()
+                .any(|x| x.as_str() == Some(uid.as_str()))
+        })
+        .unwrap_or_else(|| panic!("{uid} not in the ledger: {v}"));
+    assert_eq!(label["status"], "invalid", "{label}");
+}
