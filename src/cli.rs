@@ -420,11 +420,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ))
                 .into());
             }
-            let token = hook_token();
-            if token.is_none() {
-                eprintln!("segbridge: warning: SEGBRIDGE_HOOK_TOKEN is not set: the script sends no token");
-            }
-            print!("{}", crate::hook::orthanc_lua(&a.url, token.as_ref()));
+            // the token serve uses: SEGBRIDGE_HOOK_TOKEN, else the one kept beside the state
+            let s = settings(&g, &SourceArgs::default(), None, None)?;
+            let token = crate::hook_token::hook_token(&s.state).map_err(ConfigError)?;
+            print!("{}", crate::hook::orthanc_lua(&a.url, Some(&token.secret)));
             Ok(())
         }
         Command::Status(a) => status(
@@ -767,13 +766,6 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     }
 }
 
-fn hook_token() -> Option<crate::notify::Secret> {
-    std::env::var("SEGBRIDGE_HOOK_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .map(crate::notify::Secret::new)
-}
-
 /// `watch`, and with `listen` `serve`: the same pipeline plus the hook endpoint.
 fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let rt = runtime()?;
@@ -781,8 +773,18 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
     s.require_key()?;
-    let token = hook_token();
+    let explicit_token = crate::hook_token::from_env();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    // a token always: the operator's, else one generated beside the state file (orthanc-lua
+    // writes the same one into the script)
+    let token = match listen {
+        Some(_) => Some(
+            crate::hook_token::hook_token(&s.state)
+                .map_err(ConfigError)?
+                .secret,
+        ),
+        None => None,
+    };
     let mut api = s.api_config();
     // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
     api.retry_for = api.retry_for.min(Duration::from_secs(30));
@@ -799,10 +801,13 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
         let shutdown = daemon::shutdown_on_signals();
         let mut io = daemon::LiveIo::default();
         if let Some(listen) = listen {
-            let listener = crate::hook::bind(listen, &token).await.map_err(ConfigError)?;
-            if token.is_none() {
-                tracing::warn!(
-                    "SEGBRIDGE_HOOK_TOKEN is not set: hook calls are not authenticated (loopback only)"
+            let listener = crate::hook::bind(listen, &explicit_token)
+                .await
+                .map_err(ConfigError)?;
+            if explicit_token.is_none() {
+                tracing::info!(
+                    "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
+                    crate::hook_token::token_path(&state).display()
                 );
             }
             let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(1024);

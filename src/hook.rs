@@ -127,7 +127,41 @@ fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
     constant_time_eq(got.as_bytes(), want.expose().as_bytes())
 }
 
+/// Why a request looks like one a web page made (a page in the operator's browser can reach
+/// loopback): a foreign `Origin`, a cross-site fetch, or a body that is not declared JSON (the
+/// only kinds a page can send without asking the server first).
+fn browser_made(headers: &HeaderMap) -> Option<(StatusCode, &'static str)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get("origin") {
+        let same = header("host").is_some_and(|h| {
+            origin.to_str().ok() == Some(&format!("http://{h}"))
+                || origin.to_str().ok() == Some(&format!("https://{h}"))
+        });
+        if !same {
+            return Some((StatusCode::FORBIDDEN, "cross-origin requests are refused"));
+        }
+    }
+    if header("sec-fetch-site").is_some_and(|v| v != "same-origin" && v != "none") {
+        return Some((StatusCode::FORBIDDEN, "cross-site requests are refused"));
+    }
+    let json = header("content-type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    None
+}
+
 async fn hook(st: AppState, headers: HeaderMap, body: Bytes, deleted: bool) -> Response {
+    if let Some((code, why)) = browser_made(&headers) {
+        return refuse(code, why);
+    }
     if !authorized(&st, &headers) {
         return refuse(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
@@ -434,10 +468,43 @@ pub async fn worker(
                 );
             }
         }
+        let gone = confirmed_gone(orthanc.as_ref(), gone).await;
         if !gone.is_empty() && removals.send(gone).await.is_err() {
             return;
         }
     }
+}
+
+/// The series of deletion hooks that Orthanc confirms gone (its `/series/{id}` answers 404). A
+/// series that still exists, or that cannot be checked now, is left alone: a forged or stale
+/// hook removes nothing, and the reconcile removes what is really gone.
+async fn confirmed_gone(
+    orthanc: Option<&crate::source::orthanc::Orthanc>,
+    ids: Vec<String>,
+) -> Vec<String> {
+    let Some(o) = orthanc else {
+        if !ids.is_empty() {
+            warn!(
+                "{} deletion hook(s) ignored: serve has no --orthanc to check them against",
+                ids.len()
+            );
+        }
+        return Vec::new();
+    };
+    let mut gone = Vec::new();
+    for id in ids {
+        match o.series(&id).await {
+            Ok(None) => gone.push(id),
+            Ok(Some(_)) => {
+                warn!("deletion hook for series {id}, which Orthanc still has: ignored")
+            }
+            Err(e) => warn!(
+                "deletion hook for series {id} not checked ({e}): ignored; the next reconcile \
+                 will remove it if it is gone"
+            ),
+        }
+    }
+    gone
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod emulator;
 pub mod fixtures;
 pub mod fuzz_targets;
 pub mod hook;
+pub mod hook_token;
 pub mod ledger;
 pub mod notify;
 pub mod pipeline;
