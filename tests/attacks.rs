@@ -318,10 +318,10 @@ fn an_rle_header_declaring_four_billion_segments_is_invalid_not_an_abort() {
 
 /// `serve` on a free loopback port with the default configuration (no SEGBRIDGE_HOOK_TOKEN),
 /// the feed and the reconcile far away: only hook calls act.
-fn serve(lab: &Lab, port: u16) -> std::process::Child {
+fn serve(lab: &Lab, port: u16, orthanc: &str) -> std::process::Child {
     let log = std::fs::File::create(lab.dir.path().join("serve.log")).unwrap();
     let c = lab
-        .cmd("serve", &["--orthanc", &lab.orthanc.url])
+        .cmd("serve", &["--orthanc", orthanc])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--poll", "600", "--reconcile", "600"])
         .stdout(std::process::Stdio::null())
@@ -381,7 +381,7 @@ fn forged_deletions_remove_nothing() {
     let a = lab.ct("a");
     let s = lab.seg("s", &a);
     let port = free_port();
-    let server = serve(&lab, port);
+    let server = serve(&lab, port, &lab.orthanc.url);
     let added = vec![e("added", &a.series, &s.series_uid())];
     wait_until(
         "the first reconcile",
@@ -441,5 +441,63 @@ fn forged_deletions_remove_nothing() {
         lab.got().len() == 2
     });
     assert_eq!(lab.got()[1], e("removed", &a.series, &s.series_uid()));
+    terminate(server);
+}
+
+/// Issue 13, item 6: hook IDs and UIDs that are paths or queries are refused (400) and never
+/// reach Orthanc; the proxy in front of Orthanc sees every request segbridge makes.
+#[test]
+fn hook_ids_cannot_steer_pacs_requests() {
+    let lab = Lab::new();
+    let proxy = SlowProxy::counting(&lab.orthanc.url);
+    let port = free_port();
+    let server = serve(&lab, port, &proxy.url);
+    let token = std::fs::read_to_string(lab.dir.path().join("segbridge.db.hook-token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let json = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+    ];
+    let attacks = [
+        (
+            "/hooks/orthanc/stable-series",
+            r#"{"id": "../tools/find", "modality": "SEG"}"#,
+        ),
+        (
+            "/hooks/orthanc/stable-series",
+            r#"{"id": "x/../../instances?expand=1&"}"#,
+        ),
+        (
+            "/hooks/orthanc/deleted-series",
+            r#"{"id": "%2e%2e/%2e%2e/changes"}"#,
+        ),
+        (
+            "/hooks/orthanc/deleted-series",
+            r#"{"id": "../tools/find"}"#,
+        ),
+        (
+            "/hooks/series",
+            r#"{"series_uid": "1.2.3", "study_uid": "../../../tools/reset?x="}"#,
+        ),
+        ("/hooks/series", r#"{"series_uid": "1.2.3&Modality=CT"}"#),
+    ];
+    for (path, body) in attacks {
+        let (code, answer) = post(port, path, &json, body);
+        assert_eq!(code, 400, "{path} {body}: {answer}");
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let asked = proxy.requests.lock().unwrap().clone();
+    for r in &asked {
+        let lower = r.to_lowercase();
+        assert!(
+            !lower.contains("..")
+                && !lower.contains("%2e")
+                && !lower.contains("%2f")
+                && !lower.contains("reset")
+                && !lower.contains("expand")
+                && !lower.contains("/instances"),
+            "segbridge asked Orthanc {r}; all: {asked:?}"
+        );
+    }
     terminate(server);
 }

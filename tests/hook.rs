@@ -215,7 +215,7 @@ fn bad_callers_are_refused_and_harm_nothing() {
     let (code, b) = h.post(
         "/hooks/orthanc/stable-series",
         Some(TOKEN),
-        br#"{"id": "x", "modality": "CT"}"#.to_vec(),
+        br#"{"id": "0b0b0b0b-0b0b0b0b-0b0b0b0b-0b0b0b0b-0b0b0b0b", "modality": "CT"}"#.to_vec(),
     );
     assert_eq!((code, b.contains("ignored")), (202, true));
     let t = Instant::now();
