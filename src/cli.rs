@@ -842,12 +842,7 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 let graceful = async move {
                     let _ = stop.wait_for(|v| *v).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
-                    tracing::error!("hook endpoint stopped: {e}");
-                }
+                crate::hook::serve::serve(listener, app, graceful).await;
             });
         }
         daemon::run_live(ledger, client, sources, opts, shutdown, io)

@@ -22,6 +22,7 @@ use crate::daemon::Metrics;
 use crate::notify::Secret;
 
 mod metrics;
+pub mod serve;
 use metrics::metrics_text;
 pub use metrics::render_metrics;
 

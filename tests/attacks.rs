@@ -501,3 +501,79 @@ fn hook_ids_cannot_steer_pacs_requests() {
     }
     terminate(server);
 }
+
+/// Issue 13, item 7: a partial-header connection is closed within seconds, and 200 idle
+/// connections against a `serve` limited to 128 descriptors do not stop its PACS source: a SEG
+/// stored meanwhile is notified through the changes feed. Before: the partial header stayed
+/// open, and the idle connections took every descriptor ("Too many open files").
+#[test]
+fn idle_and_slow_connections_cannot_starve_the_sources() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let lab = Lab::new();
+    let a = lab.ct("a");
+    let port = free_port();
+    let log = std::fs::File::create(lab.dir.path().join("serve.log")).unwrap();
+    let mut c = lab.cmd("serve", &["--orthanc", &lab.orthanc.url]);
+    c.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--poll", "0.3", "--reconcile", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls between fork and exec
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 128,
+                rlim_max: 128,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let server = c.spawn().unwrap();
+    wait_until("serve to listen", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    std::thread::sleep(Duration::from_secs(1)); // the first reconcile
+                                                // a request whose headers never end
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"POST /hooks/series HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 512];
+    // an answer, an end of stream or a reset all mean closed; only the 15 s read timeout does not
+    let closed = match slow.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(
+        closed && t.elapsed() < Duration::from_secs(10),
+        "a partial header kept its connection open for {:?}",
+        t.elapsed()
+    );
+    // idle connections, more than the process has descriptors
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() > 150);
+    std::thread::sleep(Duration::from_secs(1));
+    let s = lab.seg("s", &a);
+    wait_until(
+        "the SEG stored while the connections are held",
+        Duration::from_secs(30),
+        || lab.got() == vec![e("added", &a.series, &s.series_uid())],
+    );
+    drop(idle);
+    assert!(
+        !serve_log(&lab).contains("Too many open files"),
+        "{}",
+        serve_log(&lab)
+    );
+    terminate(server);
+}
