@@ -577,3 +577,105 @@ fn idle_and_slow_connections_cannot_starve_the_sources() {
     );
     terminate(server);
 }
+
+/// A DICOMweb server answering every QIDO page and every metadata request with about `size`
+/// bytes of DICOM JSON (one real-looking SEG series plus padding a parser must walk).
+fn bloated_pacs(size: usize) -> (String, tokio::runtime::Runtime) {
+    use axum::extract::Request;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/dw", listener.local_addr().unwrap());
+    let padding = |n: usize| {
+        let mut items = Vec::new();
+        let mut total = 0;
+        let mut i = 0;
+        while total < n {
+            let item = json!({
+                "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+                "00080018": {"vr": "UI", "Value": [format!("1.2.3.{i}")]},
+                "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                "0020000E": {"vr": "UI", "Value": ["1.2.4"]},
+                "00081030": {"vr": "LO", "Value": vec!["padding"; 4000]},
+            });
+            total += item.to_string().len();
+            items.push(item);
+            i += 1;
+        }
+        items
+    };
+    let mut page = vec![json!({
+        "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+        "0020000E": {"vr": "UI", "Value": ["1.2.5"]},
+        "00201209": {"vr": "IS", "Value": [1]},
+    })];
+    page.extend(padding(size));
+    let page = std::sync::Arc::new(Value::Array(page).to_string());
+    let metadata = std::sync::Arc::new(Value::Array(padding(size)).to_string());
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (page, metadata) = (page.clone(), metadata.clone());
+        async move {
+            let q = req.uri().query().unwrap_or("");
+            let body = if req.uri().path().ends_with("/metadata") {
+                (*metadata).clone()
+            } else if req.uri().path().ends_with("/series") && q.contains("offset=0") {
+                (*page).clone()
+            } else {
+                "[]".to_string()
+            };
+            ([("content-type", "application/dicom+json")], body)
+        }
+    });
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, rt)
+}
+
+/// Peak RSS (KiB) of a segbridge run, through GNU time.
+fn peak_rss_kib(dir: &std::path::Path, args: &[&str]) -> (u64, Output) {
+    let o = Command::new("/usr/bin/time")
+        .args(["-f", "MAXRSS %M"])
+        .arg(env!("CARGO_BIN_EXE_segbridge"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let kib = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("MAXRSS "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MAXRSS: {}", text(&o)));
+    (kib, o)
+}
+
+/// Issue 13, item 8: a 30 MB QIDO page and 30 MB metadata answers (just under the 32 MiB cap
+/// of JSON answers) cost a bounded amount of memory. Before: the page alone was parsed into a
+/// `serde_json::Value` of about 25 times its size (60 MB took 1.5 GB, up to 3.1 GB in a run).
+#[test]
+fn large_json_answers_cost_bounded_memory() {
+    let (url, _rt) = bloated_pacs(30_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (kib, o) = peak_rss_kib(dir.path(), &["scan", "--json", "--dicomweb", &url]);
+    eprintln!("peak RSS with 30 MB answers: {} MiB", kib / 1024);
+    // the label's metadata is read (and refused: no SEG in it), the listing itself succeeds
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("1.2.5"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        kib < 200 * 1024,
+        "peak RSS {} MiB: {}",
+        kib / 1024,
+        text(&o)
+    );
+}

@@ -15,14 +15,17 @@ use crate::dicom::quality::{
 };
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::dicom_json::{
+    each_item, json_str, qido_items, sanitize, segs_from_metadata, QidoItem, MAX_JSON,
+};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
-use crate::dicom::reader::{group_series, header_from_object, text, InstanceHeader, SegSeries};
+use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
 use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
 use crate::pipeline::Scan;
 
@@ -77,6 +80,15 @@ impl DicomWeb {
         format!("dicomweb:{}", self.client.base)
     }
 
+    /// A QIDO-RS query, its answer (at most [`MAX_JSON`] bytes) parsed into typed results.
+    async fn qido(&self, at: &Endpoint) -> Result<Vec<QidoItem>, PacsError> {
+        let bytes = self.client.get_at_most(at, DICOM_JSON, MAX_JSON).await?;
+        qido_items(&bytes).map_err(|reason| PacsError::Bad {
+            url: self.client.url(at),
+            reason,
+        })
+    }
+
     /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
     /// the listing is known complete (a server that ignores `offset` leaves it unknown, and an
     /// unknown listing never removes anything).
@@ -94,16 +106,10 @@ impl DicomWeb {
                 .query("offset", offset)
                 .query("includefield", "00201209")
                 .query("includefield", "0020000D");
-            let page = self.client.get_json(&at, DICOM_JSON).await?;
-            let items = page.as_array().ok_or_else(|| PacsError::Bad {
-                url: self.client.url(&at),
-                reason: "QIDO answer is not a JSON array".into(),
-            })?;
+            let items = self.qido(&at).await?;
             let mut new_here = 0;
-            for it in items {
-                let (Some(study), Some(series)) =
-                    (json_str(it, "0020000D"), json_str(it, "0020000E"))
-                else {
+            for it in &items {
+                let (Some(study), Some(series)) = (it.study(), it.series()) else {
                     continue;
                 };
                 if !is_uid(&study) || !is_uid(&series) {
@@ -115,7 +121,7 @@ impl DicomWeb {
                     out.push(RemoteSeries {
                         study,
                         series,
-                        instances: json_int(it, "00201209"),
+                        instances: it.instances(),
                         ..Default::default()
                     });
                 }
@@ -172,23 +178,21 @@ impl DicomWeb {
                 reason: "a series or study UID that is not a DICOM UID".into(),
             });
         }
-        let v = self.client.get_json(&at, DICOM_JSON).await?;
-        let Some(hit) = v.as_array().and_then(|a| a.first()) else {
+        let found = self.qido(&at).await?;
+        let Some(hit) = found.first() else {
             return Ok(()); // not (or no longer) on the server
         };
-        if json_str(hit, "00080060").as_deref() != Some("SEG") {
+        if hit.modality().as_deref() != Some("SEG") {
             return Ok(());
         }
         let study = match study {
             Some(s) => s.to_string(),
-            None => json_str(hit, "0020000D")
-                .filter(|s| is_uid(s))
-                .unwrap_or_default(),
+            None => hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
         };
         let r = RemoteSeries {
             study,
             series: uid.to_string(),
-            instances: json_int(hit, "00201209"),
+            instances: hit.instances(),
             ..Default::default()
         };
         let known = lookup.among([uid]);
@@ -255,11 +259,11 @@ impl DicomWeb {
         let path = metadata_at(study, series);
         let v = self
             .client
-            .get_json(&path, "application/dicom+json")
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
         let location = self.client.url(&series_at(study, series));
-        segs_from_metadata(v, &location)
+        segs_from_metadata(&v, &location)
             .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
             .into_iter()
             .find(|s| s.uid() == series)
@@ -389,25 +393,23 @@ impl DicomWeb {
         let path = metadata_at(study, series);
         let v = self
             .client
-            .get_json(&path, "application/dicom+json")
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
-        let Value::Array(items) = v else {
-            return Err("metadata answer is not a JSON array".into());
-        };
         let mut g = SeriesGeometry {
             series: series.to_string(),
             ..Default::default()
         };
-        for mut item in items {
+        each_item(&v, |_, mut item| {
             sanitize(&mut item, 0);
             let Some(sop) = json_str(&item, "00080018") else {
-                continue;
+                return Ok(());
             };
             let obj: dicom_object::InMemDicomObject =
                 dicom_json::from_value(item).map_err(|e| format!("metadata: {e}"))?;
             g.instances.insert(sop, InstanceGeometry::of(&obj));
-        }
+            Ok(())
+        })?;
         Ok(g)
     }
 
@@ -446,23 +448,19 @@ impl DicomWeb {
                 let q = Endpoint::at(&["series"])
                     .query("SeriesInstanceUID", &uid)
                     .query("includefield", "00080060");
-                let v = self.client.get_json(&q, DICOM_JSON).await?;
-                let hit = v.as_array().and_then(|a| a.first()).cloned();
-                let Some(hit) = hit else {
+                let found = self.qido(&q).await?;
+                let Some(hit) = found.first() else {
                     return Ok((uid, None));
                 };
-                let study = json_str(&hit, "0020000D")
-                    .filter(|s| is_uid(s))
-                    .unwrap_or_default();
-                let modality = json_str(&hit, "00080060").unwrap_or_default();
+                let study = hit.study().filter(|s| is_uid(s)).unwrap_or_default();
+                let modality = hit.modality().unwrap_or_default();
                 let passes = match &self.image_filter {
                     None => true,
                     Some(f) => {
                         let q = Endpoint::at(&["series"])
                             .query("SeriesInstanceUID", &uid)
                             .filter(f);
-                        let v = self.client.get_json(&q, DICOM_JSON).await?;
-                        v.as_array().is_some_and(|a| !a.is_empty())
+                        !self.qido(&q).await?.is_empty()
                     }
                 };
                 Ok((uid, Some((study, modality, passes))))
@@ -510,14 +508,12 @@ impl DicomWeb {
                     .query("SOPInstanceUID", &sop)
                     .query("includefield", "0020000E")
                     .query("includefield", "00080060");
-                let v = self.client.get_json(&q, DICOM_JSON).await?;
-                Ok(v.as_array().and_then(|a| a.first()).and_then(|hit| {
+                let found = self.qido(&q).await?;
+                Ok(found.first().and_then(|hit| {
                     Some((
                         sop.clone(),
-                        json_str(hit, "0020000E").filter(|s| is_uid(s))?,
-                        json_str(hit, "0020000D")
-                            .filter(|s| is_uid(s))
-                            .unwrap_or_default(),
+                        hit.series().filter(|s| is_uid(s))?,
+                        hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
                     ))
                 }))
             })
@@ -735,137 +731,4 @@ fn progress(n: u64) -> Option<indicatif::ProgressBar> {
     );
     b.set_message("backfill");
     Some(b)
-}
-
-/// Parses a WADO-RS metadata answer (a JSON array of DICOM JSON instances) into SEG series.
-/// Elements the parser cannot take (a PN of `[null]`, say) are dropped first: segbridge needs
-/// UIDs, dates and sequences, never names.
-pub fn segs_from_metadata(v: Value, location: &str) -> Result<Vec<SegSeries>, String> {
-    let Value::Array(items) = v else {
-        return Err("metadata answer is not a JSON array".into());
-    };
-    let mut found = Vec::new();
-    for (i, mut item) in items.into_iter().enumerate() {
-        if !item.is_object() {
-            return Err(format!("metadata item {i} is not a JSON object"));
-        }
-        sanitize(&mut item, 0);
-        let sop_class = json_str(&item, "00080016").unwrap_or_default();
-        let obj: dicom_object::InMemDicomObject =
-            dicom_json::from_value(item).map_err(|e| format!("metadata item {i}: {e}"))?;
-        let sop_class = if sop_class.is_empty() {
-            text(&obj, dicom_dictionary_std::tags::SOP_CLASS_UID)
-        } else {
-            sop_class
-        };
-        match header_from_object(&obj, sop_class) {
-            Ok(InstanceHeader::Seg(s)) => found.push((s, location.to_string())),
-            Ok(InstanceHeader::Image(_)) => {}
-            Err(e) => return Err(format!("metadata item {i}: {e}")),
-        }
-    }
-    Ok(group_series(found))
-}
-
-/// Removes DICOM JSON elements that cannot matter here and that the parser refuses: person
-/// names and values holding nulls. Depth is bounded.
-fn sanitize(v: &mut Value, depth: usize) {
-    let Value::Object(m) = v else { return };
-    if depth > 32 {
-        m.clear();
-        return;
-    }
-    m.retain(|_, el| {
-        let vr = el
-            .get("vr")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if vr == "PN" {
-            return false;
-        }
-        match el.get_mut("Value") {
-            Some(Value::Array(vals)) if vr == "SQ" => {
-                vals.retain(|x| x.is_object());
-                true
-            }
-            Some(Value::Array(vals)) => !vals.iter().any(Value::is_null),
-            Some(_) => false,
-            None => true,
-        }
-    });
-    for el in m.values_mut() {
-        if el.get("vr").and_then(Value::as_str) == Some("SQ") {
-            if let Some(Value::Array(items)) = el.get_mut("Value") {
-                for it in items {
-                    sanitize(it, depth + 1);
-                }
-            }
-        }
-    }
-}
-
-/// The first string value of a tag in a DICOM JSON object.
-pub fn json_str(obj: &Value, tag: &str) -> Option<String> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
-    match v {
-        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn json_int(obj: &Value, tag: &str) -> Option<i64> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn seg_instance(series: &str, refd: &str) -> Value {
-        json!({
-            "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]},
-            "00080018": {"vr": "UI", "Value": [format!("{series}.1")]},
-            "00100010": {"vr": "PN", "Value": [null]},
-            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
-            "0020000E": {"vr": "UI", "Value": [series]},
-            "00080023": {"vr": "DA", "Value": ["20240101"]},
-            "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": [refd]}}]},
-            "7FE00010": {"vr": "OB", "BulkDataURI": "http://x/bulk"}
-        })
-    }
-
-    #[test]
-    fn metadata_with_null_person_names_still_reads() {
-        let segs = segs_from_metadata(json!([seg_instance("9.9", "1.1")]), "loc").unwrap();
-        assert_eq!(segs.len(), 1);
-        assert_eq!(segs[0].first.referenced_series, vec!["1.1".to_string()]);
-        assert_eq!(segs[0].first.sort_key.content, "20240101");
-    }
-
-    #[test]
-    fn hostile_metadata_is_an_error_not_a_panic() {
-        assert!(segs_from_metadata(json!({"not": "an array"}), "loc").is_err());
-        assert!(segs_from_metadata(json!([1, 2]), "loc").is_err());
-        let mut wrong = seg_instance("9.9", "1.1");
-        wrong["0020000E"] = json!({"vr": "UI", "Value": [12]});
-        let _ = segs_from_metadata(json!([wrong]), "loc");
-        let missing =
-            json!([{"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]}}]);
-        let e = segs_from_metadata(missing, "loc").unwrap_err();
-        assert!(e.contains("SOPInstanceUID"), "{e}");
-    }
-
-    #[test]
-    fn deep_nesting_is_cut() {
-        let mut v = json!({"0020000E": {"vr": "UI", "Value": ["x"]}});
-        for _ in 0..200 {
-            v = json!({"00081115": {"vr": "SQ", "Value": [v]}});
-        }
-        sanitize(&mut v, 0);
-    }
 }

@@ -247,15 +247,19 @@ impl PacsClient {
         }
     }
 
-    /// GET a JSON answer; an empty body (HTTP 204, as some QIDO servers answer "none") is `[]`.
-    pub async fn get_json(&self, at: &Endpoint, accept: &str) -> Result<Value, PacsError> {
-        let (_, body) = self.get_bytes(at, accept).await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Array(vec![]));
-        }
+    /// GET a JSON answer (at most [`super::dicom_json::MAX_JSON`] bytes) parsed straight into
+    /// `T`: a typed answer keeps only the fields it names, the rest is skipped while parsing.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        at: &Endpoint,
+        accept: &str,
+    ) -> Result<T, PacsError> {
+        let body = self
+            .get_at_most(at, accept, super::dicom_json::MAX_JSON)
+            .await?;
         serde_json::from_slice(&body).map_err(|e| PacsError::Bad {
             url: self.url(at),
-            reason: format!("not JSON: {e}"),
+            reason: format!("unexpected JSON: {e}"),
         })
     }
 

@@ -51,27 +51,83 @@ pub struct FoundTags {
 }
 
 /// A string, or nothing when the server sent something else (one odd value must not fail the
-/// whole listing).
+/// whole listing, and is skipped without being kept).
 fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    })
+    super::dicom_json::string_or_none(d)
 }
 
-/// A list of IDs; anything else is no list.
+/// A list of IDs; anything else is no list (and odd items are dropped, never kept).
 fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Array(a) => Some(
-            a.into_iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    })
+    use super::dicom_json::Loose;
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of IDs")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut s: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = s.next_element::<Loose>()? {
+                if let Loose::Str(id) = v {
+                    out.push(id);
+                }
+            }
+            Ok(Some(out))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            while m
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// One page of `/changes`, typed (an odd value in a change is skipped, never kept).
+#[derive(Debug, Deserialize)]
+struct ChangesPage {
+    #[serde(rename = "Changes")]
+    changes: Vec<Change>,
+    #[serde(rename = "Done", default)]
+    done: super::dicom_json::Loose,
+    #[serde(rename = "Last", default)]
+    last: super::dicom_json::Loose,
+}
+
+#[derive(Debug, Deserialize)]
+struct Change {
+    #[serde(rename = "ChangeType", default, deserialize_with = "lenient")]
+    kind: Option<String>,
+    #[serde(rename = "ResourceType", default, deserialize_with = "lenient")]
+    resource: Option<String>,
+    #[serde(rename = "ID", default, deserialize_with = "lenient")]
+    id: Option<String>,
 }
 
 fn tools_find() -> Endpoint {
@@ -241,8 +297,13 @@ impl Orthanc {
     /// The feed's newest sequence number.
     pub async fn last_change(&self) -> Result<i64, PacsError> {
         let at = Endpoint::at(&["changes"]).flag("last");
-        let v = self.rest.get_json(&at, "application/json").await?;
-        v["Last"].as_i64().ok_or_else(|| PacsError::Bad {
+        #[derive(Deserialize)]
+        struct Last {
+            #[serde(rename = "Last", default)]
+            last: super::dicom_json::Loose,
+        }
+        let v: Last = self.rest.get_json(&at, "application/json").await?;
+        v.last.int().ok_or_else(|| PacsError::Bad {
             url: self.rest.url(&at),
             reason: "no \"Last\"".into(),
         })
@@ -259,27 +320,23 @@ impl Orthanc {
             let at = Endpoint::at(&["changes"])
                 .query("since", poll.last)
                 .query("limit", 500);
-            let v = self.rest.get_json(&at, "application/json").await?;
+            let v: ChangesPage = self.rest.get_json(&at, "application/json").await?;
             poll.requests += 1;
-            let changes = v["Changes"].as_array().ok_or_else(|| PacsError::Bad {
-                url: self.rest.url(&at),
-                reason: "no \"Changes\" list".into(),
-            })?;
-            for c in changes {
-                let kind = c["ChangeType"].as_str().unwrap_or("");
+            for c in &v.changes {
+                let kind = c.kind.as_deref().unwrap_or("");
                 let wanted = kind == "StableSeries" || (self.on_new_series && kind == "NewSeries");
-                if wanted && c["ResourceType"] == "Series" {
-                    if let Some(id) = c["ID"].as_str().filter(|id| is_orthanc_id(id)) {
+                if wanted && c.resource.as_deref() == Some("Series") {
+                    if let Some(id) = c.id.as_deref().filter(|id| is_orthanc_id(id)) {
                         if seen.insert(id.to_string()) {
                             poll.series.push(id.to_string());
                         }
                     }
                 }
             }
-            if let Some(last) = v["Last"].as_i64() {
+            if let Some(last) = v.last.int() {
                 poll.last = poll.last.max(last);
             }
-            if v["Done"].as_bool().unwrap_or(true) || changes.is_empty() {
+            if v.done.bool().unwrap_or(true) || v.changes.is_empty() {
                 return Ok(poll);
             }
         }
@@ -297,13 +354,9 @@ impl Orthanc {
                 reason: format!("{:?} is not an Orthanc series ID", id),
             });
         }
-        match self.rest.get_json(&at, "application/json").await {
-            Ok(v) => {
-                // the same resource as a `/tools/find` answer item, read the same way
-                let f: Found = serde_json::from_value(v).map_err(|e| PacsError::Bad {
-                    url: self.rest.url(&at),
-                    reason: format!("not an Orthanc series: {e}"),
-                })?;
+        // the same resource as a `/tools/find` answer item, read the same way
+        match self.rest.get_json::<Found>(&at, "application/json").await {
+            Ok(f) => {
                 let modality = f.tags.modality.clone().unwrap_or_default();
                 Ok(found_series(f).map(|(r, parent)| (r, parent, modality)))
             }
@@ -443,14 +496,11 @@ pub async fn study_uids(
     }
     for id in ids.iter().filter(|id| is_orthanc_id(id)) {
         match rest
-            .get_json(&Endpoint::at(&["studies", id]), "application/json")
+            .get_json::<Found>(&Endpoint::at(&["studies", id]), "application/json")
             .await
         {
             Ok(v) => {
-                if let Some(uid) = v["MainDicomTags"]["StudyInstanceUID"]
-                    .as_str()
-                    .filter(|u| is_uid(u))
-                {
+                if let Some(uid) = v.tags.study.filter(|u| is_uid(u)) {
                     out.insert(id.clone(), uid.to_string());
                 }
             }
