@@ -8,9 +8,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+mod answers;
+use answers::ChangesPage;
+pub use answers::{Found, FoundTags};
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
@@ -23,112 +27,6 @@ pub const BULK: usize = 16;
 
 /// UIDs per `/tools/find` that matches a list of UIDs (a body of about 32 KiB).
 const UIDS_PER_FIND: usize = 500;
-
-/// One resource of a `/tools/find` answer with `"Expand": true`, keeping only what segbridge
-/// reads: the rest of each (large) answer is skipped while parsing, never held.
-#[derive(Debug, Default, Deserialize)]
-pub struct Found {
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    #[serde(rename = "ParentStudy", default, deserialize_with = "lenient")]
-    pub parent_study: Option<String>,
-    #[serde(rename = "MainDicomTags", default)]
-    pub tags: FoundTags,
-    /// Orthanc IDs of the child instances (series level).
-    #[serde(rename = "Instances", default, deserialize_with = "ids")]
-    pub instances: Option<Vec<String>>,
-}
-
-/// The main DICOM tags segbridge reads from a found resource.
-#[derive(Debug, Default, Deserialize)]
-pub struct FoundTags {
-    #[serde(rename = "SeriesInstanceUID", default, deserialize_with = "lenient")]
-    pub series: Option<String>,
-    #[serde(rename = "StudyInstanceUID", default, deserialize_with = "lenient")]
-    pub study: Option<String>,
-    #[serde(rename = "Modality", default, deserialize_with = "lenient")]
-    pub modality: Option<String>,
-}
-
-/// A string, or nothing when the server sent something else (one odd value must not fail the
-/// whole listing, and is skipped without being kept).
-fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    super::dicom_json::string_or_none(d)
-}
-
-/// A list of IDs; anything else is no list (and odd items are dropped, never kept).
-fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    use super::dicom_json::Loose;
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<Vec<String>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a list of IDs")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut s: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(v) = s.next_element::<Loose>()? {
-                if let Loose::Str(id) = v {
-                    out.push(id);
-                }
-            }
-            Ok(Some(out))
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut m: A,
-        ) -> Result<Self::Value, A::Error> {
-            while m
-                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                .is_some()
-            {}
-            Ok(None)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// One page of `/changes`, typed (an odd value in a change is skipped, never kept).
-#[derive(Debug, Deserialize)]
-struct ChangesPage {
-    #[serde(rename = "Changes")]
-    changes: Vec<Change>,
-    #[serde(rename = "Done", default)]
-    done: super::dicom_json::Loose,
-    #[serde(rename = "Last", default)]
-    last: super::dicom_json::Loose,
-}
-
-#[derive(Debug, Deserialize)]
-struct Change {
-    #[serde(rename = "ChangeType", default, deserialize_with = "lenient")]
-    kind: Option<String>,
-    #[serde(rename = "ResourceType", default, deserialize_with = "lenient")]
-    resource: Option<String>,
-    #[serde(rename = "ID", default, deserialize_with = "lenient")]
-    id: Option<String>,
-}
 
 fn tools_find() -> Endpoint {
     Endpoint::at(&["tools", "find"])
