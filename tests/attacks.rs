@@ -679,3 +679,68 @@ fn large_json_answers_cost_bounded_memory() {
         text(&o)
     );
 }
+
+/// Issue 13, item 9: a QIDO server that always answers a full page of new series. Before: the
+/// listing grew without end (4,375 pages and 665 MB in 40 s). Now it stops at its bound (2,000
+/// pages here, with one series a page), is treated as incomplete, and says so once.
+#[test]
+fn an_endless_qido_listing_is_bounded_and_reported_once() {
+    use axum::extract::Request;
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/dw", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(|req: Request| async move {
+        let q = req.uri().query().unwrap_or("").to_string();
+        let body = if req.uri().path().ends_with("/series") && q.contains("Modality=SEG") {
+            let offset: u64 = q
+                .split('&')
+                .find_map(|p| p.strip_prefix("offset="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            json!([{
+                "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                "0020000E": {"vr": "UI", "Value": [format!("1.2.9.{offset}")]},
+            }])
+            .to_string()
+        } else {
+            "[]".to_string()
+        };
+        ([("content-type", "application/dicom+json")], body)
+    });
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = segbridge(dir.path())
+        .args(["scan", "--json", "--page-size", "1", "--dicomweb", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("err.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the listing did not end within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap();
+    assert!(status.code().is_some(), "{status:?} {err}");
+    assert_eq!(
+        err.matches("stopped at the bound of 2000 pages").count(),
+        1,
+        "{err}"
+    );
+}

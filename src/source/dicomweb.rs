@@ -90,9 +90,11 @@ impl DicomWeb {
     }
 
     /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
-    /// the listing is known complete (a server that ignores `offset` leaves it unknown, and an
-    /// unknown listing never removes anything).
+    /// the listing is known complete (a server that ignores `offset`, or a listing that hits
+    /// [`LISTING_BOUND`], leaves it unknown, and an unknown listing never removes anything).
     pub async fn list_seg_series(&self) -> Result<(Vec<RemoteSeries>, bool), PacsError> {
+        let started = std::time::Instant::now();
+        let mut pages = 0usize;
         let mut complete = true;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -107,6 +109,7 @@ impl DicomWeb {
                 .query("includefield", "00201209")
                 .query("includefield", "0020000D");
             let items = self.qido(&at).await?;
+            pages += 1;
             let mut new_here = 0;
             for it in &items {
                 let (Some(study), Some(series)) = (it.study(), it.series()) else {
@@ -149,6 +152,17 @@ impl DicomWeb {
                 break;
             }
             offset += items.len();
+            if let Some(bound) = LISTING_BOUND.hit(pages, out.len(), started.elapsed()) {
+                warn!(
+                    "{}: the SEG listing stopped at {bound} ({pages} pages, {} series in {:.0?}); \
+                     it is treated as incomplete, so nothing is removed",
+                    self.client.base,
+                    out.len(),
+                    started.elapsed()
+                );
+                complete = false;
+                break;
+            }
         }
         if malformed > 0 {
             warn!(
@@ -581,6 +595,36 @@ impl DicomWeb {
             out.insert(uid, (study.clone(), modality, passes));
         }
         Ok((out, odd.into_iter().cloned().collect()))
+    }
+}
+
+/// How far one QIDO listing may go: a server that keeps answering full pages of new series
+/// would otherwise grow it without end (4,375 pages and 665 MB in 40 s).
+pub struct ListingBound {
+    pub pages: usize,
+    pub series: usize,
+    pub time: std::time::Duration,
+}
+
+/// The bound of every SEG listing: 2,000 pages, 200,000 series, 10 minutes.
+pub const LISTING_BOUND: ListingBound = ListingBound {
+    pages: 2_000,
+    series: 200_000,
+    time: std::time::Duration::from_secs(600),
+};
+
+impl ListingBound {
+    /// Which bound a listing has reached, if any.
+    fn hit(&self, pages: usize, series: usize, took: std::time::Duration) -> Option<String> {
+        if pages >= self.pages {
+            Some(format!("the bound of {} pages", self.pages))
+        } else if series >= self.series {
+            Some(format!("the bound of {} series", self.series))
+        } else if took >= self.time {
+            Some(format!("the bound of {:?}", self.time))
+        } else {
+            None
+        }
     }
 }
 

@@ -234,7 +234,8 @@ impl Orthanc {
             if let Some(last) = v.last.int() {
                 poll.last = poll.last.max(last);
             }
-            if v.done.bool().unwrap_or(true) || v.changes.is_empty() {
+            // the rest of a feed that never says done is read by the next poll, from the cursor
+            if v.done.bool().unwrap_or(true) || v.changes.is_empty() || poll.requests >= 200 {
                 return Ok(poll);
             }
         }
