@@ -820,10 +820,35 @@ fn sql(path: &str, e: rusqlite::Error) -> LedgerError {
     }
 }
 
+/// The lock file of the state file itself, however it is reached (a symlink, `..`, a relative
+/// path): two paths to one file must share one lock.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
+    let mut s = real_path(path).into_os_string();
     s.push(".lock");
     PathBuf::from(s)
+}
+
+/// The canonical path of a file that may not exist yet: its own when it exists, else a
+/// (dangling) symlink's target's, else its canonical directory's joined with its name.
+fn real_path(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..16 {
+        if let Ok(c) = std::fs::canonicalize(&p) {
+            return c;
+        }
+        match std::fs::read_link(&p) {
+            Ok(target) => p = p.parent().unwrap_or(Path::new(".")).join(target),
+            Err(_) => break,
+        }
+    }
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+    match (
+        std::fs::canonicalize(dir.unwrap_or(Path::new("."))),
+        p.file_name(),
+    ) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => p,
+    }
 }
 
 /// Takes the exclusive advisory lock beside the state file. The OS releases it when the process

@@ -744,3 +744,57 @@ fn an_endless_qido_listing_is_bounded_and_reported_once() {
         "{err}"
     );
 }
+
+/// Issue 13, item 10: the same state file reached through a symlink is the same writer. Before:
+/// the lock was keyed on the path given, so `watch --state real.db` and `sync --state link.db`
+/// both wrote (and sent a batch twice). Now the second waits, then exits 4.
+#[test]
+fn a_symlinked_state_file_is_locked_as_the_file_itself() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    let ct = CtSeries::new("lock", 1);
+    write_ct(&folder, &ct, "IM").unwrap();
+    write_seg(&folder, &SegSpec::new("lock-seg", &ct), "seg").unwrap();
+    let emu = Emu::start();
+    let dataset = emu.create_dataset();
+    let o = sync(&emu, dir.path(), &folder, &dataset, &["--state", "real.db"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::os::unix::fs::symlink(dir.path().join("real.db"), dir.path().join("link.db")).unwrap();
+    let log = std::fs::File::create(dir.path().join("watch.log")).unwrap();
+    let watch = segbridge(dir.path())
+        .env("MONAI_API_KEY", &emu.key)
+        .args(["watch", "--folder"])
+        .arg(&folder)
+        .args([
+            "--dataset",
+            &dataset,
+            "--api",
+            &emu.url,
+            "--state",
+            "real.db",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_until("watch to take the lock", Duration::from_secs(10), || {
+        std::fs::read_to_string(dir.path().join("watch.log"))
+            .unwrap_or_default()
+            .contains("watching")
+            || dir.path().join("real.db.lock").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    for state in ["link.db", "./sub/../link.db"] {
+        std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+        let o = sync(
+            &emu,
+            dir.path(),
+            &folder,
+            &dataset,
+            &["--state", state, "--lock-wait", "0.3"],
+        );
+        assert_eq!(o.status.code(), Some(4), "{state}: {}", text(&o));
+    }
+    terminate(watch);
+}
