@@ -798,3 +798,58 @@ fn a_symlinked_state_file_is_locked_as_the_file_itself() {
     }
     terminate(watch);
 }
+
+/// Issue 13, item 11: a symbolic link loop in a watched folder is reported, and does not make
+/// `watch` rescan: the watcher's own open/read events no longer count as changes. Before: a
+/// rescan (and a warning) every half second for ever. A file added later is still seen.
+#[test]
+fn a_symlink_loop_does_not_make_watch_rescan() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    let a = CtSeries::new("loop-a", 1);
+    write_ct(&folder.join("a"), &a, "IM").unwrap();
+    let sa = SegSpec::new("loop-a-seg", &a);
+    write_seg(&folder.join("a"), &sa, "seg").unwrap();
+    std::fs::create_dir_all(folder.join("sub")).unwrap();
+    std::os::unix::fs::symlink("..", folder.join("sub/up")).unwrap();
+    let emu = Emu::start();
+    let dataset = emu.create_dataset();
+    let log_path = dir.path().join("watch.log");
+    let watch = segbridge(dir.path())
+        .env("MONAI_API_KEY", &emu.key)
+        .args(["watch", "--folder"])
+        .arg(&folder)
+        .args([
+            "--dataset",
+            &dataset,
+            "--api",
+            &emu.url,
+            "--reconcile",
+            "600",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("the first label", Duration::from_secs(15), || {
+        entries(&emu.notifications()).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let loops = log().matches("symbolic link loop").count();
+    assert_eq!(loops, 1, "{}", log());
+    // a change is still a rescan
+    let b = CtSeries::new("loop-b", 1);
+    write_ct(&folder.join("b"), &b, "IM").unwrap();
+    let sb = SegSpec::new("loop-b-seg", &b);
+    write_seg(&folder.join("b"), &sb, "seg").unwrap();
+    wait_until("the added label", Duration::from_secs(15), || {
+        entries(&emu.notifications()).len() == 2
+    });
+    assert_eq!(
+        entries(&emu.notifications())[1],
+        e("added", &b.series, &sb.series_uid())
+    );
+    terminate(watch);
+}
