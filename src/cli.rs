@@ -324,10 +324,12 @@ fn init_logging(g: &Global, daemon: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        // control characters in logged values (a file name with a newline) are escaped
+        .with_writer(move || crate::logsafe::SafeWriter::new(std::io::stderr(), ansi))
+        .with_ansi(ansi)
         .with_target(false);
     if g.log_format == "json" {
         builder.json().init();
@@ -563,7 +565,8 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
     if !scan.listing.problems.is_empty() {
         writeln!(out, "\nskipped files:")?;
         for p in &scan.listing.problems {
-            writeln!(out, "  {}: {}", p.path, p.reason)?;
+            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            writeln!(out, "  {}: {}", safe(&p.path), safe(&p.reason))?;
         }
     }
     Ok(())

@@ -853,3 +853,34 @@ fn a_symlink_loop_does_not_make_watch_rescan() {
     );
     terminate(watch);
 }
+
+/// Issue 13, item 12: a file name holding a newline cannot forge a log line. Before: the name
+/// `x\n2026-01-01T00:00:00.000000Z  INFO forged` printed a second, forged, log line.
+#[test]
+fn a_file_name_with_a_newline_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    std::fs::create_dir_all(&folder).unwrap();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO notified 1 label (forged)";
+    std::fs::write(folder.join(format!("x\n{forged}\r")), b"not dicom").unwrap();
+    let o = segbridge(dir.path())
+        .args(["sync", "--dry-run", "--dataset", "d", "--folder"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("skipped"), "{}", text(&o));
+    assert!(err.contains("x\\n2026-01-01"), "{}", text(&o));
+    // the scan's own table of skipped files too
+    let scan = segbridge(dir.path())
+        .args(["scan", "--folder"])
+        .arg(&folder)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&scan.stdout);
+    assert!(out.contains("x\\n2026-01-01"), "{}", text(&scan));
+    for line in err.lines().chain(out.lines()) {
+        assert!(!line.starts_with("2026-01-01"), "forged line: {line:?}");
+        assert!(!line.contains('\r'), "raw carriage return: {line:?}");
+    }
+}
