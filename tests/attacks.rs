@@ -884,3 +884,92 @@ fn a_file_name_with_a_newline_cannot_forge_a_log_line() {
         assert!(!line.contains('\r'), "raw carriage return: {line:?}");
     }
 }
+
+/// A server answering every request with a 307 to `to`, and one recording every request
+/// (line and body) it gets: (redirecting URL, recorder URL, recorded, runtime).
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+fn redirect_pair() -> (String, String, Recorded, tokio::runtime::Runtime) {
+    use axum::body::Bytes;
+    use axum::extract::Request;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bind = || {
+        rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap()
+    };
+    let (first, other) = (bind(), bind());
+    let first_url = format!("http://{}", first.local_addr().unwrap());
+    let other_url = format!("http://{}", other.local_addr().unwrap());
+    let seen: Recorded = Default::default();
+    let log = seen.clone();
+    let target = other_url.clone();
+    let redirect = axum::Router::new().fallback(move |req: Request| {
+        let to = format!("{target}{}", req.uri());
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [("location", to)],
+                "",
+            )
+        }
+    });
+    let record = axum::Router::new().fallback(
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: Bytes| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(format!(
+                    "{method} {uri} {:?} {}",
+                    headers.get("authorization"),
+                    String::from_utf8_lossy(&body)
+                ));
+                "{}"
+            }
+        },
+    );
+    rt.spawn(async move {
+        let _ = axum::serve(first, redirect).await;
+    });
+    rt.spawn(async move {
+        let _ = axum::serve(other, record).await;
+    });
+    (first_url, other_url, seen, rt)
+}
+
+/// Issue 13, item 13: a 307 from the API to another origin does not get the API key (nor a
+/// PACS's credentials). Before: `api login` re-POSTed the key there.
+#[test]
+fn redirects_never_carry_the_key_or_credentials_elsewhere() {
+    let (api, _other, seen, _rt) = redirect_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let o = segbridge(dir.path())
+        .env("MONAI_API_KEY", "key-that-must-not-travel")
+        .args(["api", "login", "--api", &api, "--retry-for", "1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other origin got: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(!text(&o).contains("key-that-must-not-travel"));
+    // a PACS with basic auth whose QIDO answer redirects elsewhere
+    let (pacs, _other, seen, _rt2) = redirect_pair();
+    let o = segbridge(dir.path())
+        .env("DICOMWEB_PASSWORD", "pacs-password")
+        .args(["scan", "--dicomweb", &pacs, "--dicomweb-user", "u"])
+        .output()
+        .unwrap();
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other origin got: {:?}\n{}",
+        seen.lock().unwrap(),
+        text(&o)
+    );
+}

@@ -91,7 +91,23 @@ impl PacsClient {
             .timeout(opts.timeout)
             .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")))
+            // redirects are followed within the PACS's own origin only: its credentials never
+            // go to another host
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let origin = |u: &reqwest::Url| u.origin();
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| origin(first) == origin(attempt.url()));
+                if attempt.previous().len() > 5 {
+                    attempt.error("too many redirects")
+                } else if same {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }));
         if let Some(ca) = &opts.ca_cert {
             b = b.add_root_certificate(load_ca(ca)?);
         }
