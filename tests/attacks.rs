@@ -973,3 +973,36 @@ fn redirects_never_carry_the_key_or_credentials_elsewhere() {
         text(&o)
     );
 }
+
+/// Issue 13, item 14: credentials in a PACS (or API) URL are refused with a hint, and never
+/// echoed. Before: `http://user:pw@host` was accepted and shown in logs, `/healthz` and the
+/// state file's cursors.
+#[test]
+fn credentials_in_urls_are_refused_and_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, url) in [
+        ("--orthanc", "http://segbridge:s3cretpw@127.0.0.1:9"),
+        (
+            "--dicomweb",
+            "http://segbridge:s3cretpw@127.0.0.1:9/dicom-web",
+        ),
+        ("--api", "https://segbridge:s3cretpw@api.example"),
+        ("--orthanc", "http://segbridge:s3cretpw@127.0.0.1:99999"),
+    ] {
+        let mut c = segbridge(dir.path());
+        c.env("MONAI_API_KEY", "k")
+            .args(["sync", "--dataset", "d", flag, url]);
+        if flag == "--api" {
+            c.args(["--folder", "."]);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag} {url}: {}", text(&o));
+        let all = text(&o);
+        assert!(!all.contains("s3cretpw"), "{all}");
+        assert!(
+            all.contains("credentials in the URL") || all.contains("valid port"),
+            "{all}"
+        );
+    }
+    assert!(!dir.path().join("segbridge.db").exists());
+}
