@@ -762,10 +762,26 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     }
     match result {
         Ok(_) => source_errors(report.source_errors),
-        Err(e) => Err(Failure {
+        Err(e) => Err(delivery_failure(e, depth)),
+    }
+}
+
+/// How a delivery that stopped is reported: the API's failure (exit 3), or the state file's
+/// (exit 4: a disk that filled after the API accepted a batch is not "the API could not be
+/// reached", and that batch may be sent again).
+fn delivery_failure(e: pipeline::DeliveryError, depth: i64) -> Failure {
+    match e {
+        pipeline::DeliveryError::Ledger(e) => Failure {
+            code: exit::STATE,
+            error: anyhow::anyhow!(
+                "{e}; what the API accepted could not be recorded, so the next run may send it \
+                 again ({depth} entries in the outbox)"
+            ),
+        },
+        e => Failure {
             code: exit::DELIVERY,
             error: anyhow::anyhow!("{e}; {depth} entries stay in the outbox for the next run"),
-        }),
+        },
     }
 }
 
@@ -995,8 +1011,31 @@ fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), 
     if !report.problems.is_empty() {
         w(&mut out, "\nunreadable files (last listing):".into())?;
         for p in &report.problems {
-            w(&mut out, format!("  {}: {}", p.path, p.reason))?;
+            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            w(
+                &mut out,
+                format!("  {}: {}", safe(&p.path), safe(&p.reason)),
+            )?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_failure_after_delivery_is_not_an_api_failure() {
+        let ledger = LedgerError::Locked {
+            path: "s.db".into(),
+            holder: String::new(),
+            waited: Duration::ZERO,
+        };
+        let f = delivery_failure(pipeline::DeliveryError::Ledger(ledger), 1);
+        assert_eq!(f.code, exit::STATE);
+        assert!(f.error.to_string().contains("could not be recorded"));
+        let f = delivery_failure(pipeline::DeliveryError::Api(ApiError::MissingKey), 1);
+        assert_eq!(f.code, exit::DELIVERY);
+    }
 }

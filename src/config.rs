@@ -63,13 +63,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-        let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
-            ConfigError(format!(
-                "config file {}: {}",
-                path.display(),
-                e.message().trim()
-            ))
-        })?;
+        let cfg: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(toml_error(path, &text, &e)))?;
         if cfg.api_key.is_some() || cfg.dicomweb_password.is_some() || cfg.dicomweb_token.is_some()
         {
             warn_if_readable_by_others(path);
@@ -165,6 +160,49 @@ pub struct Overrides {
     pub labels: Option<PathBuf>,
     pub experiment: Option<String>,
     pub strict_labels: bool,
+}
+
+/// A config file error that names the key and line but never the value: a value of the wrong
+/// type may be a secret (`api-key = 12345678`), and toml's own message quotes it.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    let at = e.span().map(|sp| {
+        let start = sp.start.min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let key = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_string())
+            .unwrap_or_default();
+        (line, key)
+    });
+    let (line, key) = at.unwrap_or((0, String::new()));
+    let place = if line > 0 {
+        format!(", line {line}")
+    } else {
+        String::new()
+    };
+    if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        let expected = msg
+            .rsplit_once(", expected ")
+            .map(|(_, x)| x)
+            .unwrap_or("another kind of value");
+        return format!(
+            "config file {}{place}: `{key}` has a value of the wrong type or range (expected \
+             {expected}); the value is not shown",
+            path.display()
+        );
+    }
+    if msg.starts_with("unknown field") {
+        // the key's name and the known names only, never its value
+        return format!("config file {}{place}: {msg}", path.display());
+    }
+    format!(
+        "config file {}{place}: not valid TOML ({})",
+        path.display(),
+        msg.split(['`', '"', '\'']).next().unwrap_or("").trim()
+    )
 }
 
 fn env_secret(name: &str) -> Option<Secret> {

@@ -1006,3 +1006,93 @@ fn credentials_in_urls_are_refused_and_never_echoed() {
     }
     assert!(!dir.path().join("segbridge.db").exists());
 }
+
+/// Makes a directory immutable (even for root) while alive: `chattr +i`, undone on drop.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Immutable {
+        let ok = Command::new("chattr").arg("+i").arg(dir).status().unwrap();
+        assert!(ok.success(), "chattr +i {} failed", dir.display());
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Issue 13, item 15: `status` only reads, so a read-only state directory is no obstacle;
+/// state, WAL and lock files are 0600; an invalid `--api` port is a configuration error (2),
+/// not a retried call (3).
+#[test]
+fn small_ones_status_read_only_modes_and_bad_ports() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    let ct = CtSeries::new("small", 1);
+    write_ct(&folder, &ct, "IM").unwrap();
+    write_seg(&folder, &SegSpec::new("small-seg", &ct), "seg").unwrap();
+    let emu = Emu::start();
+    let dataset = emu.create_dataset();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let o = sync(
+        &emu,
+        dir.path(),
+        &folder,
+        &dataset,
+        &["--state", "state/s.db"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for f in std::fs::read_dir(dir.path().join("state")).unwrap() {
+        let f = f.unwrap();
+        let mode = f.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{:?} is {mode:o}", f.file_name());
+    }
+    {
+        let _ro = Immutable::new(&dir.path().join("state"));
+        for args in [&["status"][..], &["status", "--json"][..]] {
+            let o = segbridge(dir.path())
+                .args(args)
+                .args(["--state", "state/s.db"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{args:?}: {}", text(&o));
+        }
+    }
+    let o = sync(
+        &emu,
+        dir.path(),
+        &folder,
+        &dataset,
+        &["--state", "state/s.db", "--api", "http://127.0.0.1:99999"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // a config value of the wrong type is named by its key, never shown
+    for (i, line) in [
+        "api-key = 12345678",
+        "dicomweb-password = [\"hunter2\"]",
+        "batch = \"hunter2\"",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cfg = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&cfg, line).unwrap();
+        let o = segbridge(dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["status"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let all = text(&o);
+        assert!(
+            !all.contains("12345678") && !all.contains("hunter2"),
+            "{all}"
+        );
+        assert!(all.contains("the value is not shown"), "{all}");
+    }
+}
