@@ -1096,3 +1096,64 @@ fn small_ones_status_read_only_modes_and_bad_ports() {
         assert!(all.contains("the value is not shown"), "{all}");
     }
 }
+
+/// Issue 13, item 15 (the disk part, end to end): a state file that cannot grow any more right
+/// after the API accepted a batch. Found by trying file-size limits (`RLIMIT_FSIZE`, a step of
+/// one WAL frame) on copies of one state file until a run reaches the API but cannot confirm;
+/// that run must exit 4 saying the batch could not be recorded, not 3 "API could not be
+/// reached".
+#[test]
+fn a_disk_that_fills_after_the_api_accepted_is_a_state_failure() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("in");
+    let emu = Emu::start();
+    let dataset = emu.create_dataset();
+    let a = CtSeries::new("full-a", 1);
+    write_ct(&folder.join("a"), &a, "IM").unwrap();
+    write_seg(&folder.join("a"), &SegSpec::new("full-a-seg", &a), "seg").unwrap();
+    let o = sync(&emu, dir.path(), &folder, &dataset, &["--state", "base.db"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let b = CtSeries::new("full-b", 1);
+    write_ct(&folder.join("b"), &b, "IM").unwrap();
+    write_seg(&folder.join("b"), &SegSpec::new("full-b-seg", &b), "seg").unwrap();
+    let mut found = None;
+    for step in 0..80u64 {
+        let limit = 8 * 1024 + step * 4120;
+        let state = dir.path().join(format!("s{step}.db"));
+        std::fs::copy(dir.path().join("base.db"), &state).unwrap();
+        let before = emu.notifications().len();
+        let mut c = segbridge(dir.path());
+        c.env("MONAI_API_KEY", &emu.key)
+            .args(["sync", "--folder"])
+            .arg(&folder)
+            .args(["--dataset", &dataset, "--api", &emu.url, "--retry-for", "2"])
+            .arg("--state")
+            .arg(&state);
+        // SAFETY: only async-signal-safe calls between fork and exec
+        unsafe {
+            c.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+                Ok(())
+            });
+        }
+        let o = c.output().unwrap();
+        let reached = emu.notifications().len() > before;
+        if reached && !o.status.success() {
+            found = Some(o);
+            break;
+        }
+        if reached && o.status.success() {
+            break; // past the window: the limit is large enough for everything
+        }
+    }
+    let o =
+        found.expect("no file-size limit stopped the run between the API's answer and the confirm");
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    assert!(text(&o).contains("could not be recorded"), "{}", text(&o));
+}
