@@ -130,6 +130,35 @@ fn bad_reference_uids_are_reported_and_the_rest_is_notified() {
         assert!(o.status.success(), "{}", text(&o));
     }
     assert_eq!(lab.got(), vec![e("added", &a.series, &good.series_uid())]);
+    // watch goes on for that PACS: a valid SEG stored later is notified
+    let log = std::fs::File::create(lab.dir.path().join("watch.log")).unwrap();
+    let mut watch = lab
+        .cmd("watch", &orthanc)
+        .args(["--poll", "0.3", "--reconcile", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let b = lab.ct("b");
+    let later = lab.seg("later", &b);
+    let want = vec![
+        e("added", &a.series, &good.series_uid()),
+        e("added", &b.series, &later.series_uid()),
+    ];
+    let start = std::time::Instant::now();
+    while lab.got() != want {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = watch.kill();
+            panic!(
+                "{:?}\n{}",
+                lab.got(),
+                std::fs::read_to_string(lab.dir.path().join("watch.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    terminate(watch);
 }
 
 /// An explicit VR little endian element.
@@ -404,6 +433,16 @@ fn forged_deletions_remove_nothing() {
     assert!((400..500).contains(&code), "{answer}");
     let (code, answer) = post(port, path, &[("Content-Type", "text/plain")], &body);
     assert!((400..500).contains(&code), "{answer}");
+    let (code, answer) = post(
+        port,
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "http://evil.example"),
+        ],
+        &body,
+    );
+    assert_eq!(code, 403, "{answer}");
     // no token: refused (one was generated)
     let (code, answer) = post(port, path, &[("Content-Type", "application/json")], &body);
     assert_eq!(code, 401, "{answer}");
