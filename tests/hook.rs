@@ -164,8 +164,16 @@ fn stored_and_deleted_seg_reach_the_api_through_the_hook() {
         entries(&h.emu.notifications())[1],
         e("removed", &ct.series, &s.series_uid())
     );
-    // metrics and health say so
-    let (code, m) = h.get("/metrics").unwrap();
+    // metrics and health say so (once segbridge has confirmed what the emulator already has)
+    let start = Instant::now();
+    let (code, m) = loop {
+        let (code, m) = h.get("/metrics").unwrap();
+        if m.contains("segbridge_entries_sent_total 2") || start.elapsed() > Duration::from_secs(5)
+        {
+            break (code, m);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(code, 200);
     assert!(m.contains("segbridge_entries_sent_total 2"), "{m}");
     assert!(m.contains("segbridge_outbox_depth 0"), "{m}");
