@@ -164,9 +164,17 @@ fn bad_reference_uids_are_reported_and_the_rest_is_notified() {
 /// `serve` on a free loopback port with the default configuration (no SEGBRIDGE_HOOK_TOKEN),
 /// the feed and the reconcile far away: only hook calls act.
 fn serve(lab: &Lab, port: u16, orthanc: &str) -> std::process::Child {
+    serve_with(lab, port, orthanc, None)
+}
+
+/// [`serve`], with `SEGBRIDGE_HOOK_TOKEN` set when `token` is given.
+fn serve_with(lab: &Lab, port: u16, orthanc: &str, token: Option<&str>) -> std::process::Child {
     let log = std::fs::File::create(lab.dir.path().join("serve.log")).unwrap();
-    let c = lab
-        .cmd("serve", &["--orthanc", orthanc])
+    let mut cmd = lab.cmd("serve", &["--orthanc", orthanc]);
+    if let Some(t) = token {
+        cmd.env("SEGBRIDGE_HOOK_TOKEN", t);
+    }
+    let c = cmd
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--poll", "600", "--reconcile", "600"])
         .stdout(std::process::Stdio::null())
@@ -306,9 +314,10 @@ fn hook_ids_cannot_steer_pacs_requests() {
     let lab = Lab::new();
     let proxy = SlowProxy::counting(&lab.orthanc.url);
     let port = free_port();
-    let server = serve(&lab, port, &proxy.url);
-    let token = std::fs::read_to_string(lab.dir.path().join("segbridge.db.hook-token")).unwrap();
-    let auth = format!("Bearer {}", token.trim());
+    // an explicit token: this attack comes with the right one
+    let token = "hook-token-for-the-path-attacks";
+    let server = serve_with(&lab, port, &proxy.url, Some(token));
+    let auth = format!("Bearer {token}");
     let json = [
         ("Content-Type", "application/json"),
         ("Authorization", auth.as_str()),
