@@ -324,10 +324,12 @@ fn init_logging(g: &Global, daemon: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        // control characters in logged values (a file name with a newline) are escaped
+        .with_writer(move || crate::logsafe::SafeWriter::new(std::io::stderr(), ansi))
+        .with_ansi(ansi)
         .with_target(false);
     if g.log_format == "json" {
         builder.json().init();
@@ -420,11 +422,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 ))
                 .into());
             }
-            let token = hook_token();
-            if token.is_none() {
-                eprintln!("segbridge: warning: SEGBRIDGE_HOOK_TOKEN is not set: the script sends no token");
-            }
-            print!("{}", crate::hook::orthanc_lua(&a.url, token.as_ref()));
+            // the token serve uses: SEGBRIDGE_HOOK_TOKEN, else the one kept beside the state
+            let s = settings(&g, &SourceArgs::default(), None, None)?;
+            let token = crate::hook_token::hook_token(&s.state).map_err(ConfigError)?;
+            print!("{}", crate::hook::orthanc_lua(&a.url, Some(&token.secret)));
             Ok(())
         }
         Command::Status(a) => status(
@@ -564,7 +565,8 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
     if !scan.listing.problems.is_empty() {
         writeln!(out, "\nskipped files:")?;
         for p in &scan.listing.problems {
-            writeln!(out, "  {}: {}", p.path, p.reason)?;
+            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            writeln!(out, "  {}: {}", safe(&p.path), safe(&p.reason))?;
         }
     }
     Ok(())
@@ -761,18 +763,27 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     }
     match result {
         Ok(_) => source_errors(report.source_errors),
-        Err(e) => Err(Failure {
-            code: exit::DELIVERY,
-            error: anyhow::anyhow!("{e}; {depth} entries stay in the outbox for the next run"),
-        }),
+        Err(e) => Err(delivery_failure(e, depth)),
     }
 }
 
-fn hook_token() -> Option<crate::notify::Secret> {
-    std::env::var("SEGBRIDGE_HOOK_TOKEN")
-        .ok()
-        .filter(|t| !t.trim().is_empty())
-        .map(crate::notify::Secret::new)
+/// How a delivery that stopped is reported: the API's failure (exit 3), or the state file's
+/// (exit 4: a disk that filled after the API accepted a batch is not "the API could not be
+/// reached", and that batch may be sent again).
+fn delivery_failure(e: pipeline::DeliveryError, depth: i64) -> Failure {
+    match e {
+        pipeline::DeliveryError::Ledger(e) => Failure {
+            code: exit::STATE,
+            error: anyhow::anyhow!(
+                "{e}; what the API accepted could not be recorded, so the next run may send it \
+                 again ({depth} entries in the outbox)"
+            ),
+        },
+        e => Failure {
+            code: exit::DELIVERY,
+            error: anyhow::anyhow!("{e}; {depth} entries stay in the outbox for the next run"),
+        },
+    }
 }
 
 /// `watch`, and with `listen` `serve`: the same pipeline plus the hook endpoint.
@@ -782,8 +793,18 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
     s.require_key()?;
-    let token = hook_token();
+    let explicit_token = crate::hook_token::from_env();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    // a token always: the operator's, else one generated beside the state file (orthanc-lua
+    // writes the same one into the script)
+    let token = match listen {
+        Some(_) => Some(
+            crate::hook_token::hook_token(&s.state)
+                .map_err(ConfigError)?
+                .secret,
+        ),
+        None => None,
+    };
     let mut api = s.api_config();
     // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
     api.retry_for = api.retry_for.min(Duration::from_secs(30));
@@ -800,10 +821,13 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
         let shutdown = daemon::shutdown_on_signals();
         let mut io = daemon::LiveIo::default();
         if let Some(listen) = listen {
-            let listener = crate::hook::bind(listen, &token).await.map_err(ConfigError)?;
-            if token.is_none() {
-                tracing::warn!(
-                    "SEGBRIDGE_HOOK_TOKEN is not set: hook calls are not authenticated (loopback only)"
+            let listener = crate::hook::bind(listen, &explicit_token)
+                .await
+                .map_err(ConfigError)?;
+            if explicit_token.is_none() {
+                tracing::info!(
+                    "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
+                    crate::hook_token::token_path(&state).display()
                 );
             }
             let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(1024);
@@ -838,12 +862,7 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 let graceful = async move {
                     let _ = stop.wait_for(|v| *v).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .await
-                {
-                    tracing::error!("hook endpoint stopped: {e}");
-                }
+                crate::hook::serve::serve(listener, app, graceful).await;
             });
         }
         daemon::run_live(ledger, client, sources, opts, shutdown, io)
@@ -993,8 +1012,31 @@ fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), 
     if !report.problems.is_empty() {
         w(&mut out, "\nunreadable files (last listing):".into())?;
         for p in &report.problems {
-            w(&mut out, format!("  {}: {}", p.path, p.reason))?;
+            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            w(
+                &mut out,
+                format!("  {}: {}", safe(&p.path), safe(&p.reason)),
+            )?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_failure_after_delivery_is_not_an_api_failure() {
+        let ledger = LedgerError::Locked {
+            path: "s.db".into(),
+            holder: String::new(),
+            waited: Duration::ZERO,
+        };
+        let f = delivery_failure(pipeline::DeliveryError::Ledger(ledger), 1);
+        assert_eq!(f.code, exit::STATE);
+        assert!(f.error.to_string().contains("could not be recorded"));
+        let f = delivery_failure(pipeline::DeliveryError::Api(ApiError::MissingKey), 1);
+        assert_eq!(f.code, exit::DELIVERY);
+    }
 }

@@ -63,13 +63,8 @@ impl FileConfig {
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-        let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
-            ConfigError(format!(
-                "config file {}: {}",
-                path.display(),
-                e.message().trim()
-            ))
-        })?;
+        let cfg: FileConfig =
+            toml::from_str(&text).map_err(|e| ConfigError(toml_error(path, &text, &e)))?;
         if cfg.api_key.is_some() || cfg.dicomweb_password.is_some() || cfg.dicomweb_token.is_some()
         {
             warn_if_readable_by_others(path);
@@ -167,6 +162,49 @@ pub struct Overrides {
     pub strict_labels: bool,
 }
 
+/// A config file error that names the key and line but never the value: a value of the wrong
+/// type may be a secret (`api-key = 12345678`), and toml's own message quotes it.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim();
+    let at = e.span().map(|sp| {
+        let start = sp.start.min(text.len());
+        let line = text[..start].matches('\n').count() + 1;
+        let key = text
+            .lines()
+            .nth(line - 1)
+            .and_then(|l| l.split_once('='))
+            .map(|(k, _)| k.trim().to_string())
+            .unwrap_or_default();
+        (line, key)
+    });
+    let (line, key) = at.unwrap_or((0, String::new()));
+    let place = if line > 0 {
+        format!(", line {line}")
+    } else {
+        String::new()
+    };
+    if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+        let expected = msg
+            .rsplit_once(", expected ")
+            .map(|(_, x)| x)
+            .unwrap_or("another kind of value");
+        return format!(
+            "config file {}{place}: `{key}` has a value of the wrong type or range (expected \
+             {expected}); the value is not shown",
+            path.display()
+        );
+    }
+    if msg.starts_with("unknown field") {
+        // the key's name and the known names only, never its value
+        return format!("config file {}{place}: {msg}", path.display());
+    }
+    format!(
+        "config file {}{place}: not valid TOML ({})",
+        path.display(),
+        msg.split(['`', '"', '\'']).next().unwrap_or("").trim()
+    )
+}
+
 fn env_secret(name: &str) -> Option<Secret> {
     std::env::var(name)
         .ok()
@@ -174,12 +212,41 @@ fn env_secret(name: &str) -> Option<Secret> {
         .map(Secret::new)
 }
 
+/// An http(s) URL with a host and a valid port, and no credentials in it: a URL is logged,
+/// shown by `/healthz` and stored in the state file's cursors, so `user:password@` would be
+/// too. Messages never show what stood before the `@`.
 fn check_url(flag: &str, url: Option<String>) -> Result<Option<String>, ConfigError> {
-    match url {
-        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(ConfigError(
-            format!("{flag} {u}: expected an http:// or https:// URL"),
-        )),
-        other => Ok(other.map(|u| u.trim_end_matches('/').to_string())),
+    let Some(u) = url else { return Ok(None) };
+    let parsed = url::Url::parse(&u)
+        .ok()
+        .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+    let Some(mut p) = parsed else {
+        return Err(ConfigError(format!(
+            "{flag} {}: expected an http:// or https:// URL with a host and a valid port",
+            without_userinfo(&u)
+        )));
+    };
+    if !p.username().is_empty() || p.password().is_some() {
+        let _ = p.set_username("");
+        let _ = p.set_password(None);
+        return Err(ConfigError(format!(
+            "{flag} {p}: credentials in the URL are refused (they would be logged and stored); \
+             give the PACS user with --dicomweb-user and its password in DICOMWEB_PASSWORD (or a \
+             token in DICOMWEB_TOKEN); the API key goes in MONAI_API_KEY"
+        )));
+    }
+    Ok(Some(u.trim_end_matches('/').to_string()))
+}
+
+/// A URL as text with whatever stands between `://` and an `@` of its authority removed.
+fn without_userinfo(u: &str) -> String {
+    let Some((scheme, rest)) = u.split_once("://") else {
+        return u.to_string();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://…@{}", &rest[at + 1..]),
+        None => u.to_string(),
     }
 }
 
@@ -199,12 +266,11 @@ impl Settings {
         if batch == 0 {
             return Err(ConfigError("--batch must be at least 1".into()));
         }
-        let api = cli.api.or(file.api).unwrap_or_else(|| DEFAULT_API.into());
-        if !(api.starts_with("http://") || api.starts_with("https://")) {
-            return Err(ConfigError(format!(
-                "--api {api}: expected an http:// or https:// URL"
-            )));
-        }
+        let api = check_url(
+            "--api",
+            Some(cli.api.or(file.api).unwrap_or_else(|| DEFAULT_API.into())),
+        )?
+        .unwrap_or_else(|| DEFAULT_API.into());
         let mut folders: Vec<PathBuf> = cli
             .folder
             .clone()

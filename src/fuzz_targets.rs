@@ -12,9 +12,7 @@ pub fn header(data: &[u8]) {
 
 /// The DICOM JSON (WADO-RS metadata) reader.
 pub fn metadata(data: &[u8]) {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = crate::source::dicomweb::segs_from_metadata(v, "fuzz");
-    }
+    let _ = crate::source::dicom_json::segs_from_metadata(data, "fuzz");
 }
 
 /// The BINARY unpacker: the first four bytes choose rows, columns and frame.

@@ -21,6 +21,11 @@ use tracing::{debug, warn};
 use crate::daemon::Metrics;
 use crate::notify::Secret;
 
+mod metrics;
+pub mod serve;
+use metrics::metrics_text;
+pub use metrics::render_metrics;
+
 /// Largest hook body accepted; the Lua script sends a few hundred bytes.
 pub const MAX_HOOK_BODY: usize = 16 * 1024;
 
@@ -46,27 +51,35 @@ pub struct HookBody {
     pub study_uid: Option<String>,
 }
 
-/// Why a hook body was refused (400), with the reason shown to the caller.
+/// Why a hook body was refused (400), with the reason shown to the caller. Orthanc IDs and UIDs
+/// must match their grammar: they become parts of PACS requests (with the PACS credentials).
 pub fn parse_hook(body: &[u8], deleted: bool) -> Result<Option<HookEvent>, String> {
+    use crate::source::endpoint::{is_orthanc_id, is_uid};
     let b: HookBody = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
-    let valid =
-        |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|c| c.is_ascii_graphic());
+    let orthanc_id = |id: Option<String>, what: &str| match id {
+        Some(id) if is_orthanc_id(&id) => Ok(id),
+        Some(_) => Err(
+            "\"id\" is not an Orthanc series ID (40 hex digits in five groups of 8)".to_string(),
+        ),
+        None => Err(format!("\"id\" (the Orthanc series ID){what} is required")),
+    };
     if deleted {
-        let id =
-            b.id.filter(|s| valid(s))
-                .ok_or("\"id\" (the Orthanc series ID) is required")?;
+        let id = orthanc_id(b.id, "")?;
         return Ok(Some(HookEvent::OrthancDeleted { id }));
     }
     if let Some(uid) = b.series_uid {
-        if !valid(&uid) || !uid.bytes().all(|c| c.is_ascii_digit() || c == b'.') {
+        if !is_uid(&uid) {
             return Err("\"series_uid\" is not a DICOM UID".into());
         }
-        let study = b.study_uid.filter(|s| valid(s));
-        return Ok(Some(HookEvent::SeriesStored { uid, study }));
+        if b.study_uid.as_deref().is_some_and(|s| !is_uid(s)) {
+            return Err("\"study_uid\" is not a DICOM UID".into());
+        }
+        return Ok(Some(HookEvent::SeriesStored {
+            uid,
+            study: b.study_uid,
+        }));
     }
-    let id =
-        b.id.filter(|s| valid(s))
-            .ok_or("\"id\" (the Orthanc series ID) or \"series_uid\" is required")?;
+    let id = orthanc_id(b.id, " or \"series_uid\"")?;
     match b.modality.as_deref() {
         Some(m) if !m.eq_ignore_ascii_case("SEG") => Ok(None), // not a label: ignored cheaply
         _ => Ok(Some(HookEvent::OrthancStable { id })),
@@ -127,7 +140,41 @@ fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
     constant_time_eq(got.as_bytes(), want.expose().as_bytes())
 }
 
+/// Why a request looks like one a web page made (a page in the operator's browser can reach
+/// loopback): a foreign `Origin`, a cross-site fetch, or a body that is not declared JSON (the
+/// only kinds a page can send without asking the server first).
+fn browser_made(headers: &HeaderMap) -> Option<(StatusCode, &'static str)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get("origin") {
+        let same = header("host").is_some_and(|h| {
+            origin.to_str().ok() == Some(&format!("http://{h}"))
+                || origin.to_str().ok() == Some(&format!("https://{h}"))
+        });
+        if !same {
+            return Some((StatusCode::FORBIDDEN, "cross-origin requests are refused"));
+        }
+    }
+    if header("sec-fetch-site").is_some_and(|v| v != "same-origin" && v != "none") {
+        return Some((StatusCode::FORBIDDEN, "cross-site requests are refused"));
+    }
+    let json = header("content-type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json {
+        return Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    None
+}
+
 async fn hook(st: AppState, headers: HeaderMap, body: Bytes, deleted: bool) -> Response {
+    if let Some((code, why)) = browser_made(&headers) {
+        return refuse(code, why);
+    }
     if !authorized(&st, &headers) {
         return refuse(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
@@ -183,127 +230,6 @@ async fn healthz(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
-}
-
-/// Prometheus text exposition of the pipeline's counters and gauges.
-pub fn render_metrics(m: &Metrics) -> String {
-    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let last = c(&m.last_success);
-    let since = if last == 0 {
-        -1
-    } else {
-        crate::ledger::now() - last as i64
-    };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-        for (labels, v) in lines {
-            out.push_str(&format!("{name}{labels} {v}\n"));
-        }
-    };
-    let one = |v: u64| vec![(String::new(), v.to_string())];
-    metric(
-        "segbridge_seg_series_seen_total",
-        "counter",
-        "SEG series read from sources",
-        one(c(&m.seg_series_seen)),
-    );
-    metric(
-        "segbridge_matched_total",
-        "counter",
-        "SEG series matched, by rule",
-        vec![
-            (
-                "{rule=\"referenced-series\"}".into(),
-                c(&m.matched_referenced_series).to_string(),
-            ),
-            (
-                "{rule=\"source-instances\"}".into(),
-                c(&m.matched_source_instances).to_string(),
-            ),
-        ],
-    );
-    metric(
-        "segbridge_ready_total",
-        "counter",
-        "Labels found ready to notify",
-        one(c(&m.ready)),
-    );
-    metric(
-        "segbridge_unusable_total",
-        "counter",
-        "Labels the training server will never pair",
-        one(c(&m.unusable)),
-    );
-    metric(
-        "segbridge_unmatched_total",
-        "counter",
-        "Labels whose image series is not present (yet)",
-        one(c(&m.unmatched)),
-    );
-    metric(
-        "segbridge_unreadable_total",
-        "counter",
-        "Files or series that could not be read",
-        one(c(&m.unreadable)),
-    );
-    metric(
-        "segbridge_notify_calls_total",
-        "counter",
-        "Notify calls, by result",
-        vec![
-            ("{result=\"ok\"}".into(), c(&m.notify_ok).to_string()),
-            (
-                "{result=\"failed\"}".into(),
-                c(&m.notify_failed).to_string(),
-            ),
-        ],
-    );
-    metric(
-        "segbridge_entries_sent_total",
-        "counter",
-        "Notify entries confirmed by the API",
-        one(c(&m.entries_sent)),
-    );
-    metric(
-        "segbridge_hooks_received_total",
-        "counter",
-        "Authorized hook calls received",
-        one(c(&m.hooks_received)),
-    );
-    metric(
-        "segbridge_outbox_depth",
-        "gauge",
-        "Notify entries waiting for the API",
-        one(c(&m.outbox_depth)),
-    );
-    metric(
-        "segbridge_seconds_since_last_success",
-        "gauge",
-        "Seconds since the last confirmed notify (-1: never)",
-        vec![(String::new(), since.to_string())],
-    );
-    metric(
-        "segbridge_api_down",
-        "gauge",
-        "1 while the MONAI API is unreachable",
-        one(c(&m.api_down)),
-    );
-    metric(
-        "segbridge_sources_down",
-        "gauge",
-        "Sources currently unreachable",
-        one(c(&m.sources_down)),
-    );
-    out
-}
-
-async fn metrics_text(State(st): State<AppState>) -> Response {
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        render_metrics(&st.metrics),
-    )
-        .into_response()
 }
 
 /// Binds the endpoint. Off loopback a token is required: refuses to start otherwise.
@@ -434,10 +360,43 @@ pub async fn worker(
                 );
             }
         }
+        let gone = confirmed_gone(orthanc.as_ref(), gone).await;
         if !gone.is_empty() && removals.send(gone).await.is_err() {
             return;
         }
     }
+}
+
+/// The series of deletion hooks that Orthanc confirms gone (its `/series/{id}` answers 404). A
+/// series that still exists, or that cannot be checked now, is left alone: a forged or stale
+/// hook removes nothing, and the reconcile removes what is really gone.
+async fn confirmed_gone(
+    orthanc: Option<&crate::source::orthanc::Orthanc>,
+    ids: Vec<String>,
+) -> Vec<String> {
+    let Some(o) = orthanc else {
+        if !ids.is_empty() {
+            warn!(
+                "{} deletion hook(s) ignored: serve has no --orthanc to check them against",
+                ids.len()
+            );
+        }
+        return Vec::new();
+    };
+    let mut gone = Vec::new();
+    for id in ids {
+        match o.series(&id).await {
+            Ok(None) => gone.push(id),
+            Ok(Some(_)) => {
+                warn!("deletion hook for series {id}, which Orthanc still has: ignored")
+            }
+            Err(e) => warn!(
+                "deletion hook for series {id} not checked ({e}): ignored; the next reconcile \
+                 will remove it if it is gone"
+            ),
+        }
+    }
+    gone
 }
 
 #[cfg(test)]
@@ -446,16 +405,18 @@ mod tests {
 
     #[test]
     fn hook_bodies() {
+        let id = crate::source::orthanc::series_id("P", "1.2", "1.2.3");
+        let body = |s: &str| s.replace("ID", &id).into_bytes();
         assert_eq!(
             parse_hook(
-                br#"{"id": "abc-1", "modality": "SEG", "uid": "1.2"}"#,
+                &body(r#"{"id": "ID", "modality": "SEG", "uid": "1.2"}"#),
                 false
             )
             .unwrap(),
-            Some(HookEvent::OrthancStable { id: "abc-1".into() })
+            Some(HookEvent::OrthancStable { id: id.clone() })
         );
         assert_eq!(
-            parse_hook(br#"{"id": "abc", "modality": "CT"}"#, false).unwrap(),
+            parse_hook(&body(r#"{"id": "ID", "modality": "CT"}"#), false).unwrap(),
             None
         );
         assert_eq!(
@@ -466,8 +427,8 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_hook(br#"{"id": "x"}"#, true).unwrap(),
-            Some(HookEvent::OrthancDeleted { id: "x".into() })
+            parse_hook(&body(r#"{"id": "ID"}"#), true).unwrap(),
+            Some(HookEvent::OrthancDeleted { id: id.clone() })
         );
         for bad in [
             &b"{"[..],
@@ -477,9 +438,13 @@ mod tests {
             br#"{"evil": 1}"#,
             br#"{"series_uid": "1.2; DROP"}"#,
             br#"{}"#,
+            br#"{"id": "../tools/find"}"#,
+            br#"{"id": "x/../../instances?expand=1&"}"#,
+            br#"{"id": "%2e%2e/%2e%2e/changes"}"#,
+            br#"{"series_uid": "1.2", "study_uid": "../../../tools/reset?x="}"#,
         ] {
             assert!(
-                parse_hook(bad, false).is_err(),
+                parse_hook(bad, false).is_err() && parse_hook(bad, true).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -504,20 +469,5 @@ mod tests {
         assert!(lua.contains("tags['Modality'] == 'SEG'"));
         assert!(lua.contains("'http://127.0.0.1:8765'"));
         assert!(lua.contains("function OnDeletedSeries"));
-    }
-
-    #[test]
-    fn metrics_text_is_prometheus() {
-        let m = Metrics::default();
-        m.entries_sent.store(3, Ordering::Relaxed);
-        let t = render_metrics(&m);
-        assert!(t.contains(
-            "# TYPE segbridge_entries_sent_total counter\nsegbridge_entries_sent_total 3\n"
-        ));
-        assert!(t.contains("segbridge_matched_total{rule=\"referenced-series\"} 0"));
-        assert!(t.contains("segbridge_seconds_since_last_success -1"));
-        for line in t.lines().filter(|l| !l.starts_with('#')) {
-            assert_eq!(line.split(' ').count(), 2, "{line}");
-        }
     }
 }

@@ -360,6 +360,11 @@ impl Ledger {
     pub fn open(path: &Path, lock_wait: Duration) -> Result<Ledger, LedgerError> {
         let shown = path.display().to_string();
         let lock = acquire_lock(path, lock_wait)?;
+        private_file(path).map_err(|e| LedgerError::LockFile {
+            path: shown.clone(),
+            lock: shown.clone(),
+            source: e,
+        })?;
         let conn = Connection::open(path).map_err(|e| sql(&shown, e))?;
         let mut ledger = Ledger {
             conn,
@@ -398,8 +403,17 @@ impl Ledger {
     /// Opens the state file read-only, without the writer lock (for `status` while a watcher runs).
     pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
         let shown = path.display().to_string();
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql(&shown, e))?;
+        // SQLite opens lazily: the first read says whether the WAL's files could be made
+        if conn
+            .query_row("PRAGMA schema_version", [], |_| Ok(()))
+            .is_err()
+        {
+            if let Some(c) = read_only_dir_fallback(path) {
+                conn = c;
+            }
+        }
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| sql(&shown, e))?;
         let ledger = Ledger {
@@ -849,15 +863,72 @@ fn sql(path: &str, e: rusqlite::Error) -> LedgerError {
     }
 }
 
+/// A state file in a directory segbridge cannot write (`status` only reads): SQLite cannot
+/// create the WAL's shared-memory file there, so the file is opened as immutable (no writer can
+/// be at work in such a directory).
+fn read_only_dir_fallback(path: &Path) -> Option<Connection> {
+    let abs = std::fs::canonicalize(path).ok()?;
+    let mut uri = url::Url::from_file_path(abs).ok()?;
+    uri.set_query(Some("immutable=1"));
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI;
+    Connection::open_with_flags(uri.as_str(), flags).ok()
+}
+
+/// Makes the state file private (0600) before SQLite opens it: created so when new, narrowed
+/// when an older segbridge left it readable. SQLite gives its WAL and shared-memory files the
+/// database file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map(|_| ()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The lock file of the state file itself, however it is reached (a symlink, `..`, a relative
+/// path): two paths to one file must share one lock.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
+    let mut s = real_path(path).into_os_string();
     s.push(".lock");
     PathBuf::from(s)
+}
+
+/// The canonical path of a file that may not exist yet: its own when it exists, else a
+/// (dangling) symlink's target's, else its canonical directory's joined with its name.
+fn real_path(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..16 {
+        if let Ok(c) = std::fs::canonicalize(&p) {
+            return c;
+        }
+        match std::fs::read_link(&p) {
+            Ok(target) => p = p.parent().unwrap_or(Path::new(".")).join(target),
+            Err(_) => break,
+        }
+    }
+    let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+    match (
+        std::fs::canonicalize(dir.unwrap_or(Path::new("."))),
+        p.file_name(),
+    ) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => p,
+    }
 }
 
 /// Takes the exclusive advisory lock beside the state file. The OS releases it when the process
 /// dies, however it dies, so a killed segbridge never leaves a stale lock.
 fn acquire_lock(path: &Path, wait: Duration) -> Result<File, LedgerError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let lp = lock_path(path);
     let lock_err = |e: std::io::Error| LedgerError::LockFile {
         path: path.display().to_string(),
@@ -869,6 +940,7 @@ fn acquire_lock(path: &Path, wait: Duration) -> Result<File, LedgerError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&lp)
         .map_err(lock_err)?;
     let start = Instant::now();

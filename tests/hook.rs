@@ -164,8 +164,16 @@ fn stored_and_deleted_seg_reach_the_api_through_the_hook() {
         entries(&h.emu.notifications())[1],
         e("removed", &ct.series, &s.series_uid())
     );
-    // metrics and health say so
-    let (code, m) = h.get("/metrics").unwrap();
+    // metrics and health say so (once segbridge has confirmed what the emulator already has)
+    let start = Instant::now();
+    let (code, m) = loop {
+        let (code, m) = h.get("/metrics").unwrap();
+        if m.contains("segbridge_entries_sent_total 2") || start.elapsed() > Duration::from_secs(5)
+        {
+            break (code, m);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(code, 200);
     assert!(m.contains("segbridge_entries_sent_total 2"), "{m}");
     assert!(m.contains("segbridge_outbox_depth 0"), "{m}");
@@ -215,7 +223,7 @@ fn bad_callers_are_refused_and_harm_nothing() {
     let (code, b) = h.post(
         "/hooks/orthanc/stable-series",
         Some(TOKEN),
-        br#"{"id": "x", "modality": "CT"}"#.to_vec(),
+        br#"{"id": "0b0b0b0b-0b0b0b0b-0b0b0b0b-0b0b0b0b-0b0b0b0b", "modality": "CT"}"#.to_vec(),
     );
     assert_eq!((code, b.contains("ignored")), (202, true));
     let t = Instant::now();

@@ -31,6 +31,9 @@ struct Walker<R> {
     len: u64,
     /// The data set's byte order (the meta group is always little endian).
     big: bool,
+    /// End the walk at the top-level Pixel Data element (a header read, whose parser stops
+    /// there too, and is given no byte beyond it).
+    stop_at_pixels: bool,
 }
 
 fn bad(msg: String) -> String {
@@ -174,6 +177,9 @@ impl<R: Read + Seek> Walker<R> {
                 )));
             }
             last = Some(tag);
+            if tag == PIXEL_DATA && depth == 0 && self.stop_at_pixels {
+                return Ok(false);
+            }
             if tag == PIXEL_DATA && l == UNDEFINED {
                 // encapsulated: items of raw bytes (fragments); walked, never read
                 self.fragments(tag)?;
@@ -297,11 +303,22 @@ fn unit(vr: VR) -> Option<u32> {
 /// Pre-scans a Part-10 stream positioned right after `DICM` (offset 132). `len` is the total
 /// length of the file. Errors name what is wrong and where.
 pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
+    walk(r, len, false)
+}
+
+/// [`prescan`] up to the top-level Pixel Data element (included), for a header read: the
+/// stream is read no further.
+pub fn prescan_header<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
+    walk(r, len, true)
+}
+
+fn walk<R: Read + Seek>(r: R, len: u64, stop_at_pixels: bool) -> Result<(), String> {
     let mut w = Walker {
         r,
         pos: 132,
         len,
         big: false,
+        stop_at_pixels,
     };
     // the meta group: explicit VR little endian, group 0002 only
     let mut ts = String::new();
@@ -354,6 +371,7 @@ pub fn prescan<R: Read + Seek>(r: R, len: u64) -> Result<(), String> {
                 pos: 0,
                 len: n,
                 big: false,
+                stop_at_pixels: false,
             };
             inner.data_set(true, Some(n), 0).map(|_| ())
         }

@@ -6,6 +6,7 @@
 
 pub mod guard;
 pub mod matcher;
+pub mod open;
 pub mod pixels;
 pub mod quality;
 pub mod reader;

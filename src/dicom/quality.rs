@@ -434,24 +434,7 @@ pub fn instances_key(seg: &super::SegSeries) -> String {
 
 /// Reads a whole Part-10 file (pixel data included) for validation, from a path.
 pub fn read_full(path: &std::path::Path) -> Result<DefaultDicomObject, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let len = f.metadata().map_err(|e| e.to_string())?.len();
-    let mut head = [0u8; 132];
-    f.read_exact(&mut head)
-        .map_err(|_| "not a DICOM Part-10 file".to_string())?;
-    if &head[128..] != b"DICM" {
-        return Err("not a DICOM Part-10 file".into());
-    }
-    super::guard::prescan(std::io::BufReader::new(&mut f), len)?;
-    f.seek(SeekFrom::Start(128)).map_err(|e| e.to_string())?;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Never)
-            .from_reader(std::io::BufReader::new(f))
-            .map_err(|e| super::reader::error_chain(&e))
-    }))
-    .unwrap_or_else(|_| Err("the DICOM parser panicked".into()))
+    super::open::open_file(path, super::open::Extent::Whole).map_err(|e| e.to_string())
 }
 
 /// Parses a whole Part-10 file (pixel data included) from bytes (a WADO-RS part).

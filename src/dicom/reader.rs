@@ -4,13 +4,11 @@
 //! Reading stops before Pixel Data, so a 500 MB CT costs the same as a 2 kB one.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use dicom_object::file::ReadPreamble;
 use dicom_object::mem::InMemDicomObject;
-use dicom_object::OpenFileOptions;
 
 use super::is_seg_sop_class;
 
@@ -170,25 +168,8 @@ pub fn read_instance(path: &Path) -> Result<InstanceHeader, ReadError> {
 }
 
 fn read_instance_inner(path: &Path) -> Result<InstanceHeader, ReadError> {
-    let mut f = File::open(path)?;
-    let mut buf = [0u8; 132];
-    let n = read_full(&mut f, &mut buf)?;
-    if n == 0 {
-        return Err(ReadError::Empty);
-    }
-    if n < 132 || &buf[128..132] != b"DICM" {
-        return Err(ReadError::NotDicom);
-    }
-    // lengths and nesting checked before the parser trusts them
-    let len = f.metadata()?.len();
-    super::guard::prescan(BufReader::with_capacity(16 * 1024, &mut f), len)
-        .map_err(ReadError::Parse)?;
-    f.seek(SeekFrom::Start(128))?;
-    let obj = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Never)
-        .read_until(tags::PIXEL_DATA)
-        .from_reader(BufReader::with_capacity(64 * 1024, f))
-        .map_err(|e| ReadError::Parse(error_chain(&e)))?;
+    // read once, checked, and parsed from the bytes checked (see `open`)
+    let obj = super::open::open_file(path, super::open::Extent::Header)?;
     header_from_file_object(&obj)
 }
 
@@ -208,24 +189,8 @@ fn header_from_file_object(
 
 /// Reads the header of a Part-10 object held in memory (a fuzz target and WADO-RS parts).
 pub fn read_instance_from_bytes(bytes: &[u8]) -> Result<InstanceHeader, ReadError> {
-    if bytes.is_empty() {
-        return Err(ReadError::Empty);
-    }
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
-        return Err(ReadError::NotDicom);
-    }
-    let mut c = std::io::Cursor::new(bytes);
-    c.set_position(132);
-    super::guard::prescan(c, bytes.len() as u64).map_err(ReadError::Parse)?;
-    std::panic::catch_unwind(|| {
-        let obj = OpenFileOptions::new()
-            .read_preamble(ReadPreamble::Never)
-            .read_until(tags::PIXEL_DATA)
-            .from_reader(&bytes[128..])
-            .map_err(|e| ReadError::Parse(error_chain(&e)))?;
-        header_from_file_object(&obj)
-    })
-    .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked".into())))
+    let obj = super::open::open_bytes(bytes, super::open::Extent::Header)?;
+    header_from_file_object(&obj)
 }
 
 /// Builds the typed header from a parsed data set. Shared by every reader of DICOM objects.
@@ -258,22 +223,23 @@ pub fn header_from_object(
     for item in items(obj, tags::REFERENCED_SERIES_SEQUENCE) {
         let uid = text(item, tags::SERIES_INSTANCE_UID);
         if !uid.is_empty() {
+            checked_uid(&uid, REFERENCED_SERIES)?;
             referenced_series.push(uid);
         }
         for inst in items(item, tags::REFERENCED_INSTANCE_SEQUENCE) {
-            push_nonempty(
+            push_uid(
                 &mut source_instances,
                 text(inst, tags::REFERENCED_SOP_INSTANCE_UID),
-            );
+            )?;
         }
     }
     for frame in items(obj, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE) {
         for deriv in items(frame, tags::DERIVATION_IMAGE_SEQUENCE) {
             for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
-                push_nonempty(
+                push_uid(
                     &mut source_instances,
                     text(src, tags::REFERENCED_SOP_INSTANCE_UID),
-                );
+                )?;
             }
         }
     }
@@ -281,10 +247,10 @@ pub fn header_from_object(
     for shared in items(obj, tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE) {
         for deriv in items(shared, tags::DERIVATION_IMAGE_SEQUENCE) {
             for src in items(deriv, tags::SOURCE_IMAGE_SEQUENCE) {
-                push_nonempty(
+                push_uid(
                     &mut source_instances,
                     text(src, tags::REFERENCED_SOP_INSTANCE_UID),
-                );
+                )?;
             }
         }
     }
@@ -315,9 +281,23 @@ pub fn header_from_object(
     }))
 }
 
-fn push_nonempty(v: &mut Vec<String>, s: String) {
+const REFERENCED_SERIES: &str = "ReferencedSeriesSequence > SeriesInstanceUID (0008,1115)";
+const SOURCE_INSTANCE: &str = "a source image's ReferencedSOPInstanceUID (0008,1155)";
+
+/// Keeps a non-empty reference UID; one that is not a UID makes the whole header unusable (it
+/// would otherwise go into PACS queries, where `*`, `,` or `&` change what is asked).
+fn push_uid(v: &mut Vec<String>, s: String) -> Result<(), ReadError> {
     if !s.is_empty() {
+        checked_uid(&s, SOURCE_INSTANCE)?;
         v.push(s);
+    }
+    Ok(())
+}
+
+fn checked_uid(v: &str, name: &'static str) -> Result<(), ReadError> {
+    match uid_problem(v) {
+        Some(why) => Err(ReadError::BadUid(name, why)),
+        None => Ok(()),
     }
 }
 
@@ -345,21 +325,31 @@ fn required(
     if v.is_empty() {
         return Err(ReadError::Missing(name));
     }
-    if let Some(why) = uid_problem(&v) {
-        return Err(ReadError::BadUid(name, why));
-    }
+    checked_uid(&v, name)?;
     Ok(v)
 }
 
-/// Why a string is not a DICOM UID (at most 64 characters of digits and dots), if it is not.
+/// Why a string is not a DICOM UID (at most 64 characters; components of digits separated by
+/// single dots), if it is not.
 pub fn uid_problem(v: &str) -> Option<String> {
+    if v.is_empty() {
+        return Some("empty".into());
+    }
     if v.len() > 64 {
         return Some(format!("{} characters, at most 64", v.len()));
     }
     if let Some(c) = v.chars().find(|c| !c.is_ascii_digit() && *c != '.') {
         return Some(format!("character {c:?}"));
     }
+    if v.split('.').any(str::is_empty) {
+        return Some("an empty component".into());
+    }
     None
+}
+
+/// Whether a string is a DICOM UID (see [`uid_problem`]).
+pub fn is_uid(v: &str) -> bool {
+    uid_problem(v).is_none()
 }
 
 /// Date and time joined so that plain string order is time order ("20180410" + "183328.5").

@@ -211,6 +211,9 @@ impl Client {
             .timeout(cfg.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")))
+            // never follow a redirect: a 307 re-sends the body (the API key, on login) and a
+            // token to wherever it points; a redirect is an error answer instead
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Transport {
                 method: "init".into(),

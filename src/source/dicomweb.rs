@@ -15,13 +15,17 @@ use crate::dicom::quality::{
 };
 
 use futures_util::stream::{self, StreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use super::dicom_json::{
+    each_item, json_str, qido_items, sanitize, segs_from_metadata, QidoItem, MAX_JSON,
+};
+use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
-use crate::dicom::reader::{group_series, header_from_object, text, InstanceHeader, SegSeries};
+use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
 use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
 use crate::pipeline::Scan;
 
@@ -106,38 +110,51 @@ impl DicomWeb {
         format!("dicomweb:{}", self.client.base)
     }
 
+    /// A QIDO-RS query, its answer (at most [`MAX_JSON`] bytes) parsed into typed results.
+    async fn qido(&self, at: &Endpoint) -> Result<Vec<QidoItem>, PacsError> {
+        let bytes = self.client.get_at_most(at, DICOM_JSON, MAX_JSON).await?;
+        qido_items(&bytes).map_err(|reason| PacsError::Bad {
+            url: self.client.url(at),
+            reason,
+        })
+    }
+
     /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
-    /// the listing is known complete (a server that ignores `offset` leaves it unknown, and an
-    /// unknown listing never removes anything).
+    /// the listing is known complete (a server that ignores `offset`, or a listing that hits
+    /// [`LISTING_BOUND`], leaves it unknown, and an unknown listing never removes anything).
     pub async fn list_seg_series(&self) -> Result<(Vec<RemoteSeries>, bool), PacsError> {
+        let started = std::time::Instant::now();
+        let mut pages = 0usize;
         let mut complete = true;
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0usize;
         let mut effective = self.page_size;
+        let mut malformed = 0usize;
         loop {
-            let path = format!(
-                "/series?Modality=SEG&limit={}&offset={offset}&includefield=00201209&includefield=0020000D",
-                self.page_size
-            );
-            let page = self.client.get_json(&path, DICOM_JSON).await?;
-            let items = page.as_array().ok_or_else(|| PacsError::Bad {
-                url: self.client.url(&path),
-                reason: "QIDO answer is not a JSON array".into(),
-            })?;
+            let at = Endpoint::at(&["series"])
+                .query("Modality", "SEG")
+                .query("limit", self.page_size)
+                .query("offset", offset)
+                .query("includefield", "00201209")
+                .query("includefield", "0020000D");
+            let items = self.qido(&at).await?;
+            pages += 1;
             let mut new_here = 0;
-            for it in items {
-                let (Some(study), Some(series)) =
-                    (json_str(it, "0020000D"), json_str(it, "0020000E"))
-                else {
+            for it in &items {
+                let (Some(study), Some(series)) = (it.study(), it.series()) else {
                     continue;
                 };
+                if !is_uid(&study) || !is_uid(&series) {
+                    malformed += 1;
+                    continue;
+                }
                 if seen.insert(series.clone()) {
                     new_here += 1;
                     out.push(RemoteSeries {
                         study,
                         series,
-                        instances: json_int(it, "00201209"),
+                        instances: it.instances(),
                         ..Default::default()
                     });
                 }
@@ -165,6 +182,23 @@ impl DicomWeb {
                 break;
             }
             offset += items.len();
+            if let Some(bound) = LISTING_BOUND.hit(pages, out.len(), started.elapsed()) {
+                warn!(
+                    "{}: the SEG listing stopped at {bound} ({pages} pages, {} series in {:.0?}); \
+                     it is treated as incomplete, so nothing is removed",
+                    self.client.base,
+                    out.len(),
+                    started.elapsed()
+                );
+                complete = false;
+                break;
+            }
+        }
+        if malformed > 0 {
+            warn!(
+                "{}: {malformed} SEG series with a malformed study or series UID left out",
+                self.client.base
+            );
         }
         Ok((out, complete))
     }
@@ -178,23 +212,31 @@ impl DicomWeb {
         lookup: &crate::ledger::KnownLookup,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
-        let q =
-            format!("/series?SeriesInstanceUID={uid}&includefield=00080060&includefield=00201209");
-        let v = self.client.get_json(&q, DICOM_JSON).await?;
-        let Some(hit) = v.as_array().and_then(|a| a.first()) else {
+        let at = Endpoint::at(&["series"])
+            .query("SeriesInstanceUID", uid)
+            .query("includefield", "00080060")
+            .query("includefield", "00201209");
+        if !is_uid(uid) || study.is_some_and(|s| !is_uid(s)) {
+            return Err(PacsError::Bad {
+                url: self.client.base.clone(),
+                reason: "a series or study UID that is not a DICOM UID".into(),
+            });
+        }
+        let found = self.qido(&at).await?;
+        let Some(hit) = found.first() else {
             return Ok(()); // not (or no longer) on the server
         };
-        if json_str(hit, "00080060").as_deref() != Some("SEG") {
+        if hit.modality().as_deref() != Some("SEG") {
             return Ok(());
         }
         let study = match study {
             Some(s) => s.to_string(),
-            None => json_str(hit, "0020000D").unwrap_or_default(),
+            None => hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
         };
         let r = RemoteSeries {
             study,
             series: uid.to_string(),
-            instances: json_int(hit, "00201209"),
+            instances: hit.instances(),
             ..Default::default()
         };
         let known = lookup.among([uid]);
@@ -233,20 +275,21 @@ impl DicomWeb {
         r: &RemoteSeries,
     ) -> Result<SegSeries, String> {
         const SMALL_FILE: usize = 1024 * 1024;
-        let location = self
-            .client
-            .url(&format!("/studies/{}/series/{}", r.study, r.series));
+        let location = self.client.url(&series_at(&r.study, &r.series));
         let mut found = Vec::new();
         for id in &r.orthanc_instances {
-            let path = format!("/instances/{id}/file");
+            if !is_orthanc_id(id) {
+                return Err(format!("{id:?} is not an Orthanc instance ID"));
+            }
+            let at = Endpoint::at(&["instances", id, "file"]);
             let bytes = rest
-                .get_at_most(&path, "application/dicom", SMALL_FILE)
+                .get_at_most(&at, "application/dicom", SMALL_FILE)
                 .await
                 .map_err(|e| e.to_string())?;
             match crate::dicom::reader::read_instance_from_bytes(&bytes) {
                 Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
                 Ok(InstanceHeader::Image(_)) => {}
-                Err(e) => return Err(format!("{}: {e}", rest.url(&path))),
+                Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
             }
         }
         group_series(found)
@@ -257,16 +300,14 @@ impl DicomWeb {
 
     /// WADO-RS metadata of one series → its SEG header.
     pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
-        let path = format!("/studies/{study}/series/{series}/metadata");
+        let path = metadata_at(study, series);
         let v = self
             .client
-            .get_json(&path, "application/dicom+json")
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
-        let location = self
-            .client
-            .url(&format!("/studies/{study}/series/{series}"));
-        segs_from_metadata(v, &location)
+        let location = self.client.url(&series_at(study, series));
+        segs_from_metadata(&v, &location)
             .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
             .into_iter()
             .find(|s| s.uid() == series)
@@ -356,7 +397,12 @@ impl DicomWeb {
                             }
                             let uids = geom.map(|_| {
                                 objs.iter()
-                                    .map(|o| text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID))
+                                    .map(|o| {
+                                        crate::dicom::reader::text(
+                                            o,
+                                            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                                        )
+                                    })
                                     .collect()
                             });
                             (i, q, uids)
@@ -392,7 +438,7 @@ impl DicomWeb {
         let parts = self
             .client
             .get_parts(
-                &format!("/studies/{study}/series/{series}"),
+                &series_at(study, series),
                 "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
             )
             .await
@@ -405,7 +451,9 @@ impl DicomWeb {
             .iter()
             .map(|p| parse_full(p))
             .collect::<Result<_, _>>()?;
-        objs.sort_by_cached_key(|o| text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID));
+        objs.sort_by_cached_key(|o| {
+            crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        });
         Ok(objs)
     }
 
@@ -415,28 +463,26 @@ impl DicomWeb {
         study: &str,
         series: &str,
     ) -> Result<SeriesGeometry, String> {
-        let path = format!("/studies/{study}/series/{series}/metadata");
+        let path = metadata_at(study, series);
         let v = self
             .client
-            .get_json(&path, "application/dicom+json")
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
-        let Value::Array(items) = v else {
-            return Err("metadata answer is not a JSON array".into());
-        };
         let mut g = SeriesGeometry {
             series: series.to_string(),
             ..Default::default()
         };
-        for mut item in items {
+        each_item(&v, |_, mut item| {
             sanitize(&mut item, 0);
             let Some(sop) = json_str(&item, "00080018") else {
-                continue;
+                return Ok(());
             };
             let obj: dicom_object::InMemDicomObject =
                 dicom_json::from_value(item).map_err(|e| format!("metadata: {e}"))?;
             g.instances.insert(sop, InstanceGeometry::of(&obj));
-        }
+            Ok(())
+        })?;
         Ok(g)
     }
 
@@ -447,6 +493,7 @@ impl DicomWeb {
         let wanted: Vec<String> = segs
             .iter()
             .filter_map(|s| s.first.referenced_series.first().cloned())
+            .filter(|u| is_uid(u))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -471,22 +518,22 @@ impl DicomWeb {
         }
         let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
             .map(|uid| async move {
-                let q = format!("/series?SeriesInstanceUID={uid}&includefield=00080060");
-                let v = self.client.get_json(&q, DICOM_JSON).await?;
-                let hit = v.as_array().and_then(|a| a.first()).cloned();
-                let Some(hit) = hit else {
+                let q = Endpoint::at(&["series"])
+                    .query("SeriesInstanceUID", &uid)
+                    .query("includefield", "00080060");
+                let found = self.qido(&q).await?;
+                let Some(hit) = found.first() else {
                     return Ok((uid, None));
                 };
-                let study = json_str(&hit, "0020000D").unwrap_or_default();
-                let modality = json_str(&hit, "00080060").unwrap_or_default();
+                let study = hit.study().filter(|s| is_uid(s)).unwrap_or_default();
+                let modality = hit.modality().unwrap_or_default();
                 let passes = match &self.image_filter {
                     None => true,
                     Some(f) => {
-                        let v = self
-                            .client
-                            .get_json(&format!("/series?SeriesInstanceUID={uid}&{f}"), DICOM_JSON)
-                            .await?;
-                        v.as_array().is_some_and(|a| !a.is_empty())
+                        let q = Endpoint::at(&["series"])
+                            .query("SeriesInstanceUID", &uid)
+                            .filter(f);
+                        !self.qido(&q).await?.is_empty()
                     }
                 };
                 Ok((uid, Some((study, modality, passes))))
@@ -525,19 +572,21 @@ impl DicomWeb {
                 sops.extend(s.source_instances().into_iter().take(16));
             }
         }
+        sops.retain(|s| is_uid(s));
         sops.sort();
         sops.dedup();
         let found: Vec<Result<Option<InstanceHit>, PacsError>> = stream::iter(sops)
             .map(|sop| async move {
-                let q = format!(
-                    "/instances?SOPInstanceUID={sop}&includefield=0020000E&includefield=00080060"
-                );
-                let v = self.client.get_json(&q, DICOM_JSON).await?;
-                Ok(v.as_array().and_then(|a| a.first()).and_then(|hit| {
+                let q = Endpoint::at(&["instances"])
+                    .query("SOPInstanceUID", &sop)
+                    .query("includefield", "0020000E")
+                    .query("includefield", "00080060");
+                let found = self.qido(&q).await?;
+                Ok(found.first().and_then(|hit| {
                     Some((
                         sop.clone(),
-                        json_str(hit, "0020000E")?,
-                        json_str(hit, "0020000D").unwrap_or_default(),
+                        hit.series().filter(|s| is_uid(s))?,
+                        hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
                     ))
                 }))
             })
@@ -574,7 +623,7 @@ impl DicomWeb {
                 let mut q = serde_json::Map::new();
                 for pair in f.split('&') {
                     let (k, v) = pair.split_once('=').ok_or_else(|| PacsError::Bad {
-                        url: rest.url("/tools/find"),
+                        url: rest.url(&Endpoint::at(&["tools", "find"])),
                         reason: format!("image filter {f:?} is not key=value pairs"),
                     })?;
                     q.insert(k.to_string(), json!(v));
@@ -594,6 +643,9 @@ impl DicomWeb {
             let (Some(uid), Some(parent)) = (s.tags.series, s.parent_study) else {
                 continue;
             };
+            if !is_uid(&uid) || !is_orthanc_id(&parent) {
+                continue;
+            }
             let Some(study) = studies.get(&parent) else {
                 continue;
             };
@@ -603,6 +655,46 @@ impl DicomWeb {
         }
         Ok((out, odd.into_iter().cloned().collect()))
     }
+}
+
+/// How far one QIDO listing may go: a server that keeps answering full pages of new series
+/// would otherwise grow it without end (4,375 pages and 665 MB in 40 s).
+pub struct ListingBound {
+    pub pages: usize,
+    pub series: usize,
+    pub time: std::time::Duration,
+}
+
+/// The bound of every SEG listing: 2,000 pages, 200,000 series, 10 minutes.
+pub const LISTING_BOUND: ListingBound = ListingBound {
+    pages: 2_000,
+    series: 200_000,
+    time: std::time::Duration::from_secs(600),
+};
+
+impl ListingBound {
+    /// Which bound a listing has reached, if any.
+    fn hit(&self, pages: usize, series: usize, took: std::time::Duration) -> Option<String> {
+        if pages >= self.pages {
+            Some(format!("the bound of {} pages", self.pages))
+        } else if series >= self.series {
+            Some(format!("the bound of {} series", self.series))
+        } else if took >= self.time {
+            Some(format!("the bound of {:?}", self.time))
+        } else {
+            None
+        }
+    }
+}
+
+/// WADO-RS: one series.
+fn series_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series])
+}
+
+/// WADO-RS: one series' metadata.
+fn metadata_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series, "metadata"])
 }
 
 /// How one pass over a remote listing is recorded.
@@ -685,9 +777,7 @@ pub async fn backfill(
                 }
                 Err(reason) => {
                     warn!(series = %r.series, "cannot read SEG header: {reason}");
-                    let location = dw
-                        .client
-                        .url(&format!("/studies/{}/series/{}", r.study, r.series));
+                    let location = dw.client.url(&series_at(&r.study, &r.series));
                     problems.push(Problem {
                         path: location,
                         reason: reason.clone(),
@@ -745,137 +835,4 @@ fn progress(n: u64) -> Option<indicatif::ProgressBar> {
     );
     b.set_message("backfill");
     Some(b)
-}
-
-/// Parses a WADO-RS metadata answer (a JSON array of DICOM JSON instances) into SEG series.
-/// Elements the parser cannot take (a PN of `[null]`, say) are dropped first: segbridge needs
-/// UIDs, dates and sequences, never names.
-pub fn segs_from_metadata(v: Value, location: &str) -> Result<Vec<SegSeries>, String> {
-    let Value::Array(items) = v else {
-        return Err("metadata answer is not a JSON array".into());
-    };
-    let mut found = Vec::new();
-    for (i, mut item) in items.into_iter().enumerate() {
-        if !item.is_object() {
-            return Err(format!("metadata item {i} is not a JSON object"));
-        }
-        sanitize(&mut item, 0);
-        let sop_class = json_str(&item, "00080016").unwrap_or_default();
-        let obj: dicom_object::InMemDicomObject =
-            dicom_json::from_value(item).map_err(|e| format!("metadata item {i}: {e}"))?;
-        let sop_class = if sop_class.is_empty() {
-            text(&obj, dicom_dictionary_std::tags::SOP_CLASS_UID)
-        } else {
-            sop_class
-        };
-        match header_from_object(&obj, sop_class) {
-            Ok(InstanceHeader::Seg(s)) => found.push((s, location.to_string())),
-            Ok(InstanceHeader::Image(_)) => {}
-            Err(e) => return Err(format!("metadata item {i}: {e}")),
-        }
-    }
-    Ok(group_series(found))
-}
-
-/// Removes DICOM JSON elements that cannot matter here and that the parser refuses: person
-/// names and values holding nulls. Depth is bounded.
-fn sanitize(v: &mut Value, depth: usize) {
-    let Value::Object(m) = v else { return };
-    if depth > 32 {
-        m.clear();
-        return;
-    }
-    m.retain(|_, el| {
-        let vr = el
-            .get("vr")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if vr == "PN" {
-            return false;
-        }
-        match el.get_mut("Value") {
-            Some(Value::Array(vals)) if vr == "SQ" => {
-                vals.retain(|x| x.is_object());
-                true
-            }
-            Some(Value::Array(vals)) => !vals.iter().any(Value::is_null),
-            Some(_) => false,
-            None => true,
-        }
-    });
-    for el in m.values_mut() {
-        if el.get("vr").and_then(Value::as_str) == Some("SQ") {
-            if let Some(Value::Array(items)) = el.get_mut("Value") {
-                for it in items {
-                    sanitize(it, depth + 1);
-                }
-            }
-        }
-    }
-}
-
-/// The first string value of a tag in a DICOM JSON object.
-pub fn json_str(obj: &Value, tag: &str) -> Option<String> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
-    match v {
-        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn json_int(obj: &Value, tag: &str) -> Option<i64> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn seg_instance(series: &str, refd: &str) -> Value {
-        json!({
-            "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]},
-            "00080018": {"vr": "UI", "Value": [format!("{series}.1")]},
-            "00100010": {"vr": "PN", "Value": [null]},
-            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
-            "0020000E": {"vr": "UI", "Value": [series]},
-            "00080023": {"vr": "DA", "Value": ["20240101"]},
-            "00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": [refd]}}]},
-            "7FE00010": {"vr": "OB", "BulkDataURI": "http://x/bulk"}
-        })
-    }
-
-    #[test]
-    fn metadata_with_null_person_names_still_reads() {
-        let segs = segs_from_metadata(json!([seg_instance("9.9", "1.1")]), "loc").unwrap();
-        assert_eq!(segs.len(), 1);
-        assert_eq!(segs[0].first.referenced_series, vec!["1.1".to_string()]);
-        assert_eq!(segs[0].first.sort_key.content, "20240101");
-    }
-
-    #[test]
-    fn hostile_metadata_is_an_error_not_a_panic() {
-        assert!(segs_from_metadata(json!({"not": "an array"}), "loc").is_err());
-        assert!(segs_from_metadata(json!([1, 2]), "loc").is_err());
-        let mut wrong = seg_instance("9.9", "1.1");
-        wrong["0020000E"] = json!({"vr": "UI", "Value": [12]});
-        let _ = segs_from_metadata(json!([wrong]), "loc");
-        let missing =
-            json!([{"00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.66.4"]}}]);
-        let e = segs_from_metadata(missing, "loc").unwrap_err();
-        assert!(e.contains("SOPInstanceUID"), "{e}");
-    }
-
-    #[test]
-    fn deep_nesting_is_cut() {
-        let mut v = json!({"0020000E": {"vr": "UI", "Value": ["x"]}});
-        for _ in 0..200 {
-            v = json!({"00081115": {"vr": "SQ", "Value": [v]}});
-        }
-        sanitize(&mut v, 0);
-    }
 }

@@ -69,8 +69,9 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| root.display().to_string());
                 if e.loop_ancestor().is_some() {
-                    // A loop is a property of the tree, not a failure to read it: say so, go on.
-                    warn!(path = %path, "symbolic link loop, not followed");
+                    // A loop is a property of the tree, not a failure to read it: say so (once,
+                    // as a problem of the scan), go on.
+                    tracing::debug!(path = %path, "symbolic link loop, not followed");
                     listing.problems.push(Problem {
                         path,
                         reason: "symbolic link loop, not followed".into(),
@@ -414,20 +415,25 @@ impl FolderSource {
         mut ctx: super::LiveCtx,
         tx: tokio::sync::mpsc::Sender<crate::pipeline::Scan>,
     ) {
-        use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode};
+        use notify_debouncer_mini::notify::{self, EventKind, RecursiveMode, Watcher};
         let name = self.source_name();
         let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(1);
-        let debouncer = new_debouncer(
-            std::time::Duration::from_millis(500),
-            move |res: notify_debouncer_mini::DebounceEventResult| {
-                if res.is_ok() {
+        // Only changes count: the watcher also reports opens and reads (access events), and
+        // every scan opens the folder's directories, so each scan used to trigger the next one,
+        // every half second for ever (a symbolic link loop made it visible: one warning per
+        // scan). Links are not followed by the watcher; files behind them are still read by
+        // every scan and the reconcile.
+        let watcher = notify::RecommendedWatcher::new(
+            move |res: notify::Result<notify::Event>| {
+                if res.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
                     let _ = ev_tx.try_send(());
                 }
             },
+            notify::Config::default().with_follow_symlinks(false),
         );
-        let _debouncer = match debouncer {
-            Ok(mut d) => match d.watcher().watch(&self.root, RecursiveMode::Recursive) {
-                Ok(()) => Some(d),
+        let _watcher = match watcher {
+            Ok(mut w) => match w.watch(&self.root, RecursiveMode::Recursive) {
+                Ok(()) => Some(w),
                 Err(e) => {
                     warn!("{name}: cannot watch for changes ({e}); rescanning every reconcile interval only");
                     None
@@ -467,7 +473,16 @@ impl FolderSource {
             let wait = retry.unwrap_or(ctx.reconcile).min(ctx.reconcile);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                Some(()) = ev_rx.recv() => {}
+                Some(()) = ev_rx.recv() => {
+                    // debounce: a copy of many files is one rescan, half a second after it ends
+                    loop {
+                        tokio::select! {
+                            Some(()) = ev_rx.recv() => continue,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => break,
+                            _ = ctx.shutdown.changed() => return,
+                        }
+                    }
+                }
                 _ = ctx.shutdown.changed() => return,
             }
         }

@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tracing::debug;
 
+pub use super::endpoint::Endpoint;
 use crate::dicom::reader::error_chain;
 use crate::notify::Secret;
 
@@ -74,17 +75,39 @@ pub enum PacsError {
 pub struct PacsClient {
     http: reqwest::Client,
     pub base: String,
+    /// `base` parsed: every request URL is built below it by [`Endpoint::below`].
+    root: reqwest::Url,
     opts: PacsOptions,
 }
 
 impl PacsClient {
     pub fn new(base: &str, opts: PacsOptions) -> Result<PacsClient, PacsError> {
+        let root = reqwest::Url::parse(base)
+            .ok()
+            .filter(|u| !u.cannot_be_a_base() && matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| PacsError::Setup(format!("{base} is not an http(s) URL")))?;
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(opts.timeout))
             .timeout(opts.timeout)
             .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
             .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("segbridge/", env!("CARGO_PKG_VERSION")))
+            // redirects are followed within the PACS's own origin only: its credentials never
+            // go to another host
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let origin = |u: &reqwest::Url| u.origin();
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| origin(first) == origin(attempt.url()));
+                if attempt.previous().len() > 5 {
+                    attempt.error("too many redirects")
+                } else if same {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }));
         if let Some(ca) = &opts.ca_cert {
             b = b.add_root_certificate(load_ca(ca)?);
         }
@@ -99,6 +122,7 @@ impl PacsClient {
         Ok(PacsClient {
             http,
             base: base.trim_end_matches('/').to_string(),
+            root,
             opts,
         })
     }
@@ -107,8 +131,9 @@ impl PacsClient {
         &self.opts
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    /// The URL of a resource below the root, every part of it percent-encoded.
+    pub fn url(&self, at: &Endpoint) -> String {
+        at.below(&self.root).to_string()
     }
 
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
@@ -125,10 +150,10 @@ impl PacsClient {
     /// GET with a couple of quick retries on transient failures; the body is capped.
     pub async fn get_bytes(
         &self,
-        path: &str,
+        at: &Endpoint,
         accept: &str,
     ) -> Result<(StatusCode, Vec<u8>), PacsError> {
-        let url = self.url(path);
+        let url = self.url(at);
         retrying(|| self.get_once(&url, accept)).await
     }
 
@@ -141,11 +166,11 @@ impl PacsClient {
     /// [`PacsError::TooLarge`] (for a caller that has a cheaper way for large answers).
     pub async fn get_at_most(
         &self,
-        path: &str,
+        at: &Endpoint,
         accept: &str,
         limit: usize,
     ) -> Result<Vec<u8>, PacsError> {
-        let url = self.url(path);
+        let url = self.url(at);
         let limit = limit.min(self.opts.max_body);
         retrying(|| async {
             let req = self.request(Method::GET, &url).header("accept", accept);
@@ -178,9 +203,9 @@ impl PacsClient {
 
     /// GET a multipart/related answer (WADO-RS retrieve) and return its parts; the whole answer
     /// is capped at the body limit.
-    pub async fn get_parts(&self, path: &str, accept: &str) -> Result<Vec<Vec<u8>>, PacsError> {
+    pub async fn get_parts(&self, at: &Endpoint, accept: &str) -> Result<Vec<Vec<u8>>, PacsError> {
         use futures_util::StreamExt;
-        let url = self.url(path);
+        let url = self.url(at);
         let resp = self
             .request(Method::GET, &url)
             .header("accept", accept)
@@ -238,15 +263,19 @@ impl PacsClient {
         }
     }
 
-    /// GET a JSON answer; an empty body (HTTP 204, as some QIDO servers answer "none") is `[]`.
-    pub async fn get_json(&self, path: &str, accept: &str) -> Result<Value, PacsError> {
-        let (_, body) = self.get_bytes(path, accept).await?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Array(vec![]));
-        }
+    /// GET a JSON answer (at most [`super::dicom_json::MAX_JSON`] bytes) parsed straight into
+    /// `T`: a typed answer keeps only the fields it names, the rest is skipped while parsing.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        at: &Endpoint,
+        accept: &str,
+    ) -> Result<T, PacsError> {
+        let body = self
+            .get_at_most(at, accept, super::dicom_json::MAX_JSON)
+            .await?;
         serde_json::from_slice(&body).map_err(|e| PacsError::Bad {
-            url: self.url(path),
-            reason: format!("not JSON: {e}"),
+            url: self.url(at),
+            reason: format!("unexpected JSON: {e}"),
         })
     }
 
@@ -255,10 +284,10 @@ impl PacsClient {
     /// quick retries as a GET.
     pub async fn post_json<T: serde::de::DeserializeOwned>(
         &self,
-        path: &str,
+        at: &Endpoint,
         body: &Value,
     ) -> Result<T, PacsError> {
-        let url = self.url(path);
+        let url = self.url(at);
         let (_, bytes) =
             retrying(|| self.exchange(self.request(Method::POST, &url).json(body), &url)).await?;
         serde_json::from_slice(&bytes).map_err(|e| PacsError::Bad {
@@ -277,7 +306,7 @@ impl PacsClient {
     }
 
     async fn stow_once(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {
-        let url = self.url("/studies");
+        let url = self.url(&Endpoint::at(&["studies"]));
         let boundary = format!("segbridge-{:016x}", rand::random::<u64>());
         let mut body = Vec::with_capacity(files.iter().map(Vec::len).sum::<usize>() + 256);
         for f in files {

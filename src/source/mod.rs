@@ -2,7 +2,9 @@
 //! saw, what it knows about image series, the things it could not read, and whether the listing
 //! is complete (only a complete listing may turn "not seen" into "gone").
 
+pub mod dicom_json;
 pub mod dicomweb;
+pub mod endpoint;
 pub mod folder;
 pub mod http;
 pub mod orthanc;

@@ -8,11 +8,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+mod answers;
+use answers::ChangesPage;
+pub use answers::{Found, FoundTags};
+
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
+use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use crate::ledger::{is_unchanged, KnownLookup};
 use crate::pipeline::Scan;
@@ -23,60 +28,14 @@ pub const BULK: usize = 16;
 /// UIDs per `/tools/find` that matches a list of UIDs (a body of about 32 KiB).
 const UIDS_PER_FIND: usize = 500;
 
-/// One resource of a `/tools/find` answer with `"Expand": true`, keeping only what segbridge
-/// reads: the rest of each (large) answer is skipped while parsing, never held.
-#[derive(Debug, Default, Deserialize)]
-pub struct Found {
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    #[serde(rename = "ParentStudy", default, deserialize_with = "lenient")]
-    pub parent_study: Option<String>,
-    #[serde(rename = "MainDicomTags", default)]
-    pub tags: FoundTags,
-    /// Orthanc IDs of the child instances (series level).
-    #[serde(rename = "Instances", default, deserialize_with = "ids")]
-    pub instances: Option<Vec<String>>,
-}
-
-/// The main DICOM tags segbridge reads from a found resource.
-#[derive(Debug, Default, Deserialize)]
-pub struct FoundTags {
-    #[serde(rename = "SeriesInstanceUID", default, deserialize_with = "lenient")]
-    pub series: Option<String>,
-    #[serde(rename = "StudyInstanceUID", default, deserialize_with = "lenient")]
-    pub study: Option<String>,
-    #[serde(rename = "Modality", default, deserialize_with = "lenient")]
-    pub modality: Option<String>,
-}
-
-/// A string, or nothing when the server sent something else (one odd value must not fail the
-/// whole listing).
-fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    })
-}
-
-/// A list of IDs; anything else is no list.
-fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Array(a) => Some(
-            a.into_iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => Some(s),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        _ => None,
-    })
+fn tools_find() -> Endpoint {
+    Endpoint::at(&["tools", "find"])
 }
 
 /// `/tools/find` at `level` with `query`, expanded.
 pub async fn find(rest: &PacsClient, level: &str, query: Value) -> Result<Vec<Found>, PacsError> {
     rest.post_json(
-        "/tools/find",
+        &tools_find(),
         &json!({"Level": level, "Query": query, "Expand": true}),
     )
     .await
@@ -116,7 +75,7 @@ pub async fn find_by_uids(
 ) -> Result<Vec<Found>, PacsError> {
     let mut found = Vec::new();
     for body in uid_list_queries(level, tag, uids, &serde_json::Map::new(), true) {
-        found.extend(rest.post_json::<Vec<Found>>("/tools/find", &body).await?);
+        found.extend(rest.post_json::<Vec<Found>>(&tools_find(), &body).await?);
     }
     Ok(found)
 }
@@ -132,7 +91,12 @@ pub async fn ids_by_uids(
 ) -> Result<Vec<String>, PacsError> {
     let mut ids = Vec::new();
     for body in uid_list_queries(level, tag, uids, extra, false) {
-        ids.extend(rest.post_json::<Vec<String>>("/tools/find", &body).await?);
+        ids.extend(
+            rest.post_json::<Vec<String>>(&tools_find(), &body)
+                .await?
+                .into_iter()
+                .filter(|id| is_orthanc_id(id)),
+        );
     }
     Ok(ids)
 }
@@ -234,7 +198,7 @@ impl Orthanc {
                     .get(&parent)
                     .cloned()
                     .ok_or_else(|| PacsError::Bad {
-                        url: self.rest.url(&format!("/studies/{parent}")),
+                        url: self.rest.url(&Endpoint::at(&["studies", &parent])),
                         reason: "study not found (deleted while listing?)".into(),
                     })?;
             }
@@ -245,12 +209,15 @@ impl Orthanc {
 
     /// The feed's newest sequence number.
     pub async fn last_change(&self) -> Result<i64, PacsError> {
-        let v = self
-            .rest
-            .get_json("/changes?last", "application/json")
-            .await?;
-        v["Last"].as_i64().ok_or_else(|| PacsError::Bad {
-            url: self.rest.url("/changes?last"),
+        let at = Endpoint::at(&["changes"]).flag("last");
+        #[derive(Deserialize)]
+        struct Last {
+            #[serde(rename = "Last", default)]
+            last: super::dicom_json::Loose,
+        }
+        let v: Last = self.rest.get_json(&at, "application/json").await?;
+        v.last.int().ok_or_else(|| PacsError::Bad {
+            url: self.rest.url(&at),
             reason: "no \"Last\"".into(),
         })
     }
@@ -263,28 +230,27 @@ impl Orthanc {
         };
         let mut seen = HashSet::new();
         loop {
-            let path = format!("/changes?since={}&limit=500", poll.last);
-            let v = self.rest.get_json(&path, "application/json").await?;
+            let at = Endpoint::at(&["changes"])
+                .query("since", poll.last)
+                .query("limit", 500);
+            let v: ChangesPage = self.rest.get_json(&at, "application/json").await?;
             poll.requests += 1;
-            let changes = v["Changes"].as_array().ok_or_else(|| PacsError::Bad {
-                url: self.rest.url(&path),
-                reason: "no \"Changes\" list".into(),
-            })?;
-            for c in changes {
-                let kind = c["ChangeType"].as_str().unwrap_or("");
+            for c in &v.changes {
+                let kind = c.kind.as_deref().unwrap_or("");
                 let wanted = kind == "StableSeries" || (self.on_new_series && kind == "NewSeries");
-                if wanted && c["ResourceType"] == "Series" {
-                    if let Some(id) = c["ID"].as_str() {
+                if wanted && c.resource.as_deref() == Some("Series") {
+                    if let Some(id) = c.id.as_deref().filter(|id| is_orthanc_id(id)) {
                         if seen.insert(id.to_string()) {
                             poll.series.push(id.to_string());
                         }
                     }
                 }
             }
-            if let Some(last) = v["Last"].as_i64() {
+            if let Some(last) = v.last.int() {
                 poll.last = poll.last.max(last);
             }
-            if v["Done"].as_bool().unwrap_or(true) || changes.is_empty() {
+            // the rest of a feed that never says done is read by the next poll, from the cursor
+            if v.done.bool().unwrap_or(true) || v.changes.is_empty() || poll.requests >= 200 {
                 return Ok(poll);
             }
         }
@@ -295,14 +261,16 @@ impl Orthanc {
         &self,
         id: &str,
     ) -> Result<Option<(RemoteSeries, String, String)>, PacsError> {
-        let path = format!("/series/{id}");
-        match self.rest.get_json(&path, "application/json").await {
-            Ok(v) => {
-                // the same resource as a `/tools/find` answer item, read the same way
-                let f: Found = serde_json::from_value(v).map_err(|e| PacsError::Bad {
-                    url: self.rest.url(&path),
-                    reason: format!("not an Orthanc series: {e}"),
-                })?;
+        let at = Endpoint::at(&["series", id]);
+        if !is_orthanc_id(id) {
+            return Err(PacsError::Bad {
+                url: self.rest.base.clone(),
+                reason: format!("{:?} is not an Orthanc series ID", id),
+            });
+        }
+        // the same resource as a `/tools/find` answer item, read the same way
+        match self.rest.get_json::<Found>(&at, "application/json").await {
+            Ok(f) => {
                 let modality = f.tags.modality.clone().unwrap_or_default();
                 Ok(found_series(f).map(|(r, parent)| (r, parent, modality)))
             }
@@ -432,7 +400,7 @@ pub async fn study_uids(
     let mut out = HashMap::new();
     if ids.len() > BULK {
         for s in find(rest, "Study", json!({})).await? {
-            if let Some(uid) = s.tags.study {
+            if let Some(uid) = s.tags.study.filter(|u| is_uid(u)) {
                 if ids.contains(&s.id) {
                     out.insert(s.id, uid);
                 }
@@ -440,11 +408,13 @@ pub async fn study_uids(
         }
         return Ok(out);
     }
-    for id in ids {
-        let path = format!("/studies/{id}");
-        match rest.get_json(&path, "application/json").await {
+    for id in ids.iter().filter(|id| is_orthanc_id(id)) {
+        match rest
+            .get_json::<Found>(&Endpoint::at(&["studies", id]), "application/json")
+            .await
+        {
             Ok(v) => {
-                if let Some(uid) = v["MainDicomTags"]["StudyInstanceUID"].as_str() {
+                if let Some(uid) = v.tags.study.filter(|u| is_uid(u)) {
                     out.insert(id.clone(), uid.to_string());
                 }
             }
@@ -455,17 +425,31 @@ pub async fn study_uids(
     Ok(out)
 }
 
-/// A found SEG series as a listing entry, with its parent study's Orthanc ID.
+/// A found SEG series as a listing entry, with its parent study's Orthanc ID. A series whose
+/// UID or IDs break their grammar is left out (and said once per listing by the caller's count).
 fn found_series(f: Found) -> Option<(RemoteSeries, String)> {
+    let series = f.tags.series?;
+    let parent = f.parent_study.unwrap_or_default();
+    if !is_uid(&series) || !is_orthanc_id(&f.id) || !is_orthanc_id(&parent) {
+        tracing::warn!(
+            series = ?series,
+            "Orthanc answered a series whose UID or IDs are malformed: left out"
+        );
+        return None;
+    }
+    if f.instances.iter().flatten().any(|i| !is_orthanc_id(i)) {
+        tracing::warn!(series = %series, "malformed instance IDs in Orthanc's answer: left out");
+        return None;
+    }
     Some((
         RemoteSeries {
             study: String::new(),
-            series: f.tags.series?,
+            series,
             instances: f.instances.as_ref().map(|i| i.len() as i64),
-            remote_id: Some(f.id).filter(|i| !i.is_empty()),
+            remote_id: Some(f.id),
             orthanc_instances: f.instances.unwrap_or_default(),
         },
-        f.parent_study.unwrap_or_default(),
+        parent,
     ))
 }
 
@@ -487,7 +471,7 @@ pub async fn study_uids_hinted(
         .collect();
     if !hints.is_empty() {
         for s in find_by_uids(rest, "Study", "StudyInstanceUID", &hints).await? {
-            if let Some(uid) = s.tags.study {
+            if let Some(uid) = s.tags.study.filter(|u| is_uid(u)) {
                 if ids.contains(&s.id) {
                     out.insert(s.id, uid);
                 }
@@ -519,20 +503,24 @@ mod tests {
 
     #[test]
     fn found_resources_keep_what_is_read_and_survive_odd_values() {
-        let v: Vec<Found> = serde_json::from_str(
-            r#"[{"ID": "a", "ParentStudy": "p", "Instances": ["i1", "i2"], "Type": "Series",
+        let (a, p) = (series_id("P", "1", "2"), series_id("P", "1", "3"));
+        let (i1, i2) = (series_id("I", "1", "2"), series_id("I", "1", "3"));
+        let text = r#"[{"ID": "a", "ParentStudy": "p", "Instances": ["i1", "i2"], "Type": "Series",
                  "MainDicomTags": {"SeriesInstanceUID": "1.2", "Modality": "SEG", "Other": "x"}},
                 {"ID": "b", "MainDicomTags": {"SeriesInstanceUID": 7, "Modality": null},
                  "Instances": "odd", "ParentStudy": ["odd"]},
-                {"ID": "c"}]"#,
-        )
-        .unwrap();
+                {"ID": "c"}]"#
+            .replace("\"a\"", &format!("{a:?}"))
+            .replace("\"p\"", &format!("{p:?}"))
+            .replace("\"i1\"", &format!("{i1:?}"))
+            .replace("\"i2\"", &format!("{i2:?}"));
+        let v: Vec<Found> = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v[0].instances.as_deref(),
-            Some(&["i1".to_string(), "i2".to_string()][..])
+            Some(&[i1.clone(), i2.clone()][..])
         );
         assert_eq!(v[0].tags.series.as_deref(), Some("1.2"));
-        assert_eq!(v[0].parent_study.as_deref(), Some("p"));
+        assert_eq!(v[0].parent_study.as_deref(), Some(p.as_str()));
         assert_eq!(
             (v[1].tags.series.as_ref(), v[1].instances.as_ref()),
             (None, None)
@@ -545,8 +533,15 @@ mod tests {
                 entry.orthanc_instances.len(),
                 parent.as_str()
             ),
-            (Some(2), 2, "p")
+            (Some(2), 2, p.as_str())
         );
+        // a series whose IDs are not Orthanc IDs is left out
+        let odd: Found = serde_json::from_str(
+            r#"{"ID": "../tools/find", "ParentStudy": "p",
+                "MainDicomTags": {"SeriesInstanceUID": "1.2"}}"#,
+        )
+        .unwrap();
+        assert!(found_series(odd).is_none());
     }
 
     #[test]

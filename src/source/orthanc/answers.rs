@@ -1,0 +1,111 @@
+//! Orthanc's JSON answers, typed: only the fields segbridge reads are kept, and an odd value
+//! (a number where a string is expected, a huge array) is skipped while parsing, never held.
+
+use serde::{Deserialize, Deserializer};
+
+use crate::source::dicom_json::{string_or_none, Loose};
+
+/// One resource of a `/tools/find` answer with `"Expand": true`, keeping only what segbridge
+/// reads: the rest of each (large) answer is skipped while parsing, never held.
+#[derive(Debug, Default, Deserialize)]
+pub struct Found {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "ParentStudy", default, deserialize_with = "lenient")]
+    pub parent_study: Option<String>,
+    #[serde(rename = "MainDicomTags", default)]
+    pub tags: FoundTags,
+    /// Orthanc IDs of the child instances (series level).
+    #[serde(rename = "Instances", default, deserialize_with = "ids")]
+    pub instances: Option<Vec<String>>,
+}
+
+/// The main DICOM tags segbridge reads from a found resource.
+#[derive(Debug, Default, Deserialize)]
+pub struct FoundTags {
+    #[serde(rename = "SeriesInstanceUID", default, deserialize_with = "lenient")]
+    pub series: Option<String>,
+    #[serde(rename = "StudyInstanceUID", default, deserialize_with = "lenient")]
+    pub study: Option<String>,
+    #[serde(rename = "Modality", default, deserialize_with = "lenient")]
+    pub modality: Option<String>,
+}
+
+/// A string, or nothing when the server sent something else (one odd value must not fail the
+/// whole listing, and is skipped without being kept).
+fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string_or_none(d)
+}
+
+/// A list of IDs; anything else is no list (and odd items are dropped, never kept).
+fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of IDs")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut s: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = s.next_element::<Loose>()? {
+                if let Loose::Str(id) = v {
+                    out.push(id);
+                }
+            }
+            Ok(Some(out))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            while m
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// One page of `/changes`, typed (an odd value in a change is skipped, never kept).
+#[derive(Debug, Deserialize)]
+pub(super) struct ChangesPage {
+    #[serde(rename = "Changes")]
+    pub changes: Vec<Change>,
+    #[serde(rename = "Done", default)]
+    pub done: Loose,
+    #[serde(rename = "Last", default)]
+    pub last: Loose,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Change {
+    #[serde(rename = "ChangeType", default, deserialize_with = "lenient")]
+    pub kind: Option<String>,
+    #[serde(rename = "ResourceType", default, deserialize_with = "lenient")]
+    pub resource: Option<String>,
+    #[serde(rename = "ID", default, deserialize_with = "lenient")]
+    pub id: Option<String>,
+}
