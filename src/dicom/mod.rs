@@ -5,6 +5,7 @@
 //!   matching order and the newest-label rule live.
 
 pub mod guard;
+pub mod j2k;
 pub mod matcher;
 pub mod open;
 pub mod pixels;

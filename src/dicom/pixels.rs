@@ -20,6 +20,14 @@ use super::rle;
 
 /// RLE Lossless.
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+/// JPEG 2000 (lossless only, and lossy), and High-Throughput JPEG 2000.
+const J2K: [&str; 5] = [
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
 
 /// One frame's place, from the per-frame functional groups.
 #[derive(Debug, Clone, Default)]
@@ -295,6 +303,25 @@ pub fn count_instance(obj: &DefaultDicomObject) -> Result<Counted, String> {
                 tally(&mut c, f, d.values())?;
             }
             return Ok(c);
+        }
+        if J2K.contains(&ts) {
+            // the decoder writes what the codestream says: check that against the frame first
+            let whole;
+            let per_frame: Vec<&[u8]> = if fragments.len() == frames {
+                fragments.iter().map(Vec::as_slice).collect()
+            } else if frames == 1 {
+                whole = fragments.concat();
+                vec![&whole[..]]
+            } else {
+                return Err(format!(
+                    "JPEG 2000: {} fragments for {frames} frames (one fragment a frame, or one frame)",
+                    fragments.len()
+                ));
+            };
+            for (f, frag) in per_frame.iter().enumerate() {
+                super::j2k::check_frame(frag, rows, cols, bits)
+                    .map_err(|e| format!("frame {}: {e}", f + 1))?;
+            }
         }
         let codecs = for_codecs(obj, bits);
         for f in 0..frames {
