@@ -328,7 +328,7 @@ fn init_logging(g: &Global, daemon: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // control characters in logged values (a file name with a newline) are escaped
-        .with_writer(move || crate::logsafe::SafeWriter::new(std::io::stderr(), ansi))
+        .with_writer(move || crate::util::logsafe::SafeWriter::new(std::io::stderr(), ansi))
         .with_ansi(ansi)
         .with_target(false);
     if g.log_format == "json" {
@@ -565,7 +565,7 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
     if !scan.listing.problems.is_empty() {
         writeln!(out, "\nskipped files:")?;
         for p in &scan.listing.problems {
-            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            let safe = |t: &str| crate::util::logsafe::escape_controls(t, false);
             writeln!(out, "  {}: {}", safe(&p.path), safe(&p.reason))?;
         }
     }
@@ -1012,7 +1012,7 @@ fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), 
     if !report.problems.is_empty() {
         w(&mut out, "\nunreadable files (last listing):".into())?;
         for p in &report.problems {
-            let safe = |t: &str| crate::logsafe::escape_controls(t, false);
+            let safe = |t: &str| crate::util::logsafe::escape_controls(t, false);
             w(
                 &mut out,
                 format!("  {}: {}", safe(&p.path), safe(&p.reason)),

@@ -16,7 +16,7 @@ pub mod fuzz_targets;
 pub mod hook;
 pub mod hook_token;
 pub mod ledger;
-pub mod logsafe;
 pub mod notify;
 pub mod pipeline;
 pub mod source;
+pub mod util;

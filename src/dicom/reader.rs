@@ -362,20 +362,7 @@ fn date_time(obj: &InMemDicomObject, date: dicom_core::Tag, time: dicom_core::Ta
     format!("{d}{t}")
 }
 
-/// Flattens an error and its sources into one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        let m = src.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = src.source();
-    }
-    s
-}
+pub use crate::util::error_chain;
 
 /// Groups SEG instances found at remote locations (URLs) into series; see [`group_files`].
 pub fn group_series(found: Vec<(SegInstance, String)>) -> Vec<SegSeries> {

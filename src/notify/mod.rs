@@ -2,10 +2,8 @@
 //! exponential backoff and jitter, and the notify body exactly as the contract has it.
 //! This is the only module that talks to the MONAI API.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,24 +11,7 @@ use tracing::{debug, warn};
 
 use crate::ledger::{OutboxEntry, Section};
 
-/// A secret (API key, token, password): never printed, not even by `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::util::Secret;
 
 /// One `{"image", "label"}` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,15 +345,9 @@ impl Client {
         }
     }
 
-    /// Capped exponential backoff with equal jitter: half fixed, half random.
+    /// The one retry policy ([`crate::util::Backoff`]) from 200 ms up to `max_backoff`.
     fn backoff(&self, attempt: u32) -> Duration {
-        let base = Duration::from_millis(200);
-        let exp = base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.cfg.max_backoff);
-        let half = exp / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter)
+        crate::util::Backoff::new(Duration::from_millis(200), self.cfg.max_backoff).wait(attempt)
     }
 
     async fn send_once(

@@ -297,8 +297,8 @@ impl Health {
         } else {
             tracing::debug!("{} still failing: {reason}", self.name);
         }
-        let secs = (1u64 << self.failures.min(6).saturating_sub(1)).min(60);
-        let jitter = rand::random::<u64>() % 500;
-        Duration::from_secs(secs) + Duration::from_millis(jitter)
+        // 1 s, 2 s, 4 s… up to a minute, by the one retry policy
+        crate::util::Backoff::new(Duration::from_secs(1), Duration::from_secs(60))
+            .wait(self.failures)
     }
 }
