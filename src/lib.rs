@@ -16,6 +16,7 @@ pub mod fuzz_targets;
 pub mod hook;
 pub mod hook_token;
 pub mod ledger;
+pub mod model;
 pub mod notify;
 pub mod pipeline;
 pub mod source;

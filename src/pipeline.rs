@@ -5,55 +5,16 @@
 //! - [`deliver`] drains the outbox in batches, confirming each only after a 2xx.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::dicom::quality::Validator;
-use crate::dicom::{apply_newest, match_each, MatchOutcome, MatchedLabel};
-use crate::ledger::KnownLookup;
+use crate::dicom::{MatchOutcome, MatchedLabel};
 use crate::ledger::{Change, Ledger, LedgerError, OutboxEntry};
 use crate::notify::{ApiError, Client, NotifyBody};
-use crate::source::{folder, Listing};
 
-/// A source listed and matched.
-pub struct Scan {
-    pub listing: Listing,
-    pub labels: Vec<MatchedLabel>,
-}
-
-/// Lists a folder and matches what it holds (no quality gate).
-pub fn scan_folder(root: &Path) -> Result<Scan, folder::FolderError> {
-    scan_folder_cached(root, &mut folder::HeaderCache::default(), None, None)
-}
-
-/// [`scan_folder`] with a cache of headers already read, the dataset's image filter, and the
-/// quality gate when `gate` is given (labels the ledger knows unchanged are not decoded again).
-pub fn scan_folder_cached(
-    root: &Path,
-    cache: &mut folder::HeaderCache,
-    filter: Option<&folder::ModalityFilter>,
-    gate: Option<(&Validator, &KnownLookup)>,
-) -> Result<Scan, folder::FolderError> {
-    let mut listing = folder::list_cached(root, cache)?;
-    if let Some(f) = filter {
-        f.apply(&mut listing.index);
-    }
-    let mut segs = std::mem::take(&mut listing.segs);
-    // what a verdict here depends on besides the files: recorded, so a change re-judges
-    let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), gate.map(|(v, _)| v));
-    for s in &mut segs {
-        s.remote_stamp = Some(stamp.clone());
-    }
-    let mut labels = match_each(segs, &listing.index);
-    if let Some((v, lookup)) = gate {
-        let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
-        folder::validate_local(&mut labels, &listing.index, v, &known);
-    }
-    let labels = apply_newest(labels);
-    Ok(Scan { listing, labels })
-}
+pub use crate::model::scan::Scan;
+pub use crate::source::folder::{scan_folder, scan_folder_cached};
 
 /// Logs the labels that will not be notified and why, once per label and reason: a daemon
 /// that rescans every minute does not repeat itself. (`scan` prints the same in its table.)

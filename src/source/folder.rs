@@ -231,6 +231,41 @@ impl ModalityFilter {
     }
 }
 
+/// Lists a folder and matches what it holds (no quality gate).
+pub fn scan_folder(root: &Path) -> Result<crate::model::scan::Scan, FolderError> {
+    scan_folder_cached(root, &mut HeaderCache::default(), None, None)
+}
+
+/// [`scan_folder`] with a cache of headers already read, the dataset's image filter, and the
+/// quality gate when `gate` is given (labels the ledger knows unchanged are not decoded again).
+pub fn scan_folder_cached(
+    root: &Path,
+    cache: &mut HeaderCache,
+    filter: Option<&ModalityFilter>,
+    gate: Option<(
+        &crate::dicom::quality::Validator,
+        &crate::ledger::KnownLookup,
+    )>,
+) -> Result<crate::model::scan::Scan, FolderError> {
+    let mut listing = list_cached(root, cache)?;
+    if let Some(f) = filter {
+        f.apply(&mut listing.index);
+    }
+    let mut segs = std::mem::take(&mut listing.segs);
+    // what a verdict here depends on besides the files: recorded, so a change re-judges
+    let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), gate.map(|(v, _)| v));
+    for s in &mut segs {
+        s.remote_stamp = Some(stamp.clone());
+    }
+    let mut labels = crate::dicom::match_each(segs, &listing.index);
+    if let Some((v, lookup)) = gate {
+        let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
+        validate_local(&mut labels, &listing.index, v, &known);
+    }
+    let labels = crate::dicom::apply_newest(labels);
+    Ok(crate::model::scan::Scan { listing, labels })
+}
+
 /// The ledger's name for a folder source.
 pub fn source_name(root: &Path) -> String {
     let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
@@ -382,7 +417,7 @@ impl FolderSource {
         };
         let mut scan = tokio::task::spawn_blocking(move || {
             let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            crate::pipeline::scan_folder_cached(
+            scan_folder_cached(
                 &root,
                 &mut c,
                 filter.as_ref(),
