@@ -17,7 +17,12 @@ pub mod hook;
 pub mod hook_token;
 pub mod ledger;
 pub mod model;
-pub mod notify;
+pub mod monai;
+pub mod pacs;
 pub mod pipeline;
+pub mod rules;
 pub mod source;
 pub mod util;
+
+/// The MONAI API adapter under its former name.
+pub use monai as notify;

@@ -1,22 +1,22 @@
-//! Reading DICOM headers and the matching rule.
-//!
-//! - [`reader`]: recognises Part-10 files by content and reads headers only (never pixel data).
-//! - [`matcher`]: pairs each SEG series with its source image series, the one place where the
-//!   matching order and the newest-label rule live.
+//! Reading DICOM (layer 2): Part-10 files opened once under a bounded pre-scan ([`open`],
+//! [`guard`]), headers ([`reader`]), pixel data ([`pixels`], [`rle`], [`j2k`]) and the quality
+//! gate ([`quality`]). The matching rule lives in [`crate::rules`].
 
 pub mod guard;
 pub mod j2k;
-pub mod matcher;
+pub mod json;
 pub mod open;
 pub mod pixels;
 pub mod quality;
 pub mod reader;
 pub mod rle;
 
-pub use matcher::{
-    apply_newest, match_all, match_each, ImageIndex, MatchOutcome, MatchRule, MatchedLabel,
+pub use crate::model::{
+    ImageIndex, InstanceHeader, MatchOutcome, MatchRule, MatchedLabel, SegInstance, SegSeries,
+    SortKey,
 };
-pub use reader::{read_instance, InstanceHeader, ReadError, SegInstance, SegSeries, SortKey};
+pub use crate::rules::matcher::{apply_newest, match_all, match_each};
+pub use reader::{read_instance, ReadError};
 
 /// SOP Class UID of the Segmentation Storage IOD.
 pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";

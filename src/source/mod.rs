@@ -2,12 +2,13 @@
 //! saw, what it knows about image series, the things it could not read, and whether the listing
 //! is complete (only a complete listing may turn "not seen" into "gone").
 
-pub mod dicom_json;
 pub mod dicomweb;
-pub mod endpoint;
 pub mod folder;
-pub mod http;
 pub mod orthanc;
+
+pub use crate::dicom::json as dicom_json;
+pub use crate::pacs::client as http;
+pub use crate::pacs::endpoint;
 
 pub use crate::model::scan::{Listing, Problem};
 

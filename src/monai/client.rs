@@ -1,67 +1,16 @@
-//! The MONAI Cloud API client: login → token, log in again once on 401, retries with capped
-//! exponential backoff and jitter, and the notify body exactly as the contract has it.
-//! This is the only module that talks to the MONAI API.
+//! The MONAI Cloud API client: login → token, log in again once on 401, retries by the one
+//! retry policy ([`crate::util::Backoff`]), the API's errors named. This is the only module
+//! that talks to the MONAI API.
 
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::ledger::{OutboxEntry, Section};
-
+pub use super::types::{Entry, NotifyBody, Specs};
 pub use crate::util::Secret;
-
-/// One `{"image", "label"}` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub image: String,
-    pub label: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Specs {
-    pub added: Vec<Entry>,
-    pub updated: Vec<Entry>,
-    pub removed: Vec<Entry>,
-}
-
-/// `{"action": "notify", "specs": {...}}`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotifyBody {
-    pub action: String,
-    pub specs: Specs,
-}
-
-impl NotifyBody {
-    pub fn from_entries(entries: &[OutboxEntry]) -> NotifyBody {
-        let mut specs = Specs::default();
-        for e in entries {
-            let entry = Entry {
-                image: e.image.clone(),
-                label: e.label.clone(),
-            };
-            match e.section {
-                Section::Added => specs.added.push(entry),
-                Section::Updated => specs.updated.push(entry),
-                Section::Removed => specs.removed.push(entry),
-            }
-        }
-        NotifyBody {
-            action: "notify".into(),
-            specs,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.specs.added.len() + self.specs.updated.len() + self.specs.removed.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
 
 /// How to reach the API and how hard to try.
 #[derive(Debug, Clone)]
@@ -474,28 +423,5 @@ mod tests {
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
         assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120));
         assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn body_has_all_three_sections_in_order() {
-        let e = |id, s, i: &str, l: &str| OutboxEntry {
-            id,
-            dataset: "d".into(),
-            section: s,
-            image: i.into(),
-            label: l.into(),
-            attempts: 0,
-            last_error: None,
-        };
-        let b = NotifyBody::from_entries(&[
-            e(1, Section::Added, "I1", "L1"),
-            e(2, Section::Removed, "I2", "L2"),
-        ]);
-        assert_eq!(
-            serde_json::to_value(&b).unwrap(),
-            serde_json::json!({"action": "notify", "specs": {
-                "added": [{"image": "I1", "label": "L1"}], "updated": [],
-                "removed": [{"image": "I2", "label": "L2"}]}})
-        );
     }
 }

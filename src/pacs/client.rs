@@ -9,8 +9,8 @@ use serde_json::Value;
 use tracing::debug;
 
 pub use super::endpoint::Endpoint;
-use crate::dicom::reader::error_chain;
-use crate::notify::Secret;
+use crate::util::error_chain;
+use crate::util::Secret;
 
 /// How to authenticate to the PACS.
 #[derive(Debug, Clone, Default)]
@@ -263,7 +263,7 @@ impl PacsClient {
         }
     }
 
-    /// GET a JSON answer (at most [`super::dicom_json::MAX_JSON`] bytes) parsed straight into
+    /// GET a JSON answer (at most [`crate::dicom::json::MAX_JSON`] bytes) parsed straight into
     /// `T`: a typed answer keeps only the fields it names, the rest is skipped while parsing.
     pub async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
@@ -271,7 +271,7 @@ impl PacsClient {
         accept: &str,
     ) -> Result<T, PacsError> {
         let body = self
-            .get_at_most(at, accept, super::dicom_json::MAX_JSON)
+            .get_at_most(at, accept, crate::dicom::json::MAX_JSON)
             .await?;
         serde_json::from_slice(&body).map_err(|e| PacsError::Bad {
             url: self.url(at),
