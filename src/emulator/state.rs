@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::reply::{created_str, new_id};
@@ -39,12 +39,53 @@ fn one() -> u32 {
     1
 }
 
+/// A job's status, as the server spells it on the wire (`"status": "Running"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(super) enum JobStatus {
+    Pending,
+    Running,
+    Paused,
+    Done,
+    /// The contract's failure state; the emulator never fails a job, but it counts as terminal.
+    #[allow(dead_code)]
+    Error,
+    Canceled,
+}
+
+impl JobStatus {
+    /// The wire spelling, also used in logs and error descriptions.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "Pending",
+            JobStatus::Running => "Running",
+            JobStatus::Paused => "Paused",
+            JobStatus::Done => "Done",
+            JobStatus::Error => "Error",
+            JobStatus::Canceled => "Canceled",
+        }
+    }
+
+    /// Done, Error or Canceled: no action changes it any more.
+    pub(super) fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Error | JobStatus::Canceled
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     pub(super) id: String,
     pub(super) experiment: String,
     pub(super) action: String,
-    pub(super) status: String,
+    pub(super) status: JobStatus,
     pub(super) created: SystemTime,
     pub(super) specs: Value,
     pub(super) result: Value,
@@ -101,7 +142,7 @@ impl Emu {
             .keys()
             .filter(|cl| {
                 let job = &self.jobs[*cl];
-                job.status == "Running"
+                job.status == JobStatus::Running
                     && self
                         .experiments
                         .get(&job.experiment)
@@ -136,13 +177,18 @@ impl Emu {
         let exp = self.jobs[cl_id].experiment.clone();
         let id = new_id();
         let busy = self.jobs.values().any(|j| {
-            j.parent.as_deref() == Some(cl_id) && (j.status == "Running" || j.status == "Pending")
+            j.parent.as_deref() == Some(cl_id)
+                && matches!(j.status, JobStatus::Running | JobStatus::Pending)
         });
         let job = Job {
             id: id.clone(),
             experiment: exp,
             action: "train".into(),
-            status: if busy { "Pending" } else { "Running" }.into(),
+            status: if busy {
+                JobStatus::Pending
+            } else {
+                JobStatus::Running
+            },
             created: SystemTime::now(),
             specs: self.jobs[cl_id]
                 .specs
@@ -173,7 +219,7 @@ impl Emu {
                 let j = &self.jobs[id];
                 (
                     j.action == "train"
-                        && j.status == "Running"
+                        && j.status == JobStatus::Running
                         && j.started.is_some_and(|s| now.duration_since(s) >= dur),
                     j.parent.clone(),
                     j.round,
@@ -185,7 +231,7 @@ impl Emu {
             let metric = (0.55 + 0.1 * round as f64).min(0.99);
             let metric = (metric * 1000.0).round() / 1000.0;
             if let Some(j) = self.jobs.get_mut(id) {
-                j.status = "Done".into();
+                j.status = JobStatus::Done;
                 j.result = json!({"key_metric": metric, "epochs_done": j.specs.get("epochs").cloned().unwrap_or(json!(1))});
                 j.logs
                     .push(format!("round {round}: done, key metric {metric}"));
@@ -207,8 +253,8 @@ impl Emu {
                 clj.result = json!({"rounds": rounds_done, "key_metric": last});
                 clj.logs
                     .push(format!("round {round} done: key metric {metric}"));
-                if finished && clj.status == "Running" {
-                    clj.status = "Done".into();
+                if finished && clj.status == JobStatus::Running {
+                    clj.status = JobStatus::Done;
                     clj.logs.push("stop criteria reached: done".into());
                 }
             }
@@ -218,12 +264,12 @@ impl Emu {
                 .iter()
                 .find(|q| {
                     let j = &self.jobs[*q];
-                    j.parent.as_deref() == Some(cl_id.as_str()) && j.status == "Pending"
+                    j.parent.as_deref() == Some(cl_id.as_str()) && j.status == JobStatus::Pending
                 })
                 .cloned()
             {
                 if let Some(j) = self.jobs.get_mut(&next) {
-                    j.status = "Running".into();
+                    j.status = JobStatus::Running;
                     j.started = Some(now);
                 }
             }
@@ -247,4 +293,25 @@ pub(super) fn job_json(j: &Job, cl: Option<&ClState>) -> Value {
         debug_assert_eq!(cl.job, j.id);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobStatus;
+
+    #[test]
+    fn job_status_is_spelled_on_the_wire_as_before() {
+        for (s, wire) in [
+            (JobStatus::Pending, "Pending"),
+            (JobStatus::Running, "Running"),
+            (JobStatus::Paused, "Paused"),
+            (JobStatus::Done, "Done"),
+            (JobStatus::Error, "Error"),
+            (JobStatus::Canceled, "Canceled"),
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(wire));
+            assert_eq!(s.to_string(), wire);
+        }
+        assert!(JobStatus::Error.is_terminal() && !JobStatus::Paused.is_terminal());
+    }
 }

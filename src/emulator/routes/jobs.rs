@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::emulator::nrrd::inference_answer;
 use crate::emulator::reply::{new_id, not_found, object, Reply};
-use crate::emulator::state::{job_json, AppState, ClState, Emu, Job};
+use crate::emulator::state::{job_json, AppState, ClState, Emu, Job, JobStatus};
 
 pub(super) async fn create_job(
     State(st): State<AppState>,
@@ -62,7 +62,7 @@ pub(super) async fn create_job(
                 id: id.clone(),
                 experiment: exp,
                 action: "annotation".into(),
-                status: "Running".into(),
+                status: JobStatus::Running,
                 created: SystemTime::now(),
                 specs,
                 result: json!({"rounds": 0}),
@@ -201,14 +201,13 @@ pub(super) async fn job_action(
     let mut emu = st.emu.lock().expect("emulator state");
     emu.tick(Instant::now(), st.cfg.train_seconds);
     let status = match emu.jobs.get(job) {
-        Some(j) if j.experiment == exp => j.status.clone(),
+        Some(j) if j.experiment == exp => j.status,
         _ => return Err(not_found(format!("Job {job} not found"))),
     };
-    let terminal = ["Done", "Error", "Canceled"].contains(&status.as_str());
     let new_status = match action {
-        "cancel" if !terminal => "Canceled",
-        "pause" if status == "Running" => "Paused",
-        "resume" if status == "Paused" => "Running",
+        "cancel" if !status.is_terminal() => JobStatus::Canceled,
+        "pause" if status == JobStatus::Running => JobStatus::Paused,
+        "resume" if status == JobStatus::Paused => JobStatus::Running,
         "cancel" | "pause" | "resume" => {
             return Err(not_found(format!("Job {job} is {status}: cannot {action}")))
         }
@@ -217,10 +216,7 @@ pub(super) async fn job_action(
     let children: Vec<String> = if action == "cancel" {
         emu.jobs
             .values()
-            .filter(|j| {
-                j.parent.as_deref() == Some(job)
-                    && !["Done", "Error", "Canceled"].contains(&j.status.as_str())
-            })
+            .filter(|j| j.parent.as_deref() == Some(job) && !j.status.is_terminal())
             .map(|j| j.id.clone())
             .collect()
     } else {
@@ -228,11 +224,11 @@ pub(super) async fn job_action(
     };
     for c in children {
         if let Some(j) = emu.jobs.get_mut(&c) {
-            j.status = "Canceled".into();
+            j.status = JobStatus::Canceled;
         }
     }
     if let Some(j) = emu.jobs.get_mut(job) {
-        j.status = new_status.into();
+        j.status = new_status;
         j.logs.push(format!("{action} requested: now {new_status}"));
     }
     Ok(Json(json!({})).into_response())
