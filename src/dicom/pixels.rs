@@ -51,21 +51,7 @@ pub struct Counted {
     pub notes: Vec<String>,
 }
 
-pub(crate) fn uint(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u32> {
-    obj.get(tag).and_then(|e| e.to_int::<u32>().ok())
-}
-
-pub(crate) fn floats<const N: usize>(
-    obj: &InMemDicomObject,
-    tag: dicom_core::Tag,
-) -> Option<[f64; N]> {
-    let v = obj.get(tag)?.to_multi_float64().ok()?;
-    v.try_into().ok()
-}
-
-pub(crate) fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
+pub(crate) use super::reader::{floats, items, uint};
 
 /// Counts set bits in `[start, end)` of an LSB-first bit stream.
 pub(crate) fn count_bits(data: &[u8], start: usize, end: usize) -> u64 {
@@ -440,7 +426,7 @@ fn decode_other(
             "frame {}: cannot decode ({}): {}",
             f + 1,
             o.meta().transfer_syntax(),
-            super::reader::error_chain(&e)
+            crate::util::error_chain(&e)
         )
     })
 }

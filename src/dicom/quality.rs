@@ -11,10 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use dicom_dictionary_std::tags;
-use dicom_object::mem::InMemDicomObject;
 use dicom_object::DefaultDicomObject;
 
-use super::pixels::{count_instance, floats, items, uint, Counted, FrameInfo};
+use super::pixels::{count_instance, items, uint, Counted, FrameInfo};
 use super::reader::text;
 
 pub use super::pixels::{binary_frame_voxels, unpack_binary_frame};
@@ -22,24 +21,6 @@ pub use super::pixels::{binary_frame_voxels, unpack_binary_frame};
 pub use crate::model::quality::{
     ExpectedLabels, InstanceGeometry, Quality, SegmentInfo, SeriesGeometry, Validator,
 };
-
-impl InstanceGeometry {
-    /// Whether the instance is an image (it has Rows and Columns): an SR document, a
-    /// presentation state or a key object selection in the same series is not.
-    pub fn is_image(&self) -> bool {
-        self.rows > 0 && self.cols > 0
-    }
-
-    /// The geometry of an image instance's header.
-    pub fn of(obj: &InMemDicomObject) -> InstanceGeometry {
-        InstanceGeometry {
-            rows: uint(obj, tags::ROWS).unwrap_or(0),
-            cols: uint(obj, tags::COLUMNS).unwrap_or(0),
-            position: floats::<3>(obj, tags::IMAGE_POSITION_PATIENT),
-            orientation: floats::<6>(obj, tags::IMAGE_ORIENTATION_PATIENT),
-        }
-    }
-}
 
 /// A frame (or, in a label map, a pixel value) that names a segment SegmentSequence does not
 /// define makes the label invalid: OHIF's bitmap writer drops an unpainted segment and

@@ -113,7 +113,7 @@ pub fn header_from_object(
             series,
             study,
             modality: text(obj, tags::MODALITY),
-            geometry: super::quality::InstanceGeometry::of(obj),
+            geometry: geometry_of(obj),
         }));
     }
     let mut referenced_series = Vec::new();
@@ -199,10 +199,6 @@ fn checked_uid(v: &str, name: &'static str) -> Result<(), ReadError> {
     }
 }
 
-fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
-
 /// A text value with DICOM padding (trailing spaces and NULs) removed; empty when absent.
 pub fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> String {
     obj.get(tag)
@@ -227,28 +223,7 @@ fn required(
     Ok(v)
 }
 
-/// Why a string is not a DICOM UID (at most 64 characters; components of digits separated by
-/// single dots), if it is not.
-pub fn uid_problem(v: &str) -> Option<String> {
-    if v.is_empty() {
-        return Some("empty".into());
-    }
-    if v.len() > 64 {
-        return Some(format!("{} characters, at most 64", v.len()));
-    }
-    if let Some(c) = v.chars().find(|c| !c.is_ascii_digit() && *c != '.') {
-        return Some(format!("character {c:?}"));
-    }
-    if v.split('.').any(str::is_empty) {
-        return Some("an empty component".into());
-    }
-    None
-}
-
-/// Whether a string is a DICOM UID (see [`uid_problem`]).
-pub fn is_uid(v: &str) -> bool {
-    uid_problem(v).is_none()
-}
+pub use crate::model::uid::{is_uid, uid_problem};
 
 /// Date and time joined so that plain string order is time order ("20180410" + "183328.5").
 fn date_time(obj: &InMemDicomObject, date: dicom_core::Tag, time: dicom_core::Tag) -> String {
@@ -380,4 +355,31 @@ pub fn display_path(p: &Path) -> String {
         }
     }
     out
+}
+
+/// An unsigned integer value, when present and readable.
+pub fn uint(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<u32> {
+    obj.get(tag).and_then(|e| e.to_int::<u32>().ok())
+}
+
+/// N decimal values (a position, an orientation), when present and readable.
+pub fn floats<const N: usize>(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<[f64; N]> {
+    let v = obj.get(tag)?.to_multi_float64().ok()?;
+    v.try_into().ok()
+}
+
+/// The items of a sequence; none when absent or not a sequence.
+pub fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
+}
+
+/// The geometry of an instance's header (Rows, Columns, position, orientation); zero size for
+/// an instance that is not an image.
+pub fn geometry_of(obj: &InMemDicomObject) -> crate::model::InstanceGeometry {
+    crate::model::InstanceGeometry {
+        rows: uint(obj, tags::ROWS).unwrap_or(0),
+        cols: uint(obj, tags::COLUMNS).unwrap_or(0),
+        position: floats::<3>(obj, tags::IMAGE_POSITION_PATIENT),
+        orientation: floats::<6>(obj, tags::IMAGE_ORIENTATION_PATIENT),
+    }
 }

@@ -7,6 +7,7 @@ pub mod outcome;
 pub mod quality;
 pub mod scan;
 pub mod series;
+pub mod uid;
 
 pub use index::ImageIndex;
 pub use outcome::{MatchOutcome, MatchRule, MatchedLabel};

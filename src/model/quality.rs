@@ -53,3 +53,11 @@ pub struct Validator {
     /// An unknown segment name makes the label invalid, not only a warning.
     pub strict_labels: bool,
 }
+
+impl InstanceGeometry {
+    /// Whether the instance is an image (it has Rows and Columns): an SR document, a
+    /// presentation state or a key object selection in the same series is not.
+    pub fn is_image(&self) -> bool {
+        self.rows > 0 && self.cols > 0
+    }
+}

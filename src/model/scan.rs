@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::dicom::{ImageIndex, MatchedLabel, SegSeries};
+use super::{ImageIndex, MatchedLabel, SegSeries};
 
 /// Something a source could not use, with where and why.
 #[derive(Debug, Clone, Serialize)]

@@ -148,7 +148,7 @@ impl Client {
             .map_err(|e| ApiError::Transport {
                 method: "init".into(),
                 url: cfg.host.clone(),
-                reason: crate::dicom::reader::error_chain(&e),
+                reason: crate::util::error_chain(&e),
             })?;
         Ok(Client {
             http,
@@ -319,9 +319,9 @@ impl Client {
             let reason = if e.is_timeout() {
                 "timed out".to_string()
             } else if e.is_connect() {
-                format!("cannot connect: {}", crate::dicom::reader::error_chain(&e))
+                format!("cannot connect: {}", crate::util::error_chain(&e))
             } else {
-                crate::dicom::reader::error_chain(&e)
+                crate::util::error_chain(&e)
             };
             // reqwest's messages carry the URL only, never headers: no secret leaks here
             Failure::Retry {

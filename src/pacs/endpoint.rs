@@ -61,7 +61,7 @@ impl Endpoint {
     }
 }
 
-pub use crate::dicom::reader::is_uid;
+pub use crate::model::uid::is_uid;
 
 /// Whether `id` is an Orthanc resource ID: SHA-1 as 40 lowercase hex digits in five groups of
 /// eight joined by `-`.

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::dicom::quality::{
-    instances_key, parse_full, reuse_known, InstanceGeometry, Quality, SeriesGeometry, Validator,
+    instances_key, parse_full, reuse_known, Quality, SeriesGeometry, Validator,
 };
 
 use futures_util::stream::{self, StreamExt};
@@ -27,7 +27,7 @@ use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
 use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
 use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
-use crate::pipeline::Scan;
+use crate::model::Scan;
 
 /// One SEG series as a listing names it, before its headers are read.
 #[derive(Debug, Clone, Default)]
@@ -480,7 +480,8 @@ impl DicomWeb {
             };
             let obj: dicom_object::InMemDicomObject =
                 dicom_json::from_value(item).map_err(|e| format!("metadata: {e}"))?;
-            g.instances.insert(sop, InstanceGeometry::of(&obj));
+            g.instances
+                .insert(sop, crate::dicom::reader::geometry_of(&obj));
             Ok(())
         })?;
         Ok(g)

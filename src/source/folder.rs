@@ -405,7 +405,7 @@ impl FolderSource {
     pub async fn scan(
         &self,
         lookup: &crate::ledger::KnownLookup,
-    ) -> Result<crate::pipeline::Scan, FolderError> {
+    ) -> Result<crate::model::Scan, FolderError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
         let filter = self.filter.clone();
@@ -448,7 +448,7 @@ impl FolderSource {
     pub async fn run_live(
         self,
         mut ctx: super::LiveCtx,
-        tx: tokio::sync::mpsc::Sender<crate::pipeline::Scan>,
+        tx: tokio::sync::mpsc::Sender<crate::model::Scan>,
     ) {
         use notify_debouncer_mini::notify::{self, EventKind, RecursiveMode, Watcher};
         let name = self.source_name();
@@ -527,7 +527,7 @@ impl FolderSource {
 /// With `--stow`, a label is matched against the images on the DICOMweb server it is uploaded
 /// to, not against the folder: that is where the training server looks. (The newest-label rule
 /// is applied by the caller, after the quality gate.)
-async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb::DicomWeb) {
+async fn match_on_server(scan: &mut crate::model::Scan, dw: &super::dicomweb::DicomWeb) {
     use crate::dicom::{match_each, MatchOutcome};
     let segs: Vec<_> = std::mem::take(&mut scan.labels)
         .into_iter()
@@ -582,7 +582,7 @@ async fn match_on_server(scan: &mut crate::pipeline::Scan, dw: &super::dicomweb:
 /// Uploads the ready SEGs the ledger does not know yet with STOW-RS. One that fails is kept
 /// back (unmatched, with the reason) so it is never notified before the server has it.
 async fn stow_ready(
-    scan: &mut crate::pipeline::Scan,
+    scan: &mut crate::model::Scan,
     stow: &super::http::PacsClient,
     known: &super::dicomweb::Known,
 ) {

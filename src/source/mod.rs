@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::ledger::KnownLookup;
-use crate::pipeline::Scan;
+use crate::model::Scan;
 
 /// A configured source.
 #[derive(Clone)]
@@ -53,7 +53,7 @@ pub struct LiveCtx {
     /// Poll interval of polling sources (QIDO, Orthanc changes).
     pub poll: Duration,
     pub shutdown: watch::Receiver<bool>,
-    pub metrics: std::sync::Arc<crate::daemon::Metrics>,
+    pub metrics: std::sync::Arc<crate::util::Metrics>,
 }
 
 /// A source could not be listed (completely).
@@ -198,7 +198,7 @@ pub struct Health {
     down_since: Option<Instant>,
     failures: u32,
     /// Counted in `sources_down` while down.
-    gauge: Option<std::sync::Arc<crate::daemon::Metrics>>,
+    gauge: Option<std::sync::Arc<crate::util::Metrics>>,
 }
 
 impl Health {
@@ -212,7 +212,7 @@ impl Health {
     }
 
     /// Counts this source in the `sources_down` gauge while it is down.
-    pub fn counting(mut self, m: std::sync::Arc<crate::daemon::Metrics>) -> Health {
+    pub fn counting(mut self, m: std::sync::Arc<crate::util::Metrics>) -> Health {
         self.gauge = Some(m);
         self
     }

@@ -20,7 +20,7 @@ use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use crate::ledger::{is_unchanged, KnownLookup};
-use crate::pipeline::Scan;
+use crate::model::Scan;
 
 /// Above this many lookups, one bulk `/tools/find` replaces one request each.
 pub const BULK: usize = 16;
