@@ -774,7 +774,8 @@ fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) 
 /// A state file holding `n` labels from another source, as a busy installation's would.
 fn synthetic_ledger(path: &Path, n: usize) {
     use segbridge::dicom::reader::{SegInstance, SegSeries, SortKey};
-    use segbridge::dicom::{match_all, ImageIndex};
+    use segbridge::model::ImageIndex;
+    use segbridge::rules::matcher::match_all;
     use segbridge::source::Listing;
     let mut ledger = segbridge::ledger::Ledger::open(path, Duration::from_secs(5)).unwrap();
     if n == 0 {

@@ -1277,7 +1277,8 @@ fn change(section: Section, image: &str, label: &str) -> Change {
 mod tests {
     use super::*;
     use crate::dicom::reader::{SegInstance, SegSeries, SortKey};
-    use crate::dicom::{match_all, ImageIndex};
+    use crate::model::ImageIndex;
+    use crate::rules::matcher::match_all;
     use crate::source::Problem;
 
     /// (label uid, image uid, content date, instance uids)

@@ -15,7 +15,6 @@ pub use crate::model::{
     ImageIndex, InstanceHeader, MatchOutcome, MatchRule, MatchedLabel, SegInstance, SegSeries,
     SortKey,
 };
-pub use crate::rules::matcher::{apply_newest, match_all, match_each};
 pub use reader::{read_instance, ReadError};
 
 /// SOP Class UID of the Segmentation Storage IOD.

@@ -26,8 +26,9 @@ use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
 use super::{Listing, Problem};
 use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
-use crate::dicom::{apply_newest, match_each, ImageIndex, MatchedLabel};
 use crate::model::Scan;
+use crate::model::{ImageIndex, MatchedLabel};
+use crate::rules::matcher::{apply_newest, match_each};
 
 /// One SEG series as a listing names it, before its headers are read.
 #[derive(Debug, Clone, Default)]

@@ -257,12 +257,12 @@ pub fn scan_folder_cached(
     for s in &mut segs {
         s.remote_stamp = Some(stamp.clone());
     }
-    let mut labels = crate::dicom::match_each(segs, &listing.index);
+    let mut labels = crate::rules::matcher::match_each(segs, &listing.index);
     if let Some((v, lookup)) = gate {
         let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
         validate_local(&mut labels, &listing.index, v, &known);
     }
-    let labels = crate::dicom::apply_newest(labels);
+    let labels = crate::rules::matcher::apply_newest(labels);
     Ok(crate::model::scan::Scan { listing, labels })
 }
 
@@ -437,7 +437,7 @@ impl FolderSource {
                 let index = &scan.listing.index;
                 tokio::task::block_in_place(|| validate_local(&mut labels, index, v, &known));
             }
-            scan.labels = crate::dicom::apply_newest(labels);
+            scan.labels = crate::rules::matcher::apply_newest(labels);
             stow_ready(&mut scan, &stow.client, &known).await;
         }
         Ok(scan)
@@ -528,7 +528,8 @@ impl FolderSource {
 /// to, not against the folder: that is where the training server looks. (The newest-label rule
 /// is applied by the caller, after the quality gate.)
 async fn match_on_server(scan: &mut crate::model::Scan, dw: &super::dicomweb::DicomWeb) {
-    use crate::dicom::{match_each, MatchOutcome};
+    use crate::model::MatchOutcome;
+    use crate::rules::matcher::match_each;
     let segs: Vec<_> = std::mem::take(&mut scan.labels)
         .into_iter()
         .map(|l| l.seg)
