@@ -1,0 +1,139 @@
+//! One pass over a remote listing: read what is new or changed in chunks, match, gate, and send
+//! each chunk to the ledger as a scan; the last scan is the complete listing.
+
+use super::*;
+
+/// How one pass over a remote listing is recorded.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// SEG series per scan sent to the ledger.
+    pub chunk: usize,
+    /// A complete listing (may remove labels) or a partial one (changes from a feed).
+    pub complete: bool,
+    /// The source's cursor after this pass, stored with its last scan.
+    pub cursor: Option<String>,
+}
+
+/// Reads what a remote listing names and sends it as scans, in chunks of `chunk` SEG series, so
+/// that a long backfill stopped half way keeps what it did. The last scan carries the cursor
+/// and, when `complete`, is the complete listing (it alone may remove labels); it is sent only
+/// when every step succeeded.
+pub async fn backfill(
+    dw: &DicomWeb,
+    source: &str,
+    listed: Vec<RemoteSeries>,
+    known: &Known,
+    pass: Pass,
+    tx: &mpsc::Sender<Scan>,
+) -> Result<(), PacsError> {
+    let Pass {
+        chunk,
+        complete,
+        cursor,
+    } = pass;
+    let mut unchanged = Vec::new();
+    let mut to_read = Vec::new();
+    for r in listed {
+        if crate::ledger::is_unchanged(known, &r.series, r.instances, Some(&dw.listed_stamp(&r))) {
+            unchanged.push(r.series);
+        } else {
+            to_read.push(r);
+        }
+    }
+    if !to_read.is_empty() {
+        info!(
+            source,
+            new_or_changed = to_read.len(),
+            unchanged = unchanged.len(),
+            "reading SEG headers"
+        );
+    }
+    let bar = progress(to_read.len() as u64);
+    let mut all_seen: Vec<String> = Vec::new();
+    let mut problems_total: Vec<Problem> = Vec::new();
+    for part in to_read.chunks(chunk.max(1)) {
+        let conc = dw.client.options().concurrency.max(1);
+        let results: Vec<(RemoteSeries, Result<SegSeries, String>)> =
+            stream::iter(part.iter().cloned())
+                .map(|r| async move {
+                    let h = dw.series_header_of(&r).await;
+                    (r, h)
+                })
+                .buffer_unordered(conc)
+                .collect()
+                .await;
+        let mut segs = Vec::new();
+        let mut problems = Vec::new();
+        let mut transient = None;
+        for (r, h) in results {
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            match h {
+                Ok(mut s) => {
+                    s.remote_id = r.remote_id.clone();
+                    s.remote_stamp = Some(dw.listed_stamp(&r));
+                    all_seen.push(s.uid().to_string());
+                    segs.push(s);
+                }
+                Err(reason) => {
+                    warn!(series = %r.series, "cannot read SEG header: {reason}");
+                    let location = dw.client.url(&series_at(&r.study, &r.series));
+                    problems.push(Problem {
+                        path: location,
+                        reason: reason.clone(),
+                    });
+                    // keep it seen: a label we cannot read now is not a label that is gone
+                    all_seen.push(r.series.clone());
+                    transient.get_or_insert(reason);
+                }
+            }
+        }
+        let index = dw.resolve_index(&segs).await?;
+        let mut labels = match_each(segs, &index);
+        if let Some(v) = &dw.validator {
+            dw.validate_remote(&mut labels, &index, v, known).await;
+        }
+        let labels = apply_newest(labels);
+        let mut listing = Listing::partial(source);
+        listing.index = index;
+        listing.problems = problems.clone();
+        problems_total.extend(problems);
+        if tx.send(Scan { listing, labels }).await.is_err() {
+            return Ok(()); // shutting down
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    // the complete listing: everything seen, nothing re-read (only it may remove labels)
+    let listing = Listing {
+        source: source.to_string(),
+        unchanged: unchanged.into_iter().chain(all_seen).collect(),
+        problems: problems_total,
+        cursor,
+        partial: !complete,
+        ..Default::default()
+    };
+    let _ = tx
+        .send(Scan {
+            listing,
+            labels: vec![],
+        })
+        .await;
+    Ok(())
+}
+
+fn progress(n: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if n < 50 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(n);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} SEG series ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.set_message("backfill");
+    Some(b)
+}

@@ -1,0 +1,174 @@
+//! The quality gate for remote labels: each candidate's instances retrieved with WADO-RS, its
+//! image series' geometry from WADO-RS metadata (once per series).
+
+use super::*;
+
+impl DicomWeb {
+    /// The quality gate for remote labels: each candidate's instances are retrieved with
+    /// WADO-RS (a few series at a time, each answer capped), its image series' geometry comes
+    /// from WADO-RS metadata (once per series).
+    pub async fn validate_remote(
+        &self,
+        labels: &mut [MatchedLabel],
+        index: &ImageIndex,
+        v: &Validator,
+        known: &Known,
+    ) {
+        let todo: Vec<usize> = labels
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, l)| l.is_candidate())
+            .filter_map(|(i, l)| {
+                let key = instances_key(&l.seg);
+                (!reuse_known(l, known, Some(&key))).then_some(i)
+            })
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        // geometry of the image series, once each
+        let images: HashSet<(String, String)> = todo
+            .iter()
+            .filter_map(|&i| {
+                let img = labels[i].outcome.image()?.to_string();
+                Some((index.study_of(&img).unwrap_or("").to_string(), img))
+            })
+            .collect();
+        let conc = self.client.options().concurrency.clamp(1, 4);
+        let geoms: HashMap<String, SeriesGeometry> = stream::iter(images)
+            .map(|(st, se)| async move {
+                let g = self.series_geometry(&st, &se).await;
+                (se, g)
+            })
+            .buffer_unordered(conc)
+            .filter_map(|(se, g)| async move {
+                match g {
+                    Ok(g) => Some((se, g)),
+                    Err(e) => {
+                        warn!(series = %se, "geometry not checked: {e}");
+                        None
+                    }
+                }
+            })
+            .collect()
+            .await;
+        let jobs: Vec<(usize, String, String, Option<String>)> = todo
+            .iter()
+            .map(|&i| {
+                let l = &labels[i];
+                (
+                    i,
+                    l.seg.first.study.clone(),
+                    l.seg.uid().to_string(),
+                    l.outcome.image().map(str::to_string),
+                )
+            })
+            .collect();
+        // each verdict with the instance UIDs it rests on, when it rests on everything: all
+        // instances retrieved and parsed, and the image series' geometry known
+        let results: Vec<(usize, Quality, Option<Vec<String>>)> = stream::iter(jobs)
+            .map(|(i, st, se, image)| {
+                let geoms = &geoms;
+                async move {
+                    match self.retrieve(&st, &se).await {
+                        Ok(objs) => {
+                            let geom = image.as_ref().and_then(|im| geoms.get(im));
+                            let mut q = v.validate(&objs, geom);
+                            if geom.is_none() {
+                                q.warnings.push(
+                                    "geometry not checked: image series metadata unavailable"
+                                        .into(),
+                                );
+                            }
+                            let uids = geom.map(|_| {
+                                objs.iter()
+                                    .map(|o| {
+                                        crate::dicom::reader::text(
+                                            o,
+                                            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                                        )
+                                    })
+                                    .collect()
+                            });
+                            (i, q, uids)
+                        }
+                        Err(e) => {
+                            let q = Quality {
+                                problems: vec![format!("cannot retrieve the SEG instances: {e}")],
+                                ..Default::default()
+                            };
+                            (i, q, None)
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for (i, q, uids) in results {
+            let l = &mut labels[i];
+            l.set_quality(q);
+            l.verdict_key = uids
+                .filter(|u| *u == l.seg.instances)
+                .map(|_| instances_key(&l.seg));
+        }
+    }
+
+    /// WADO-RS retrieve of a series' instances, parsed (pixel data included).
+    pub(super) async fn retrieve(
+        &self,
+        study: &str,
+        series: &str,
+    ) -> Result<Vec<dicom_object::DefaultDicomObject>, String> {
+        let parts = self
+            .client
+            .get_parts(
+                &series_at(study, series),
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if parts.is_empty() {
+            return Err("no instance in the answer".into());
+        }
+        // in SOP Instance UID order, as a folder's: the verdict never depends on the answer's
+        let mut objs: Vec<dicom_object::DefaultDicomObject> = parts
+            .iter()
+            .map(|p| parse_full(p))
+            .collect::<Result<_, _>>()?;
+        objs.sort_by_cached_key(|o| {
+            crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        });
+        Ok(objs)
+    }
+
+    /// The geometry of an image series' instances, from its WADO-RS metadata.
+    pub async fn series_geometry(
+        &self,
+        study: &str,
+        series: &str,
+    ) -> Result<SeriesGeometry, String> {
+        let path = metadata_at(study, series);
+        let v = self
+            .client
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut g = SeriesGeometry {
+            series: series.to_string(),
+            ..Default::default()
+        };
+        each_item(&v, |_, mut item| {
+            sanitize(&mut item, 0);
+            let Some(sop) = json_str(&item, "00080018") else {
+                return Ok(());
+            };
+            let obj: dicom_object::InMemDicomObject =
+                dicom_json::from_value(item).map_err(|e| format!("metadata: {e}"))?;
+            g.instances
+                .insert(sop, crate::dicom::reader::geometry_of(&obj));
+            Ok(())
+        })?;
+        Ok(g)
+    }
+}

@@ -1,0 +1,181 @@
+//! The image index the matcher needs for a batch of SEGs, built on the server: which referenced
+//! series exist and pass the image filter, and which series hold their source instances.
+
+use super::*;
+
+/// An image series found on the server: (study, modality, passes the image filter).
+type SeriesHit = (String, String, bool);
+/// A source instance found on the server: (SOP Instance UID, series, study).
+type InstanceHit = (String, String, String);
+
+impl DicomWeb {
+    /// Builds the image index the matcher needs for these SEGs: which referenced series exist
+    /// (and pass the filter), and which series hold their source instances when that is needed.
+    pub async fn resolve_index(&self, segs: &[SegSeries]) -> Result<ImageIndex, PacsError> {
+        let mut index = ImageIndex::default();
+        let wanted: Vec<String> = segs
+            .iter()
+            .filter_map(|s| s.first.referenced_series.first().cloned())
+            .filter(|u| is_uid(u))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let conc = self.client.options().concurrency.max(1);
+        let mut wanted = wanted;
+        if let Some(rest) = self
+            .orthanc_rest
+            .as_ref()
+            .filter(|_| wanted.len() > crate::source::orthanc::BULK)
+        {
+            let hints: Vec<&str> = segs.iter().map(|s| s.first.study.as_str()).collect();
+            // on failure (a filter Orthanc's find cannot express): one QIDO query each, below
+            if let Ok((found, odd)) = self.bulk_series(rest, &wanted, &hints).await {
+                for (uid, (study, modality, passes)) in found {
+                    index.insert_series(&uid, &study, &modality);
+                    if !passes {
+                        index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                    }
+                }
+                wanted = odd;
+            }
+        }
+        let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
+            .map(|uid| async move {
+                let q = Endpoint::at(&["series"])
+                    .query("SeriesInstanceUID", &uid)
+                    .query("includefield", "00080060");
+                let found = self.qido(&q).await?;
+                let Some(hit) = found.first() else {
+                    return Ok((uid, None));
+                };
+                let study = hit.study().filter(|s| is_uid(s)).unwrap_or_default();
+                let modality = hit.modality().unwrap_or_default();
+                let passes = match &self.image_filter {
+                    None => true,
+                    Some(f) => {
+                        let q = Endpoint::at(&["series"])
+                            .query("SeriesInstanceUID", &uid)
+                            .filter(f);
+                        !self.qido(&q).await?.is_empty()
+                    }
+                };
+                Ok((uid, Some((study, modality, passes))))
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for r in found {
+            let (uid, hit) = r?;
+            if let Some((study, modality, passes)) = hit {
+                index.insert_series(&uid, &study, &modality);
+                if !passes {
+                    index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                }
+            }
+        }
+        self.resolve_sources(index, segs).await
+    }
+
+    /// The source-instances fallback: only for SEGs whose referenced series is absent.
+    pub(super) async fn resolve_sources(
+        &self,
+        mut index: ImageIndex,
+        segs: &[SegSeries],
+    ) -> Result<ImageIndex, PacsError> {
+        let conc = self.client.options().concurrency.max(1);
+        // source-instances fallback: only for SEGs whose referenced series is absent
+        let mut sops: Vec<String> = Vec::new();
+        for s in segs {
+            let usable = s
+                .first
+                .referenced_series
+                .first()
+                .is_some_and(|r| index.has_series(r));
+            if !usable {
+                sops.extend(s.source_instances().into_iter().take(16));
+            }
+        }
+        sops.retain(|s| is_uid(s));
+        sops.sort();
+        sops.dedup();
+        let found: Vec<Result<Option<InstanceHit>, PacsError>> = stream::iter(sops)
+            .map(|sop| async move {
+                let q = Endpoint::at(&["instances"])
+                    .query("SOPInstanceUID", &sop)
+                    .query("includefield", "0020000E")
+                    .query("includefield", "00080060");
+                let found = self.qido(&q).await?;
+                Ok(found.first().and_then(|hit| {
+                    Some((
+                        sop.clone(),
+                        hit.series().filter(|s| is_uid(s))?,
+                        hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
+                    ))
+                }))
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        for r in found {
+            if let Some((sop, series, study)) = r? {
+                index.insert(&sop, &series, &study, "");
+            }
+        }
+        Ok(index)
+    }
+
+    /// The wanted image series Orthanc has: one `/tools/find` per 500 UIDs (and as many for
+    /// the image filter, when it names only plain tags), their studies found by the SEGs'
+    /// study UIDs (`hints`). Every request is bounded by the UIDs asked, never by the size of
+    /// the PACS. UIDs that cannot go into a list come back unasked, for one QIDO query each.
+    pub(super) async fn bulk_series(
+        &self,
+        rest: &PacsClient,
+        wanted: &[String],
+        hints: &[&str],
+    ) -> Result<(HashMap<String, SeriesHit>, Vec<String>), PacsError> {
+        use crate::source::orthanc::{find_by_uids, ids_by_uids, listable_uid};
+        let (listable, odd): (Vec<&String>, Vec<&String>) =
+            wanted.iter().partition(|u| listable_uid(u));
+        let listable: Vec<&str> = listable.into_iter().map(String::as_str).collect();
+        let want: HashSet<&str> = listable.iter().copied().collect();
+        let found = find_by_uids(rest, "Series", "SeriesInstanceUID", &listable).await?;
+        let passing: Option<HashSet<String>> = match &self.image_filter {
+            None => None,
+            Some(f) => {
+                let mut q = serde_json::Map::new();
+                for pair in f.split('&') {
+                    let (k, v) = pair.split_once('=').ok_or_else(|| PacsError::Bad {
+                        url: rest.url(&Endpoint::at(&["tools", "find"])),
+                        reason: format!("image filter {f:?} is not key=value pairs"),
+                    })?;
+                    q.insert(k.to_string(), json!(v));
+                }
+                let ids = ids_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &q).await?;
+                Some(ids.into_iter().collect())
+            }
+        };
+        let hits: Vec<_> = found
+            .into_iter()
+            .filter(|s| s.tags.series.as_deref().is_some_and(|u| want.contains(u)))
+            .collect();
+        let parents: HashSet<String> = hits.iter().filter_map(|s| s.parent_study.clone()).collect();
+        let studies = crate::source::orthanc::study_uids_hinted(rest, &parents, hints).await?;
+        let mut out = HashMap::new();
+        for s in hits {
+            let (Some(uid), Some(parent)) = (s.tags.series, s.parent_study) else {
+                continue;
+            };
+            if !is_uid(&uid) || !is_orthanc_id(&parent) {
+                continue;
+            }
+            let Some(study) = studies.get(&parent) else {
+                continue;
+            };
+            let modality = s.tags.modality.unwrap_or_default();
+            let passes = passing.as_ref().is_none_or(|p| p.contains(&s.id));
+            out.insert(uid, (study.clone(), modality, passes));
+        }
+        Ok((out, odd.into_iter().cloned().collect()))
+    }
+}

@@ -1,0 +1,368 @@
+//! The DICOMweb source: QIDO-RS lists SEG series (paged), WADO-RS metadata gives each new or
+//! changed SEG's references (QIDO never returns sequences), QIDO checks the image series exist
+//! and pass the dataset's image filter.
+//!
+//! A hand-written client over the project's one reqwest stack rather than the `dicom-web` crate:
+//! that crate pulls a second major version of reqwest (and hyper, rustls) into the binary, and
+//! segbridge needs only four requests, with its own auth, body caps and concurrency bound.
+//! DICOM JSON is parsed by `dicom-json` into the same objects the file reader builds, so one
+//! function ([`crate::dicom::reader::header_from_object`]) reads SEG headers from both.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::dicom::quality::{
+    instances_key, parse_full, reuse_known, Quality, SeriesGeometry, Validator,
+};
+
+use futures_util::stream::{self, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::dicom_json::{
+    each_item, json_str, qido_items, sanitize, segs_from_metadata, QidoItem, MAX_JSON,
+};
+use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
+use super::http::{PacsClient, PacsError, PacsOptions};
+use super::{Listing, Problem};
+use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
+use crate::model::Scan;
+use crate::model::{ImageIndex, MatchedLabel};
+use crate::rules::matcher::{apply_newest, match_each};
+
+mod backfill;
+mod gate;
+mod index;
+
+pub use backfill::{backfill, Pass};
+
+/// One SEG series as a listing names it, before its headers are read.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteSeries {
+    pub study: String,
+    pub series: String,
+    /// Number of instances, when the listing says (the cheap change signal).
+    pub instances: Option<i64>,
+    /// The server's own ID (Orthanc).
+    pub remote_id: Option<String>,
+    /// Orthanc's IDs of the series' instances, when listed through its REST API: their
+    /// headers are then read from the files themselves (see [`DicomWeb::series_header_of`]).
+    pub orthanc_instances: Vec<String>,
+}
+
+impl RemoteSeries {
+    /// A digest of the listed instance set, when the listing names the instances (Orthanc's
+    /// IDs are digests of the instance UIDs): a new instance set with the same count differs.
+    pub fn stamp(&self) -> Option<String> {
+        if self.orthanc_instances.is_empty() {
+            return None;
+        }
+        let mut ids: Vec<&str> = self.orthanc_instances.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        let mut h = sha1_smol::Sha1::new();
+        for id in ids {
+            h.update(id.as_bytes());
+            h.update(b"\n");
+        }
+        Some(format!("orthanc-instances:{}", h.digest()))
+    }
+}
+
+/// A DICOMweb server.
+#[derive(Clone)]
+pub struct DicomWeb {
+    pub client: PacsClient,
+    pub page_size: usize,
+    /// The dataset's image filter, a QIDO query string such as `Modality=CT`.
+    pub image_filter: Option<String>,
+    /// The quality gate (None: `--no-validate`).
+    pub validator: Option<Validator>,
+    /// Orthanc's REST root, when the server is Orthanc: many image checks become one request.
+    pub orthanc_rest: Option<PacsClient>,
+}
+
+pub use crate::ledger::Known;
+
+impl DicomWeb {
+    /// What the ledger keeps to know a listed series unchanged: the settings its verdict
+    /// depended on, and the instance set when the listing names it.
+    pub fn listed_stamp(&self, r: &RemoteSeries) -> String {
+        format!(
+            "{}/{}",
+            super::settings_stamp(self.image_filter.as_deref(), self.validator.as_ref()),
+            r.stamp().unwrap_or_else(|| "-".into())
+        )
+    }
+}
+
+const DICOM_JSON: &str = "application/dicom+json, application/json";
+
+impl DicomWeb {
+    pub fn new(
+        base: &str,
+        opts: PacsOptions,
+        page_size: usize,
+        image_filter: Option<String>,
+    ) -> Result<DicomWeb, PacsError> {
+        Ok(DicomWeb {
+            client: PacsClient::new(base, opts)?,
+            page_size: page_size.max(1),
+            image_filter: image_filter.filter(|f| !f.trim().is_empty()),
+            validator: None,
+            orthanc_rest: None,
+        })
+    }
+
+    pub fn source_name(&self) -> String {
+        format!("dicomweb:{}", self.client.base)
+    }
+
+    /// A QIDO-RS query, its answer (at most [`MAX_JSON`] bytes) parsed into typed results.
+    async fn qido(&self, at: &Endpoint) -> Result<Vec<QidoItem>, PacsError> {
+        let bytes = self.client.get_at_most(at, DICOM_JSON, MAX_JSON).await?;
+        qido_items(&bytes).map_err(|reason| PacsError::Bad {
+            url: self.client.url(at),
+            reason,
+        })
+    }
+
+    /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
+    /// the listing is known complete (a server that ignores `offset`, or a listing that hits
+    /// [`LISTING_BOUND`], leaves it unknown, and an unknown listing never removes anything).
+    pub async fn list_seg_series(&self) -> Result<(Vec<RemoteSeries>, bool), PacsError> {
+        let started = std::time::Instant::now();
+        let mut pages = 0usize;
+        let mut complete = true;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut offset = 0usize;
+        let mut effective = self.page_size;
+        let mut malformed = 0usize;
+        loop {
+            let at = Endpoint::at(&["series"])
+                .query("Modality", "SEG")
+                .query("limit", self.page_size)
+                .query("offset", offset)
+                .query("includefield", "00201209")
+                .query("includefield", "0020000D");
+            let items = self.qido(&at).await?;
+            pages += 1;
+            let mut new_here = 0;
+            for it in &items {
+                let (Some(study), Some(series)) = (it.study(), it.series()) else {
+                    continue;
+                };
+                if !is_uid(&study) || !is_uid(&series) {
+                    malformed += 1;
+                    continue;
+                }
+                if seen.insert(series.clone()) {
+                    new_here += 1;
+                    out.push(RemoteSeries {
+                        study,
+                        series,
+                        instances: it.instances(),
+                        ..Default::default()
+                    });
+                }
+            }
+            // A server may cap the page below our limit: the first page tells the real page
+            // size, and a page shorter than that is the last. An empty page always ends.
+            if items.is_empty() {
+                break;
+            }
+            // a server that ignores `offset` repeats its first page for ever
+            if offset > 0 && new_here == 0 {
+                tracing::warn!(
+                    "{}: the QIDO server ignores offset (page {} repeats earlier series); \
+                     listing ends with {} series",
+                    self.client.base,
+                    offset / effective.max(1) + 1,
+                    out.len()
+                );
+                complete = false;
+                break;
+            }
+            if offset == 0 && items.len() < effective {
+                effective = items.len();
+            } else if items.len() < effective {
+                break;
+            }
+            offset += items.len();
+            if let Some(bound) = LISTING_BOUND.hit(pages, out.len(), started.elapsed()) {
+                warn!(
+                    "{}: the SEG listing stopped at {bound} ({pages} pages, {} series in {:.0?}); \
+                     it is treated as incomplete, so nothing is removed",
+                    self.client.base,
+                    out.len(),
+                    started.elapsed()
+                );
+                complete = false;
+                break;
+            }
+        }
+        if malformed > 0 {
+            warn!(
+                "{}: {malformed} SEG series with a malformed study or series UID left out",
+                self.client.base
+            );
+        }
+        Ok((out, complete))
+    }
+
+    /// Reads one series a webhook named (by UID) as a partial listing; the study is looked up
+    /// when not given, and a series that is not a SEG is ignored.
+    pub async fn read_series_by_uid(
+        &self,
+        uid: &str,
+        study: Option<&str>,
+        lookup: &crate::ledger::KnownLookup,
+        tx: &mpsc::Sender<Scan>,
+    ) -> Result<(), PacsError> {
+        let at = Endpoint::at(&["series"])
+            .query("SeriesInstanceUID", uid)
+            .query("includefield", "00080060")
+            .query("includefield", "00201209");
+        if !is_uid(uid) || study.is_some_and(|s| !is_uid(s)) {
+            return Err(PacsError::Bad {
+                url: self.client.base.clone(),
+                reason: "a series or study UID that is not a DICOM UID".into(),
+            });
+        }
+        let found = self.qido(&at).await?;
+        let Some(hit) = found.first() else {
+            return Ok(()); // not (or no longer) on the server
+        };
+        if hit.modality().as_deref() != Some("SEG") {
+            return Ok(());
+        }
+        let study = match study {
+            Some(s) => s.to_string(),
+            None => hit.study().filter(|s| is_uid(s)).unwrap_or_default(),
+        };
+        let r = RemoteSeries {
+            study,
+            series: uid.to_string(),
+            instances: hit.instances(),
+            ..Default::default()
+        };
+        let known = lookup.among([uid]);
+        backfill(
+            self,
+            &self.source_name(),
+            vec![r],
+            &known,
+            Pass {
+                chunk: 1,
+                complete: false,
+                cursor: None,
+            },
+            tx,
+        )
+        .await
+    }
+
+    /// The SEG header of a listed series. Listed through Orthanc's REST API, its instances'
+    /// files are read with the same reader as a folder's (Orthanc answers a small file several
+    /// times faster than WADO-RS metadata, whose cost grows with the size of the PACS); a file
+    /// over 1 MiB, or one that cannot be read, falls back to WADO-RS metadata.
+    pub async fn series_header_of(&self, r: &RemoteSeries) -> Result<SegSeries, String> {
+        if let (Some(rest), false) = (&self.orthanc_rest, r.orthanc_instances.is_empty()) {
+            match self.header_from_files(rest, r).await {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::debug!(series = %r.series, "{e}; reading WADO-RS metadata"),
+            }
+        }
+        self.series_header(&r.study, &r.series).await
+    }
+
+    async fn header_from_files(
+        &self,
+        rest: &PacsClient,
+        r: &RemoteSeries,
+    ) -> Result<SegSeries, String> {
+        const SMALL_FILE: usize = 1024 * 1024;
+        let location = self.client.url(&series_at(&r.study, &r.series));
+        let mut found = Vec::new();
+        for id in &r.orthanc_instances {
+            if !is_orthanc_id(id) {
+                return Err(format!("{id:?} is not an Orthanc instance ID"));
+            }
+            let at = Endpoint::at(&["instances", id, "file"]);
+            let bytes = rest
+                .get_at_most(&at, "application/dicom", SMALL_FILE)
+                .await
+                .map_err(|e| e.to_string())?;
+            match crate::dicom::reader::read_instance_from_bytes(&bytes) {
+                Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
+                Ok(InstanceHeader::Image(_)) => {}
+                Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
+            }
+        }
+        group_series(found)
+            .into_iter()
+            .find(|s| s.uid() == r.series)
+            .ok_or_else(|| format!("no SEG instance of series {} in its files", r.series))
+    }
+
+    /// WADO-RS metadata of one series → its SEG header.
+    pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
+        let path = metadata_at(study, series);
+        let v = self
+            .client
+            .get_at_most(&path, "application/dicom+json", MAX_JSON)
+            .await
+            .map_err(|e| e.to_string())?;
+        let location = self.client.url(&series_at(study, series));
+        segs_from_metadata(&v, &location)
+            .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
+            .into_iter()
+            .find(|s| s.uid() == series)
+            .ok_or_else(|| {
+                format!(
+                    "{}: no SEG instance of series {series} in the metadata",
+                    self.client.url(&path)
+                )
+            })
+    }
+}
+
+/// How far one QIDO listing may go: a server that keeps answering full pages of new series
+/// would otherwise grow it without end (4,375 pages and 665 MB in 40 s).
+pub struct ListingBound {
+    pub pages: usize,
+    pub series: usize,
+    pub time: std::time::Duration,
+}
+
+/// The bound of every SEG listing: 2,000 pages, 200,000 series, 10 minutes.
+pub const LISTING_BOUND: ListingBound = ListingBound {
+    pages: 2_000,
+    series: 200_000,
+    time: std::time::Duration::from_secs(600),
+};
+
+impl ListingBound {
+    /// Which bound a listing has reached, if any.
+    fn hit(&self, pages: usize, series: usize, took: std::time::Duration) -> Option<String> {
+        if pages >= self.pages {
+            Some(format!("the bound of {} pages", self.pages))
+        } else if series >= self.series {
+            Some(format!("the bound of {} series", self.series))
+        } else if took >= self.time {
+            Some(format!("the bound of {:?}", self.time))
+        } else {
+            None
+        }
+    }
+}
+
+/// WADO-RS: one series.
+fn series_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series])
+}
+
+/// WADO-RS: one series' metadata.
+fn metadata_at(study: &str, series: &str) -> Endpoint {
+    Endpoint::at(&["studies", study, "series", series, "metadata"])
+}
