@@ -6,7 +6,7 @@
 //! after the API answered 2xx. A crash at any point loses nothing and repeats at most the batch
 //! that was in flight. This is the only module that speaks SQL.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -154,98 +154,8 @@ pub enum LedgerError {
     },
 }
 
-/// One section of a notify body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Section {
-    Added,
-    Updated,
-    Removed,
-}
-
-impl Section {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Section::Added => "added",
-            Section::Updated => "updated",
-            Section::Removed => "removed",
-        }
-    }
-
-    fn parse(s: &str) -> Section {
-        match s {
-            "added" => Section::Added,
-            "updated" => Section::Updated,
-            _ => Section::Removed,
-        }
-    }
-}
-
-/// A change to tell the API about: one (image, label) in one section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Change {
-    pub section: Section,
-    pub image: String,
-    pub label: String,
-}
-
-/// A change waiting in the outbox.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutboxEntry {
-    pub id: i64,
-    pub dataset: String,
-    pub section: Section,
-    pub image: String,
-    pub label: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-}
-
-/// A label the ledger knows, as a source needs it to skip work: unchanged series are neither
-/// read nor validated again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownLabel {
-    pub instances: i64,
-    pub status: String,
-    pub reason: String,
-    /// What the listing said of the instance set and settings when the label was last read.
-    pub stamp: Option<String>,
-    /// What its quality verdict was based on (see `MatchedLabel::verdict_key`); None when the
-    /// content was not read completely or not checked.
-    pub verdict_key: Option<String>,
-}
-
-impl KnownLabel {
-    /// Whether a series with `instances` instances is this label unchanged. An invalid label
-    /// whose verdict rests on nothing read completely (a file or an answer that could not be
-    /// read) is never unchanged: it is read and judged again.
-    pub fn unchanged(&self, instances: Option<i64>) -> bool {
-        instances == Some(self.instances)
-            && !(self.status == "invalid" && self.verdict_key.is_none())
-    }
-
-    /// Whether a listed series is this label unchanged: the same count and, when the listing
-    /// names its instances, the same instance set (a label recorded before the stamp existed
-    /// is read once more, which records it).
-    pub fn listed_unchanged(&self, instances: Option<i64>, stamp: Option<&str>) -> bool {
-        self.unchanged(instances)
-            && match stamp {
-                None => true,
-                Some(s) => self.stamp.as_deref() == Some(s),
-            }
-    }
-}
-
-/// Labels a source may skip, by label UID.
-pub type Known = HashMap<String, KnownLabel>;
-
-/// Whether series `uid` with `instances` instances is a label the ledger knows unchanged (so
-/// it is neither read nor checked again).
-pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>, stamp: Option<&str>) -> bool {
-    known
-        .get(uid)
-        .is_some_and(|k| k.listed_unchanged(instances, stamp))
-}
+pub use crate::model::known::{is_unchanged, Known, KnownLabel};
+pub use crate::model::outbox::{Change, OutboxEntry, Section};
 
 /// Where a source asks what the ledger knows of the series it listed. It asks once per
 /// listing, with that listing's UIDs, so a listing with nothing new costs what the listing
@@ -278,6 +188,12 @@ impl KnownLookup {
                 Known::default()
             }
         }
+    }
+}
+
+impl crate::model::known::KnownLabels for KnownLookup {
+    fn among(&self, uids: &[&str]) -> Known {
+        KnownLookup::among(self, uids.iter().copied())
     }
 }
 
@@ -1266,11 +1182,7 @@ fn decide(
 }
 
 fn change(section: Section, image: &str, label: &str) -> Change {
-    Change {
-        section,
-        image: image.to_string(),
-        label: label.to_string(),
-    }
+    Change::new(section, image, label)
 }
 
 #[cfg(test)]

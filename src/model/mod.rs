@@ -2,4 +2,6 @@
 //! sections and changes, the labels the ledger knows, label statuses. Every layer above
 //! speaks these types; they import only `util`.
 
+pub mod known;
+pub mod outbox;
 pub mod scan;
