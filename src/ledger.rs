@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::dicom::{MatchOutcome, MatchedLabel};
+use crate::model::status::LabelStatus;
 use crate::source::Listing;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
@@ -157,6 +158,32 @@ pub enum LedgerError {
 pub use crate::model::known::{is_unchanged, Known, KnownLabel};
 pub use crate::model::outbox::{Change, OutboxEntry, Section};
 
+/// A status is stored as its name (see [`LabelStatus::as_str`]).
+impl rusqlite::ToSql for LabelStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for LabelStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        s.parse()
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// The status a match outcome is stored with.
+fn status_of(o: &MatchOutcome) -> LabelStatus {
+    match o {
+        MatchOutcome::Ready { .. } => LabelStatus::Ready,
+        MatchOutcome::Superseded { .. } => LabelStatus::Superseded,
+        MatchOutcome::Unusable { .. } => LabelStatus::Unusable,
+        MatchOutcome::Unmatched { .. } => LabelStatus::Unmatched,
+        MatchOutcome::Invalid { .. } => LabelStatus::Invalid,
+    }
+}
+
 /// Where a source asks what the ledger knows of the series it listed. It asks once per
 /// listing, with that listing's UIDs, so a listing with nothing new costs what the listing
 /// costs, whatever the size of the ledger.
@@ -202,7 +229,7 @@ impl crate::model::known::KnownLabels for KnownLookup {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     /// Present labels by status.
-    pub labels_by_status: Vec<(String, i64)>,
+    pub labels_by_status: Vec<(LabelStatus, i64)>,
     pub labels_gone: i64,
     /// Present labels that are unusable, unmatched or invalid.
     pub attention: Vec<LabelRow>,
@@ -211,10 +238,10 @@ pub struct Summary {
 
 impl Summary {
     /// Present labels with `status`.
-    pub fn count(&self, status: &str) -> i64 {
+    pub fn count(&self, status: LabelStatus) -> i64 {
         self.labels_by_status
             .iter()
-            .find(|(s, _)| s == status)
+            .find(|(s, _)| *s == status)
             .map(|(_, n)| *n)
             .unwrap_or(0)
     }
@@ -225,7 +252,7 @@ impl Summary {
 pub struct StatusReport {
     pub state: String,
     pub schema_version: i64,
-    pub labels_by_status: Vec<(String, i64)>,
+    pub labels_by_status: Vec<(LabelStatus, i64)>,
     pub labels_gone: i64,
     pub images_notified: i64,
     pub outbox_depth: i64,
@@ -242,7 +269,7 @@ pub struct StatusReport {
 pub struct LabelRow {
     pub label: String,
     pub image: Option<String>,
-    pub status: String,
+    pub status: LabelStatus,
     #[serde(rename = "match")]
     pub rule: String,
     pub reason: String,
@@ -515,11 +542,13 @@ impl Ledger {
                 .conn
                 .prepare_cached(&format!(
                     "SELECT label_uid, instances, status, reason, remote_stamp, verdict_key FROM labels
-                     WHERE label_uid IN ({marks}) AND present = 1 AND status != 'unmatched'"
+                     WHERE label_uid IN ({marks}) AND present = 1 AND status != ?"
                 ))
                 .map_err(|e| sql(&self.path, e))?;
+            let unmatched = LabelStatus::Unmatched.as_str();
+            let args = part.iter().copied().chain([unmatched]);
             let rows = st
-                .query_map(rusqlite::params_from_iter(part), |r| {
+                .query_map(rusqlite::params_from_iter(args), |r| {
                     Ok((
                         r.get(0)?,
                         KnownLabel {
@@ -545,11 +574,11 @@ impl Ledger {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT label_uid, study_uid FROM labels WHERE present = 1 AND status = 'unmatched'",
+                "SELECT label_uid, study_uid FROM labels WHERE present = 1 AND status = ?1",
             )
             .map_err(|e| sql(&self.path, e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([LabelStatus::Unmatched], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| sql(&self.path, e))?;
         rows.collect::<Result<_, _>>()
             .map_err(|e| sql(&self.path, e))
@@ -629,13 +658,21 @@ impl Ledger {
 
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
-        self.label_rows("SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE 'gone' END, rule, reason, source FROM labels ORDER BY label_uid")
+        self.label_rows(
+            "SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE ?1 END, rule,
+                    reason, source FROM labels ORDER BY label_uid",
+            &[&LabelStatus::Gone],
+        )
     }
 
-    fn label_rows(&self, q: &str) -> Result<Vec<LabelRow>, LedgerError> {
+    fn label_rows(
+        &self,
+        q: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<LabelRow>, LedgerError> {
         let mut st = self.conn.prepare(q).map_err(|e| sql(&self.path, e))?;
         let rows = st
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok(LabelRow {
                     label: r.get(0)?,
                     image: r.get(1)?,
@@ -668,7 +705,7 @@ impl Ledger {
                 .query_map([], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
+                        r.get::<_, LabelStatus>(1)?,
                         r.get::<_, i64>(2)?,
                     ))
                 })
@@ -701,8 +738,13 @@ impl Ledger {
             labels_gone,
             attention: self.label_rows(
                 "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
-                 WHERE status IN ('unusable', 'unmatched', 'invalid') AND present = 1
+                 WHERE status IN (?1, ?2, ?3) AND present = 1
                  ORDER BY status, label_uid",
+                &[
+                    &LabelStatus::Unusable,
+                    &LabelStatus::Unmatched,
+                    &LabelStatus::Invalid,
+                ],
             )?,
             problems,
         })
@@ -912,13 +954,14 @@ fn apply_tx(
             seen.insert(uid);
             let fp = l.seg.fingerprint();
             let image = l.outcome.image().map(str::to_string);
-            let before: Option<(Option<String>, String, String, i64)> = get
+            let status = status_of(&l.outcome);
+            let before: Option<(Option<String>, LabelStatus, String, i64)> = get
                 .query_row([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;
             let changed = match &before {
                 None => true,
-                Some((img, status, f, present)) => {
-                    *img != image || status != l.outcome.status() || *f != fp || *present == 0
+                Some((img, was, f, present)) => {
+                    *img != image || *was != status || *f != fp || *present == 0
                 }
             };
             upsert.execute(params![
@@ -926,7 +969,7 @@ fn apply_tx(
                 l.seg.first.study,
                 image,
                 l.rule.as_str(),
-                l.outcome.status(),
+                status,
                 l.outcome.reason(),
                 fp,
                 l.seg.first.sort_key.encoded(),
@@ -938,12 +981,8 @@ fn apply_tx(
                 l.seg.remote_stamp,
                 l.verdict_key,
             ])?;
-            let pairable = matches!(
-                l.outcome,
-                MatchOutcome::Ready { .. } | MatchOutcome::Superseded { .. }
-            );
             if let Some(img) = &image {
-                if pairable {
+                if status.pairable() {
                     // an image this dataset was never told about needs a decision too
                     let known: Option<Option<String>> = told
                         .query_row(params![dataset, img], |r| r.get(0))
@@ -1135,20 +1174,21 @@ fn decide(
     let candidates: Vec<(String, String, String)> = {
         let mut st = tx.prepare_cached(
             "SELECT label_uid, fingerprint, sort_key FROM labels
-             WHERE image_uid = ?1 AND present = 1 AND status IN ('ready', 'superseded')
+             WHERE image_uid = ?1 AND present = 1 AND status IN (?2, ?3)
              ORDER BY sort_key DESC, label_uid DESC",
         )?;
-        let rows = st.query_map([image], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let args = params![image, LabelStatus::Ready, LabelStatus::Superseded];
+        let rows = st.query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
     if let Some((cur, ..)) = candidates.first() {
         let mut set =
             tx.prepare_cached("UPDATE labels SET status = ?2, reason = ?3 WHERE label_uid = ?1")?;
-        set.execute(params![cur, "ready", ""])?;
+        set.execute(params![cur, LabelStatus::Ready, ""])?;
         for (other, ..) in candidates.iter().skip(1) {
             set.execute(params![
                 other,
-                "superseded",
+                LabelStatus::Superseded,
                 format!("superseded by newer label {cur}")
             ])?;
         }
@@ -1514,7 +1554,7 @@ mod tests {
     }
 
     /// The counters kept by triggers against a count of every label, by hand.
-    fn counts_by_hand(l: &Ledger) -> (Vec<(String, i64)>, i64) {
+    fn counts_by_hand(l: &Ledger) -> (Vec<(LabelStatus, i64)>, i64) {
         let mut st = l
             .conn
             .prepare(
@@ -1579,7 +1619,7 @@ mod tests {
             (s.labels_by_status.clone(), s.labels_gone),
             counts_by_hand(&l)
         );
-        assert_eq!((s.count("ready"), s.labels_gone), (1, 2));
+        assert_eq!((s.count(LabelStatus::Ready), s.labels_gone), (1, 2));
     }
 
     #[test]
@@ -1613,7 +1653,10 @@ mod tests {
         assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let s = l.summary().unwrap();
         assert_eq!((s.labels_by_status.clone(), s.labels_gone), by_hand);
-        assert_eq!((s.count("ready"), s.count("unmatched")), (1, 1));
+        assert_eq!(
+            (s.count(LabelStatus::Ready), s.count(LabelStatus::Unmatched)),
+            (1, 1)
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 
+use super::status::LabelStatus;
+
 /// A label the ledger knows, as a source needs it to skip work: unchanged series are neither
 /// read nor validated again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownLabel {
     pub instances: i64,
-    pub status: String,
+    pub status: LabelStatus,
     pub reason: String,
     /// What the listing said of the instance set and settings when the label was last read.
     pub stamp: Option<String>,
@@ -24,7 +26,7 @@ impl KnownLabel {
     /// read) is never unchanged: it is read and judged again.
     pub fn unchanged(&self, instances: Option<i64>) -> bool {
         instances == Some(self.instances)
-            && !(self.status == "invalid" && self.verdict_key.is_none())
+            && !(self.status == LabelStatus::Invalid && self.verdict_key.is_none())
     }
 
     /// Whether a listed series is this label unchanged: the same count and, when the listing

@@ -5,3 +5,4 @@
 pub mod known;
 pub mod outbox;
 pub mod scan;
+pub mod status;
