@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::dicom::{MatchOutcome, MatchedLabel};
 use crate::model::status::LabelStatus;
+use crate::rules::plan::{merged, transition, Belief};
 use crate::source::Listing;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
@@ -1123,44 +1124,6 @@ fn queue(tx: &Transaction<'_>, dataset: &str, changes: &[Change], t: i64) -> rus
     Ok(())
 }
 
-/// The section of one entry that replaces a pending `first` with a newer `then`.
-fn merged(first: Section, then: Section) -> Section {
-    match (first, then) {
-        (_, Section::Removed) => Section::Removed,
-        (Section::Added, _) => Section::Added,
-        (_, _) => Section::Updated,
-    }
-}
-
-/// What the server believes an image's label is (the last notify entry about it), or what it
-/// should believe: a label series and the fingerprint of its instance set.
-type Belief = Option<(String, String)>;
-
-/// The one transition rule: what to send so that the server, replaying the notify stream in
-/// order (added/updated set the image's label, removed clears it), believes `should`.
-///
-/// | told      | now          | sent                              |
-/// |-----------|--------------|-----------------------------------|
-/// | none      | none         | nothing                           |
-/// | none      | A            | `added {X, A}`                    |
-/// | A         | none         | `removed {X, A}`                  |
-/// | A         | A, same set  | nothing                           |
-/// | A         | A, new set   | `updated {X, A}`                  |
-/// | A         | B (any date) | `updated {X, B}`                  |
-///
-/// The last row covers both a newer label replacing A and an older label B that becomes current
-/// again when A is deleted: the server is always told the label that is now current.
-pub fn transition(image: &str, told: &Belief, should: &Belief) -> Option<Change> {
-    match (told, should) {
-        (None, None) => None,
-        (None, Some((c, _))) => Some(change(Section::Added, image, c)),
-        (Some((t, _)), None) => Some(change(Section::Removed, image, t)),
-        (Some((t, tf)), Some((c, cf))) => {
-            (t != c || tf != cf).then(|| change(Section::Updated, image, c))
-        }
-    }
-}
-
 /// Decides what `dataset` must be told about one image, updates what it has been told, and
 /// re-applies the newest-label order across sources (the order is the matcher's sort key).
 fn decide(
@@ -1219,10 +1182,6 @@ fn decide(
         .execute(params![dataset, image, l, f, k, t])?;
     }
     Ok(())
-}
-
-fn change(section: Section, image: &str, label: &str) -> Change {
-    Change::new(section, image, label)
 }
 
 #[cfg(test)]
@@ -1396,26 +1355,6 @@ mod tests {
         assert_eq!(
             run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]),
             vec![c(Section::Updated, "A", "L2")]
-        );
-    }
-
-    #[test]
-    fn the_transition_table() {
-        let b = |l: &str, f: &str| Some((l.to_string(), f.to_string()));
-        let t = |told: &Belief, should: &Belief| {
-            transition("X", told, should).map(|c| (c.section, c.label))
-        };
-        assert_eq!(t(&None, &None), None);
-        assert_eq!(t(&None, &b("A", "1")), Some((Section::Added, "A".into())));
-        assert_eq!(t(&b("A", "1"), &None), Some((Section::Removed, "A".into())));
-        assert_eq!(t(&b("A", "1"), &b("A", "1")), None);
-        assert_eq!(
-            t(&b("A", "1"), &b("A", "2")),
-            Some((Section::Updated, "A".into()))
-        );
-        assert_eq!(
-            t(&b("A", "1"), &b("B", "1")),
-            Some((Section::Updated, "B".into()))
         );
     }
 

@@ -19,5 +19,6 @@ pub mod ledger;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
+pub mod rules;
 pub mod source;
 pub mod util;
