@@ -714,7 +714,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     });
     let depth = ledger.outbox_depth(Some(&dataset))?;
     let st = ledger.summary()?;
-    let count = |k: &str| st.count(k);
+    let count = |k: &str| k.parse().map_or(0, |k| st.count(k));
     let summary = json!({
         "dataset": dataset,
         "sources": sources.iter().map(Source::name).collect::<Vec<_>>(),

@@ -323,8 +323,8 @@ pub fn reuse_known(
     if key != kept {
         return false;
     }
-    let settled = match k.status.as_str() {
-        "invalid" => {
+    let settled = match k.status {
+        crate::model::status::LabelStatus::Invalid => {
             if let Some(image) = l.outcome.image().map(str::to_string) {
                 l.outcome = super::MatchOutcome::Invalid {
                     image,
@@ -333,7 +333,8 @@ pub fn reuse_known(
             }
             true
         }
-        "ready" | "superseded" => true,
+        crate::model::status::LabelStatus::Ready
+        | crate::model::status::LabelStatus::Superseded => true,
         _ => false,
     };
     if settled {
@@ -473,7 +474,7 @@ mod tests {
         // without a key (the SEG could not be retrieved) must be read and judged again
         let k = |status: &str, key: Option<&str>| crate::ledger::KnownLabel {
             instances: 1,
-            status: status.into(),
+            status: status.parse().unwrap(),
             reason: String::new(),
             stamp: None,
             verdict_key: key.map(String::from),

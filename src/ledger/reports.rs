@@ -1,0 +1,203 @@
+//! What the ledger reports: a run's summary (from the trigger-kept counters), `status`, and
+//! label listings. Read-only; the cost follows what is reported, not the size of the ledger.
+
+use rusqlite::OptionalExtension;
+use serde::Serialize;
+
+use super::{sql, Ledger, LedgerError};
+use crate::model::status::LabelStatus;
+use crate::util::time::fmt_time;
+
+/// What a run reports at its end: label counts, the labels that need attention, unreadable
+/// files. Its cost follows what it reports, not the size of the ledger.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Present labels by status.
+    pub labels_by_status: Vec<(LabelStatus, i64)>,
+    pub labels_gone: i64,
+    /// Present labels that are unusable, unmatched or invalid.
+    pub attention: Vec<LabelRow>,
+    pub problems: Vec<crate::model::scan::Problem>,
+}
+
+impl Summary {
+    /// Present labels with `status`.
+    pub fn count(&self, status: LabelStatus) -> i64 {
+        self.labels_by_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+}
+
+/// What the ledger knows, for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub state: String,
+    pub schema_version: i64,
+    pub labels_by_status: Vec<(LabelStatus, i64)>,
+    pub labels_gone: i64,
+    pub images_notified: i64,
+    pub outbox_depth: i64,
+    pub outbox_oldest: Option<String>,
+    pub outbox_last_error: Option<String>,
+    pub entries_sent: i64,
+    pub last_notify: Option<String>,
+    pub attention: Vec<LabelRow>,
+    pub problems: Vec<crate::model::scan::Problem>,
+}
+
+/// A label as the ledger knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabelRow {
+    pub label: String,
+    pub image: Option<String>,
+    pub status: LabelStatus,
+    #[serde(rename = "match")]
+    pub rule: String,
+    pub reason: String,
+    pub source: String,
+}
+
+impl Ledger {
+    /// Every label the ledger has, for `status --json` and tests.
+    pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
+        self.label_rows(
+            "SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE ?1 END, rule,
+                    reason, source FROM labels ORDER BY label_uid",
+            &[&LabelStatus::Gone],
+        )
+    }
+
+    fn label_rows(
+        &self,
+        q: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<LabelRow>, LedgerError> {
+        let mut st = self.conn.prepare(q).map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map(args, |r| {
+                Ok(LabelRow {
+                    label: r.get(0)?,
+                    image: r.get(1)?,
+                    status: r.get(2)?,
+                    rule: r.get(3)?,
+                    reason: r.get(4)?,
+                    source: r.get(5)?,
+                })
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// A run's summary, from the counters and the status index (no scan of every label).
+    pub fn summary(&self) -> Result<Summary, LedgerError> {
+        let p = &self.path;
+        let c = &self.conn;
+        let mut labels_by_status = Vec::new();
+        let mut labels_gone = 0;
+        {
+            // a file an older segbridge wrote, opened read-only (not migrated): count by hand
+            let counts = if self.schema_version()? >= 3 {
+                "SELECT present, status, n FROM label_counts WHERE n > 0 ORDER BY status"
+            } else {
+                "SELECT present, status, COUNT(*) FROM labels GROUP BY present, status ORDER BY status"
+            };
+            let mut st = c.prepare_cached(counts).map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, LabelStatus>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(|e| sql(p, e))?;
+            for r in rows {
+                let (present, status, n) = r.map_err(|e| sql(p, e))?;
+                if present == 1 {
+                    labels_by_status.push((status, n));
+                } else {
+                    labels_gone += n;
+                }
+            }
+        }
+        let problems = {
+            let mut st = c
+                .prepare_cached("SELECT path, reason FROM problems ORDER BY path")
+                .map_err(|e| sql(p, e))?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(crate::model::scan::Problem {
+                        path: r.get(0)?,
+                        reason: r.get(1)?,
+                    })
+                })
+                .map_err(|e| sql(p, e))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql(p, e))?
+        };
+        Ok(Summary {
+            labels_by_status,
+            labels_gone,
+            attention: self.label_rows(
+                "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
+                 WHERE status IN (?1, ?2, ?3) AND present = 1
+                 ORDER BY status, label_uid",
+                &[
+                    &LabelStatus::Unusable,
+                    &LabelStatus::Unmatched,
+                    &LabelStatus::Invalid,
+                ],
+            )?,
+            problems,
+        })
+    }
+
+    /// Everything the ledger knows, for `status`: the summary plus the outbox and the journal.
+    pub fn status(&self) -> Result<StatusReport, LedgerError> {
+        let p = &self.path;
+        let c = &self.conn;
+        let one = |q: &str| -> Result<i64, LedgerError> {
+            c.query_row(q, [], |r| r.get(0)).map_err(|e| sql(p, e))
+        };
+        let oldest: Option<i64> = c
+            .query_row("SELECT MIN(created_at) FROM outbox", [], |r| r.get(0))
+            .map_err(|e| sql(p, e))?;
+        let last_error: Option<String> = c
+            .query_row(
+                "SELECT last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(p, e))?
+            .flatten();
+        let last_notify: Option<String> = c
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'last_notify'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(p, e))?;
+        let summary = self.summary()?;
+        Ok(StatusReport {
+            state: self.path.clone(),
+            schema_version: self.schema_version()?,
+            labels_by_status: summary.labels_by_status,
+            labels_gone: summary.labels_gone,
+            images_notified: one("SELECT COUNT(*) FROM images WHERE label_uid IS NOT NULL")?,
+            outbox_depth: one("SELECT COUNT(*) FROM outbox")?,
+            outbox_oldest: oldest.map(fmt_time),
+            outbox_last_error: last_error,
+            entries_sent: one("SELECT COUNT(*) FROM sent")?,
+            last_notify: last_notify
+                .and_then(|s| s.parse::<i64>().ok())
+                .map(fmt_time),
+            attention: summary.attention,
+            problems: summary.problems,
+        })
+    }
+}

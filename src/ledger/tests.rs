@@ -1,0 +1,492 @@
+//! The ledger's unit tests: the transition table played through SQLite, the outbox's merge
+//! rule, removals, locking, migrations and the counters.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::*;
+use crate::dicom::reader::{SegInstance, SegSeries, SortKey};
+use crate::dicom::MatchedLabel;
+use crate::model::known::is_unchanged;
+use crate::model::outbox::Section;
+use crate::model::scan::{Listing, Problem};
+use crate::model::status::LabelStatus;
+use crate::model::ImageIndex;
+use crate::rules::matcher::match_all;
+
+/// (label uid, image uid, content date, instance uids)
+type L = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
+
+fn listing(labels: &[L], images: &[&str]) -> (Listing, Vec<MatchedLabel>) {
+    let mut index = ImageIndex::default();
+    for i in images {
+        index.insert(&format!("{i}.sop"), i, "st", "CT");
+    }
+    let segs = labels
+        .iter()
+        .map(|(uid, img, date, inst)| SegSeries {
+            first: SegInstance {
+                sop_class: crate::dicom::SEG_SOP_CLASS.into(),
+                sop_instance: inst[0].into(),
+                series: (*uid).into(),
+                study: "st".into(),
+                instance_number: Some(1),
+                referenced_series: vec![(*img).into()],
+                source_instances: vec![],
+                sort_key: SortKey {
+                    content: (*date).into(),
+                    uid: (*uid).into(),
+                    ..Default::default()
+                },
+                segment_count: 1,
+            },
+            instances: inst.iter().map(|s| s.to_string()).collect(),
+            locations: vec![format!("/f/{uid}")],
+            files: vec![],
+            warnings: vec![],
+            remote_id: None,
+            remote_stamp: None,
+        })
+        .collect();
+    let matched = match_all(segs, &index);
+    (
+        Listing {
+            source: "folder:/f".into(),
+            ..Default::default()
+        },
+        matched,
+    )
+}
+
+fn run(l: &mut Ledger, labels: &[L], images: &[&str]) -> Vec<(Section, String, String)> {
+    let (listing, matched) = listing(labels, images);
+    l.apply(&listing, &matched, "ds")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.section, c.image, c.label))
+        .collect()
+}
+
+fn c(s: Section, i: &str, l: &str) -> (Section, String, String) {
+    (s, i.into(), l.into())
+}
+
+fn fresh() -> Ledger {
+    Ledger::snapshot(Path::new("/nonexistent/segbridge-test.db")).unwrap()
+}
+
+#[test]
+fn first_label_is_added_then_nothing() {
+    let mut l = fresh();
+    let ls: &[L] = &[("L1", "A", "1", &["L1.1"])];
+    assert_eq!(run(&mut l, ls, &["A"]), vec![c(Section::Added, "A", "L1")]);
+    assert_eq!(run(&mut l, ls, &["A"]), vec![]);
+    assert_eq!(l.pending("ds", 10).unwrap().len(), 1);
+}
+
+#[test]
+fn newer_label_is_updated_and_changed_instances_too() {
+    let mut l = fresh();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    assert_eq!(
+        run(
+            &mut l,
+            &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+            &["A"]
+        ),
+        vec![c(Section::Updated, "A", "L2")]
+    );
+    assert_eq!(
+        run(
+            &mut l,
+            &[
+                ("L1", "A", "1", &["L1.1"]),
+                ("L2", "A", "2", &["L2.1", "L2.2"])
+            ],
+            &["A"]
+        ),
+        vec![c(Section::Updated, "A", "L2")]
+    );
+    // an older label appearing later changes nothing
+    assert_eq!(
+        run(
+            &mut l,
+            &[
+                ("L0", "A", "0", &["L0.1"]),
+                ("L1", "A", "1", &["L1.1"]),
+                ("L2", "A", "2", &["L2.1", "L2.2"])
+            ],
+            &["A"]
+        ),
+        vec![]
+    );
+}
+
+#[test]
+fn removed_newest_label_falls_back_to_the_older_one_and_says_so() {
+    let mut l = fresh();
+    run(
+        &mut l,
+        &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+        &["A"],
+    );
+    // L2 goes, L1 remains: the server must be told L1, not only that L2 is gone
+    assert_eq!(
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+        vec![c(Section::Updated, "A", "L1")]
+    );
+    // L1 is now what the dataset has: removing it is a removal
+    assert_eq!(
+        run(&mut l, &[], &["A"]),
+        vec![c(Section::Removed, "A", "L1")]
+    );
+    // and a new label after that is added again
+    assert_eq!(
+        run(&mut l, &[("L3", "A", "3", &["L3.1"])], &["A"]),
+        vec![c(Section::Added, "A", "L3")]
+    );
+}
+
+#[test]
+fn an_older_label_that_arrived_later_is_told_when_the_newer_goes() {
+    let mut l = fresh();
+    run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+    // L1 arrives later but is dated older: nothing changes for the server
+    assert_eq!(
+        run(
+            &mut l,
+            &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
+            &["A"]
+        ),
+        vec![]
+    );
+    assert_eq!(
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+        vec![c(Section::Updated, "A", "L1")]
+    );
+}
+
+#[test]
+fn replaced_label_is_updated() {
+    let mut l = fresh();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    assert_eq!(
+        run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]),
+        vec![c(Section::Updated, "A", "L2")]
+    );
+}
+
+fn outbox(l: &Ledger) -> Vec<(Section, String, String)> {
+    l.pending("ds", 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.section, e.image, e.label))
+        .collect()
+}
+
+#[test]
+fn the_outbox_keeps_one_setting_entry_per_image() {
+    let mut l = fresh();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+    // never confirmed: the server may know nothing of A, so it is still an addition
+    assert_eq!(outbox(&l), vec![c(Section::Added, "A", "L2")]);
+    // the label goes before anything was confirmed: one removal of what was queued
+    run(&mut l, &[], &["A"]);
+    assert_eq!(outbox(&l), vec![c(Section::Removed, "A", "L2")]);
+    // and comes back as a new label: the removal is replaced by a setting entry
+    run(&mut l, &[("L3", "A", "3", &["L3.1"])], &["A"]);
+    assert_eq!(outbox(&l), vec![c(Section::Updated, "A", "L3")]);
+}
+
+#[test]
+fn a_removal_after_an_unconfirmed_update_waits_behind_it() {
+    let mut l = fresh();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    let ids: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
+    l.confirm(&ids).unwrap();
+    run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
+    run(&mut l, &[], &["A"]);
+    // the server has L1 until the update arrives: both go, in order, in two bodies
+    assert_eq!(
+        outbox(&l),
+        vec![
+            c(Section::Updated, "A", "L2"),
+            c(Section::Removed, "A", "L2")
+        ]
+    );
+    let pending = l.pending("ds", 10).unwrap();
+    let bodies = crate::pipeline::runs(&pending, 10);
+    assert_eq!(bodies.len(), 2);
+}
+
+#[test]
+fn incomplete_listing_or_unreadable_location_never_removes() {
+    let mut l = fresh();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    let (mut listing, matched) = listing(&[], &["A"]);
+    listing.incomplete_reasons.push("cannot list /f/sub".into());
+    assert!(l.apply(&listing, &matched, "ds").unwrap().is_empty());
+    listing.incomplete_reasons.clear();
+    listing.problems.push(Problem {
+        path: "/f/L1".into(),
+        reason: "truncated".into(),
+    });
+    assert!(l.apply(&listing, &matched, "ds").unwrap().is_empty());
+    listing.problems.clear();
+    assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
+}
+
+#[test]
+fn unmatched_label_becomes_added_when_its_image_arrives() {
+    let mut l = fresh();
+    assert!(run(&mut l, &[("L1", "A", "1", &["L1.1"])], &[]).is_empty());
+    assert_eq!(
+        run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
+        vec![c(Section::Added, "A", "L1")]
+    );
+}
+
+#[test]
+fn outbox_entries_leave_only_on_confirm_and_are_journaled() {
+    let mut l = fresh();
+    run(
+        &mut l,
+        &[("L1", "A", "1", &["L1.1"]), ("L9", "B", "1", &["L9.1"])],
+        &["A", "B"],
+    );
+    let p = l.pending("ds", 1).unwrap();
+    assert_eq!(p.len(), 1);
+    l.record_failure(&[p[0].id], "HTTP 500").unwrap();
+    assert_eq!(l.pending("ds", 10).unwrap()[0].attempts, 1);
+    l.confirm(&[p[0].id]).unwrap();
+    assert_eq!(l.pending("ds", 10).unwrap().len(), 1);
+    let st = l.status().unwrap();
+    assert_eq!(st.entries_sent, 1);
+    assert_eq!(st.outbox_depth, 1);
+    assert_eq!(l.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn datasets_are_told_separately() {
+    let mut l = fresh();
+    let (listing, matched) = listing(&[("L1", "A", "1", &["L1.1"])], &["A"]);
+    assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
+    assert_eq!(l.apply(&listing, &matched, "other").unwrap().len(), 1);
+    assert_eq!(l.apply(&listing, &matched, "other").unwrap().len(), 0);
+}
+
+#[test]
+fn second_writer_waits_then_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let _first = Ledger::open(&path, Duration::from_millis(10)).unwrap();
+    let err = Ledger::open(&path, Duration::from_millis(300))
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, LedgerError::Locked { .. }), "{msg}");
+    assert!(msg.contains("in use by another segbridge process"), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+}
+
+#[test]
+fn migrations_are_versioned_and_newer_files_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let l = Ledger::open(&path, Duration::ZERO).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    }
+    let c = Connection::open(&path).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    assert!(matches!(
+        Ledger::open(&path, Duration::ZERO),
+        Err(LedgerError::TooNew { found: 99, .. })
+    ));
+}
+
+/// The counters kept by triggers against a count of every label, by hand.
+fn counts_by_hand(l: &Ledger) -> (Vec<(LabelStatus, i64)>, i64) {
+    let mut st = l
+        .conn
+        .prepare(
+            "SELECT status, COUNT(*) FROM labels WHERE present = 1
+             GROUP BY status ORDER BY status",
+        )
+        .unwrap();
+    let present = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let gone = l
+        .conn
+        .query_row("SELECT COUNT(*) FROM labels WHERE present = 0", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    (present, gone)
+}
+
+#[test]
+fn summary_counters_follow_every_kind_of_change() {
+    let mut l = fresh();
+    let steps: &[(&[L], &[&str])] = &[
+        // added, one unmatched (no image B yet)
+        (
+            &[("L1", "A", "1", &["L1.1"]), ("L2", "B", "1", &["L2.1"])],
+            &["A"],
+        ),
+        // B arrives (unmatched → ready), a newer label supersedes L1
+        (
+            &[
+                ("L1", "A", "1", &["L1.1"]),
+                ("L2", "B", "1", &["L2.1"]),
+                ("L3", "A", "2", &["L3.1"]),
+            ],
+            &["A", "B"],
+        ),
+        // L3 and L2 gone
+        (&[("L1", "A", "1", &["L1.1"])], &["A", "B"]),
+        // L2 back, with a new instance
+        (
+            &[
+                ("L1", "A", "1", &["L1.1"]),
+                ("L2", "B", "1", &["L2.1", "L2.2"]),
+            ],
+            &["A", "B"],
+        ),
+    ];
+    for (labels, images) in steps {
+        run(&mut l, labels, images);
+        let s = l.summary().unwrap();
+        assert_eq!(
+            (s.labels_by_status.clone(), s.labels_gone),
+            counts_by_hand(&l)
+        );
+    }
+    l.remove_labels(&["L1".to_string()], "ds").unwrap();
+    let s = l.summary().unwrap();
+    assert_eq!(
+        (s.labels_by_status.clone(), s.labels_gone),
+        counts_by_hand(&l)
+    );
+    assert_eq!((s.count(LabelStatus::Ready), s.labels_gone), (1, 2));
+}
+
+#[test]
+fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    {
+        let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
+        run(
+            &mut l,
+            &[("L1", "A", "1", &["L1.1"]), ("L2", "B", "1", &["L2.1"])],
+            &["A"],
+        );
+        // back to what an older segbridge left: schema 2, no counters
+        l.conn
+            .execute_batch(
+                "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
+                 DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
+                 DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
+                 ALTER TABLE labels DROP COLUMN verdict_key;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+    }
+    let ro = Ledger::open_read_only(&path).unwrap();
+    let by_hand = counts_by_hand(&ro);
+    let s = ro.summary().unwrap();
+    assert_eq!((s.labels_by_status, s.labels_gone), by_hand);
+    drop(ro);
+    let l = Ledger::open(&path, Duration::ZERO).unwrap();
+    assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+    let s = l.summary().unwrap();
+    assert_eq!((s.labels_by_status.clone(), s.labels_gone), by_hand);
+    assert_eq!(
+        (s.count(LabelStatus::Ready), s.count(LabelStatus::Unmatched)),
+        (1, 1)
+    );
+}
+
+#[test]
+fn known_labels_are_looked_up_for_the_listed_uids_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let lookup = KnownLookup::State(path.clone());
+    assert!(lookup.among(["L0"]).is_empty(), "no state file yet");
+    let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
+    // 1,200 labels: more than one query's worth of UIDs
+    let uids: Vec<String> = (0..1200).map(|i| format!("L{i}")).collect();
+    let insts: Vec<Vec<String>> = uids.iter().map(|u| vec![format!("{u}.1")]).collect();
+    let mut index = ImageIndex::default();
+    index.insert("A.sop", "A", "st", "CT");
+    let segs = uids
+        .iter()
+        .zip(&insts)
+        .map(|(u, i)| SegSeries {
+            first: SegInstance {
+                sop_class: crate::dicom::SEG_SOP_CLASS.into(),
+                sop_instance: i[0].clone(),
+                series: u.clone(),
+                study: "st".into(),
+                instance_number: Some(1),
+                // L0 and L1 reference an image that is not there: unmatched
+                referenced_series: vec![if u == "L0" || u == "L1" { "Z" } else { "A" }.into()],
+                source_instances: vec![],
+                sort_key: SortKey {
+                    content: "1".into(),
+                    uid: u.clone(),
+                    ..Default::default()
+                },
+                segment_count: 1,
+            },
+            instances: i.clone(),
+            locations: vec![format!("/f/{u}")],
+            files: vec![],
+            warnings: vec![],
+            remote_id: None,
+            remote_stamp: None,
+        })
+        .collect();
+    let listing = Listing {
+        source: "folder:/f".into(),
+        ..Default::default()
+    };
+    l.apply(&listing, &match_all(segs, &index), "ds").unwrap();
+    l.remove_labels(&["L2".to_string()], "ds").unwrap();
+    let asked: Vec<&str> = uids.iter().map(String::as_str).chain(["nope"]).collect();
+    let known = lookup.among(asked.iter().copied());
+    // all but the unmatched (L0, L1) and the gone (L2)
+    assert_eq!(known.len(), 1197);
+    assert!(!known.contains_key("L0") && !known.contains_key("L2"));
+    assert_eq!(known["L1199"].instances, 1);
+    assert!(is_unchanged(&known, "L3", Some(1), None));
+    assert!(!is_unchanged(&known, "L3", Some(2), None));
+    // a listing that names its instances: recorded without a stamp, so read once more
+    assert!(!is_unchanged(
+        &known,
+        "L3",
+        Some(1),
+        Some("orthanc-instances:x")
+    ));
+    // only what was asked
+    let few = lookup.among(["L5", "L6", "nope"]);
+    assert_eq!(few.len(), 2);
+    assert!(KnownLookup::Nothing.among(["L5"]).is_empty());
+    assert!(lookup.among(std::iter::empty()).is_empty());
+}
