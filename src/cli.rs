@@ -577,7 +577,7 @@ async fn scan_sources(
     sources: &[Source],
     chunk: usize,
 ) -> Result<(Scan, Vec<crate::source::SourceError>), Failure> {
-    let known = Default::default();
+    let known = crate::ledger::KnownLookup::default();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Scan>(4);
     let producers = async {
         let runs = sources.iter().map(|src| {

@@ -142,7 +142,7 @@ pub async fn run_live(
     let (tx, mut rx) = mpsc::channel::<Scan>(8);
     let ctx = LiveCtx {
         metrics: metrics.clone(),
-        state: ledger.path().into(),
+        known: std::sync::Arc::new(crate::ledger::KnownLookup::State(ledger.path().into())),
         chunk: opts.chunk,
         reconcile: opts.reconcile,
         poll: opts.poll,

@@ -160,7 +160,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         folder,
         &mut crate::source::folder::HeaderCache::default(),
         None,
-        Some((&gate, &Default::default())),
+        Some((&gate, &crate::ledger::KnownLookup::default())),
     )?;
     print_scan(&scan, false)?;
 

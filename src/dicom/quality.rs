@@ -307,7 +307,7 @@ impl Validator {
 /// whether that settled it.
 pub fn reuse_known(
     l: &mut super::MatchedLabel,
-    known: &crate::ledger::Known,
+    known: &crate::model::Known,
     key: Option<&str>,
 ) -> bool {
     let Some(k) = known.get(l.seg.uid()) else {

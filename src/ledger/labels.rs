@@ -9,10 +9,10 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::outbox::queue;
 use super::{sql, Ledger, LedgerError};
-use crate::dicom::{MatchOutcome, MatchedLabel};
 use crate::model::outbox::Change;
 use crate::model::scan::Listing;
 use crate::model::status::LabelStatus;
+use crate::model::{MatchOutcome, MatchedLabel};
 use crate::rules::plan::{transition, Belief};
 use crate::util::time::now;
 

@@ -47,6 +47,15 @@ impl crate::model::known::KnownLabels for KnownLookup {
     fn among(&self, uids: &[&str]) -> Known {
         KnownLookup::among(self, uids.iter().copied())
     }
+
+    fn unmatched(&self) -> Vec<(String, String)> {
+        match self {
+            KnownLookup::Nothing => Vec::new(),
+            KnownLookup::State(path) => Ledger::open_read_only(path)
+                .and_then(|l| l.unmatched_labels())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Ledger {

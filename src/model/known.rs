@@ -58,4 +58,10 @@ pub fn is_unchanged(known: &Known, uid: &str, instances: Option<i64>, stamp: Opt
 pub trait KnownLabels: Send + Sync {
     /// The known labels among `uids`.
     fn among(&self, uids: &[&str]) -> Known;
+
+    /// Present labels that are unmatched, with the image series each references: a live
+    /// source rechecks them when images arrive. Nothing when it cannot be answered.
+    fn unmatched(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{OutboxEntry, Section};
+use crate::model::{OutboxEntry, Section};
 
 /// One `{"image", "label"}` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use tracing::{debug, info, warn};
 use walkdir::WalkDir;
 
 use super::{Listing, Problem};
+use crate::dicom::quality::Validator;
 use crate::dicom::reader::{self, group_files, InstanceHeader, ReadError};
 
 /// Why a folder cannot be listed at all.
@@ -242,28 +243,57 @@ pub fn scan_folder_cached(
     root: &Path,
     cache: &mut HeaderCache,
     filter: Option<&ModalityFilter>,
-    gate: Option<(
-        &crate::dicom::quality::Validator,
-        &crate::ledger::KnownLookup,
-    )>,
-) -> Result<crate::model::scan::Scan, FolderError> {
+    gate: Option<(&Validator, &dyn crate::model::KnownLabels)>,
+) -> Result<crate::model::Scan, FolderError> {
+    let (listing, labels) = list_and_match(root, cache, filter, gate.map(|(v, _)| v))?;
+    let known = match gate {
+        Some((_, lookup)) => known_of(lookup, &labels),
+        None => Default::default(),
+    };
+    Ok(choose(listing, labels, gate.map(|(v, _)| (v, &known))))
+}
+
+/// Lists the folder and matches its SEGs, each stamped with the settings a verdict depends on.
+fn list_and_match(
+    root: &Path,
+    cache: &mut HeaderCache,
+    filter: Option<&ModalityFilter>,
+    validator: Option<&Validator>,
+) -> Result<(crate::model::Listing, Vec<crate::model::MatchedLabel>), FolderError> {
     let mut listing = list_cached(root, cache)?;
     if let Some(f) = filter {
         f.apply(&mut listing.index);
     }
     let mut segs = std::mem::take(&mut listing.segs);
     // what a verdict here depends on besides the files: recorded, so a change re-judges
-    let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), gate.map(|(v, _)| v));
+    let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), validator);
     for s in &mut segs {
         s.remote_stamp = Some(stamp.clone());
     }
-    let mut labels = crate::rules::matcher::match_each(segs, &listing.index);
-    if let Some((v, lookup)) = gate {
-        let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
-        validate_local(&mut labels, &listing.index, v, &known);
+    let labels = crate::rules::matcher::match_each(segs, &listing.index);
+    Ok((listing, labels))
+}
+
+/// What the ledger knows of these labels.
+fn known_of(
+    lookup: &dyn crate::model::KnownLabels,
+    labels: &[crate::model::MatchedLabel],
+) -> crate::model::Known {
+    let uids: Vec<&str> = labels.iter().map(|l| l.seg.uid()).collect();
+    lookup.among(&uids)
+}
+
+/// The quality gate (when given), then the newest-label rule.
+fn choose(
+    listing: crate::model::Listing,
+    mut labels: Vec<crate::model::MatchedLabel>,
+    gate: Option<(&Validator, &crate::model::Known)>,
+) -> crate::model::Scan {
+    if let Some((v, known)) = gate {
+        validate_local(&mut labels, &listing.index, v, known);
     }
     let labels = crate::rules::matcher::apply_newest(labels);
-    Ok(crate::model::scan::Scan { listing, labels })
+    crate::model::Scan { listing, labels }
 }
 
 /// The ledger's name for a folder source.
@@ -330,7 +360,7 @@ pub fn validate_local(
     labels: &mut [crate::dicom::MatchedLabel],
     index: &crate::dicom::ImageIndex,
     v: &crate::dicom::quality::Validator,
-    known: &crate::ledger::Known,
+    known: &crate::model::Known,
 ) {
     use crate::dicom::quality::{files_key, read_full, reuse_known, Quality};
     for l in labels.iter_mut().filter(|l| l.is_candidate()) {
@@ -401,38 +431,41 @@ impl FolderSource {
         source_name(&self.root)
     }
 
-    /// Lists and matches the folder (on a blocking thread), then uploads what must be.
+    /// Lists and matches the folder and runs the gate (on blocking threads), then uploads what
+    /// must be.
     pub async fn scan(
         &self,
-        lookup: &crate::ledger::KnownLookup,
+        lookup: &dyn crate::model::KnownLabels,
     ) -> Result<crate::model::Scan, FolderError> {
         let root = self.root.clone();
         let cache = self.cache.clone();
         let filter = self.filter.clone();
-        // with --stow the images that count are on the server: the gate runs after that match
-        let gate = if self.stow.is_none() {
-            self.validator.clone().map(|v| (v, lookup.clone()))
-        } else {
-            None
-        };
-        let mut scan = tokio::task::spawn_blocking(move || {
-            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            scan_folder_cached(
-                &root,
-                &mut c,
-                filter.as_ref(),
-                gate.as_ref().map(|(v, k)| (v, k)),
-            )
-        })
-        .await
-        .map_err(|e| FolderError::Unreadable {
+        let validator = self.validator.clone();
+        let failed = |e: tokio::task::JoinError| FolderError::Unreadable {
             path: self.root.display().to_string(),
             reason: format!("scan task failed: {e}"),
-        })??;
+        };
+        let (listing, labels) = tokio::task::spawn_blocking(move || {
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            list_and_match(&root, &mut c, filter.as_ref(), validator.as_ref())
+        })
+        .await
+        .map_err(failed)??;
+        // with --stow the images that count are on the server: the gate runs after that match
+        let gate = self.validator.clone().filter(|_| self.stow.is_none());
+        let known = match &gate {
+            Some(_) => known_of(lookup, &labels),
+            None => Default::default(),
+        };
+        let mut scan = tokio::task::spawn_blocking(move || {
+            choose(listing, labels, gate.as_ref().map(|v| (v, &known)))
+        })
+        .await
+        .map_err(failed)?;
         if let Some(stow) = &self.stow {
             match_on_server(&mut scan, stow).await;
             let mut labels = std::mem::take(&mut scan.labels);
-            let known = lookup.among(labels.iter().map(|l| l.seg.uid()));
+            let known = known_of(lookup, &labels);
             if let Some(v) = &self.validator {
                 let index = &scan.listing.index;
                 tokio::task::block_in_place(|| validate_local(&mut labels, index, v, &known));
@@ -480,12 +513,12 @@ impl FolderSource {
             }
         };
         let mut health = super::Health::new(&name).counting(ctx.metrics.clone());
-        let known = crate::ledger::KnownLookup::State(ctx.state.clone());
+        let known = ctx.known.clone();
         loop {
             if *ctx.shutdown.borrow() {
                 return;
             }
-            let retry = match self.scan(&known).await {
+            let retry = match self.scan(known.as_ref()).await {
                 Ok(scan) => {
                     health.ok();
                     // a file still being written, or an upload that failed: look again soon
@@ -593,7 +626,8 @@ async fn stow_ready(
             continue;
         }
         let uid = l.seg.uid().to_string();
-        if crate::ledger::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64), None) {
+        if crate::model::known::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64), None)
+        {
             continue; // uploaded and recorded before
         }
         let mut files = Vec::new();

@@ -12,13 +12,12 @@ pub use crate::pacs::endpoint;
 
 pub use crate::model::scan::{Listing, Problem};
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::ledger::KnownLookup;
+use crate::model::KnownLabels;
 use crate::model::Scan;
 
 /// A configured source.
@@ -44,8 +43,8 @@ pub fn settings_stamp(
 /// What live sources share.
 #[derive(Clone)]
 pub struct LiveCtx {
-    /// The state file, opened read-only by sources for what they must skip.
-    pub state: PathBuf,
+    /// What the ledger knows (read-only): what a source may skip, the unmatched labels.
+    pub known: std::sync::Arc<dyn KnownLabels>,
     /// SEG series per scan sent to the ledger during a backfill.
     pub chunk: usize,
     /// Full listing every this long (and on start).
@@ -76,7 +75,7 @@ impl Source {
     /// One complete listing, sent as scans (chunks, then the complete one).
     pub async fn list_once(
         &self,
-        known: &KnownLookup,
+        known: &dyn KnownLabels,
         chunk: usize,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), SourceError> {
@@ -93,7 +92,8 @@ impl Source {
             Source::DicomWeb(d) => {
                 let (listed, complete) =
                     d.list_seg_series().await.map_err(|e| err(e.to_string()))?;
-                let known = known.among(listed.iter().map(|r| r.series.as_str()));
+                let uids: Vec<&str> = listed.iter().map(|r| r.series.as_str()).collect();
+                let known = known.among(&uids);
                 dicomweb::backfill(
                     d,
                     &d.source_name(),
@@ -133,7 +133,7 @@ impl Source {
         let mut health = Health::new(&name).counting(ctx.metrics.clone());
         let mut next_reconcile = Instant::now();
         let mut cursor: Option<i64> = None;
-        let known = KnownLookup::State(ctx.state.clone());
+        let known = ctx.known.clone();
         loop {
             if *ctx.shutdown.borrow() {
                 return;
@@ -146,12 +146,12 @@ impl Source {
                 if listing_due {
                     if let Source::Orthanc(o) = &self {
                         let c = o.last_change().await.map_err(|e| e.to_string())?;
-                        o.reconcile(&known, ctx.chunk, Some(c.to_string()), &tx)
+                        o.reconcile(known.as_ref(), ctx.chunk, Some(c.to_string()), &tx)
                             .await
                             .map_err(|e| e.to_string())?;
                         cursor = Some(c);
                     } else {
-                        self.list_once(&known, ctx.chunk, &tx)
+                        self.list_once(known.as_ref(), ctx.chunk, &tx)
                             .await
                             .map_err(|e| e.reason)?;
                         cursor = Some(0);
@@ -161,8 +161,8 @@ impl Source {
                     let poll = o.poll_changes(since).await.map_err(|e| e.to_string())?;
                     if poll.last != since {
                         // only now is the ledger read: an idle poll is one request, no more
-                        let unmatched = unmatched_labels(&ctx.state);
-                        o.apply_changes(&poll, &known, &unmatched, ctx.chunk, &tx)
+                        let unmatched = known.unmatched();
+                        o.apply_changes(&poll, known.as_ref(), &unmatched, ctx.chunk, &tx)
                             .await
                             .map_err(|e| e.to_string())?;
                         cursor = Some(poll.last);
@@ -183,12 +183,6 @@ impl Source {
             }
         }
     }
-}
-
-fn unmatched_labels(state: &std::path::Path) -> Vec<(String, String)> {
-    crate::ledger::Ledger::open_read_only(state)
-        .and_then(|l| l.unmatched_labels())
-        .unwrap_or_default()
 }
 
 /// Reachability of one thing (a source, the API): says so once when it goes down and once when

@@ -19,7 +19,8 @@ pub use answers::{Found, FoundTags};
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
-use crate::ledger::{is_unchanged, KnownLookup};
+use crate::model::known::is_unchanged;
+use crate::model::KnownLabels;
 use crate::model::Scan;
 
 /// Above this many lookups, one bulk `/tools/find` replaces one request each.
@@ -282,13 +283,14 @@ impl Orthanc {
     /// A full listing (reconcile): every SEG series, reading only new or changed ones.
     pub async fn reconcile(
         &self,
-        lookup: &KnownLookup,
+        lookup: &dyn KnownLabels,
         chunk: usize,
         cursor: Option<String>,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let listed = self.list_seg_series().await?;
-        let known = lookup.among(listed.iter().map(|(r, _)| r.series.as_str()));
+        let uids: Vec<&str> = listed.iter().map(|(r, _)| r.series.as_str()).collect();
+        let known = lookup.among(&uids);
         let listed = self.with_studies(listed, &known).await?;
         backfill(
             &self.dicomweb,
@@ -310,7 +312,7 @@ impl Orthanc {
     pub async fn read_series(
         &self,
         ids: &[String],
-        lookup: &KnownLookup,
+        lookup: &dyn KnownLabels,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let mut entries = Vec::new();
@@ -324,7 +326,8 @@ impl Orthanc {
         if entries.is_empty() {
             return Ok(());
         }
-        let known = lookup.among(entries.iter().map(|(r, _)| r.series.as_str()));
+        let uids: Vec<&str> = entries.iter().map(|(r, _)| r.series.as_str()).collect();
+        let known = lookup.among(&uids);
         let listed = self.with_studies(entries, &known).await?;
         let pass = Pass {
             chunk: 200,
@@ -347,7 +350,7 @@ impl Orthanc {
     pub async fn apply_changes(
         &self,
         poll: &ChangesPoll,
-        lookup: &KnownLookup,
+        lookup: &dyn KnownLabels,
         unmatched: &[(String, String)],
         chunk: usize,
         tx: &mpsc::Sender<Scan>,
@@ -361,7 +364,8 @@ impl Orthanc {
                 None => {}
             }
         }
-        let known = lookup.among(entries.iter().map(|(r, _)| r.series.as_str()));
+        let uids: Vec<&str> = entries.iter().map(|(r, _)| r.series.as_str()).collect();
+        let known = lookup.among(&uids);
         let mut listed = self.with_studies(entries, &known).await?;
         if image_arrived {
             let have: HashSet<String> = listed.iter().map(|r| r.series.clone()).collect();

@@ -34,7 +34,12 @@ pub async fn backfill(
     let mut unchanged = Vec::new();
     let mut to_read = Vec::new();
     for r in listed {
-        if crate::ledger::is_unchanged(known, &r.series, r.instances, Some(&dw.listed_stamp(&r))) {
+        if crate::model::known::is_unchanged(
+            known,
+            &r.series,
+            r.instances,
+            Some(&dw.listed_stamp(&r)),
+        ) {
             unchanged.push(r.series);
         } else {
             to_read.push(r);

@@ -81,7 +81,7 @@ pub struct DicomWeb {
     pub orthanc_rest: Option<PacsClient>,
 }
 
-pub use crate::ledger::Known;
+pub use crate::model::Known;
 
 impl DicomWeb {
     /// What the ledger keeps to know a listed series unchanged: the settings its verdict
@@ -216,7 +216,7 @@ impl DicomWeb {
         &self,
         uid: &str,
         study: Option<&str>,
-        lookup: &crate::ledger::KnownLookup,
+        lookup: &dyn crate::model::KnownLabels,
         tx: &mpsc::Sender<Scan>,
     ) -> Result<(), PacsError> {
         let at = Endpoint::at(&["series"])
@@ -246,7 +246,7 @@ impl DicomWeb {
             instances: hit.instances(),
             ..Default::default()
         };
-        let known = lookup.among([uid]);
+        let known = lookup.among(&[uid]);
         backfill(
             self,
             &self.source_name(),
