@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{exit, Failure};
+use crate::app::exit::{self, Failure};
 use crate::config::{ConfigError, Settings};
 use crate::notify::Client;
 

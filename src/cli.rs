@@ -11,25 +11,15 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
+use crate::app::exit::{self, Failure};
+use crate::app::report::print_scan;
 use crate::config::{ConfigError, FileConfig, Overrides, Settings};
 use crate::daemon;
-use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
-use crate::ledger::{Ledger, LedgerError};
-use crate::notify::{ApiError, Client};
-use crate::pipeline::{self, DeliveryError, LabelLine, Scan};
+use crate::ledger::Ledger;
+use crate::notify::Client;
+use crate::pipeline::{self, Scan};
 use crate::source::Source;
-
-/// Exit codes (documented in README).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const ERROR: u8 = 1;
-    pub const CONFIG: u8 = 2;
-    pub const DELIVERY: u8 = 3;
-    pub const STATE: u8 = 4;
-    pub const SOURCE: u8 = 5;
-    pub const WAIT: u8 = 6;
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -256,35 +246,6 @@ pub struct FixturesArgs {
     pub out: PathBuf,
 }
 
-/// A failure with its exit code.
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Failure {
-        let error: anyhow::Error = e.into();
-        let code = if error.downcast_ref::<ConfigError>().is_some() {
-            exit::CONFIG
-        } else if error.downcast_ref::<LedgerError>().is_some() {
-            exit::STATE
-        } else if error.downcast_ref::<ApiError>().is_some()
-            || error.downcast_ref::<DeliveryError>().is_some()
-        {
-            exit::DELIVERY
-        } else if error
-            .downcast_ref::<crate::source::folder::FolderError>()
-            .is_some()
-        {
-            exit::CONFIG
-        } else {
-            exit::ERROR
-        };
-        Failure { code, error }
-    }
-}
-
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Watch(_) | Command::Serve(_));
@@ -483,93 +444,6 @@ async fn terminate() {
 #[cfg(not(unix))]
 async fn terminate() {
     std::future::pending::<()>().await
-}
-
-/// Prints a scan: JSON lines, or a table with the problems below it.
-pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json_out {
-        for l in &scan.labels {
-            serde_json::to_writer(&mut out, &LabelLine::of(l))?;
-            writeln!(out)?;
-        }
-        for p in &scan.listing.problems {
-            serde_json::to_writer(
-                &mut out,
-                &json!({"path": p.path, "status": "unreadable", "reason": p.reason}),
-            )?;
-            writeln!(out)?;
-        }
-        return Ok(());
-    }
-    let files = if scan.listing.files_seen > 0 {
-        format!("{} files, ", scan.listing.files_seen)
-    } else {
-        String::new()
-    };
-    writeln!(
-        out,
-        "{}: {files}{} image series, {} SEG series",
-        scan.listing.source,
-        scan.listing.index.series_count(),
-        scan.labels.len()
-    )?;
-    if !scan.labels.is_empty() {
-        writeln!(
-            out,
-            "\n{:<11} {:<18} {:<44} {:<44} ",
-            "STATUS", "MATCH", "LABEL (SEG SERIES)", "IMAGE SERIES"
-        )?;
-        for l in &scan.labels {
-            writeln!(
-                out,
-                "{:<11} {:<18} {:<44} {:<44}",
-                l.outcome.status(),
-                l.rule.as_str(),
-                l.seg.uid(),
-                l.outcome.image().unwrap_or("-"),
-            )?;
-            writeln!(
-                out,
-                "{:<11} from {}",
-                "",
-                l.seg.locations.first().map(String::as_str).unwrap_or("")
-            )?;
-            if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
-                writeln!(out, "{:<11} why: {}", "", l.outcome.reason())?;
-            }
-            if let Some(q) = &l.quality {
-                let segs: Vec<String> = q
-                    .segments
-                    .iter()
-                    .map(|s| format!("{} '{}' {} voxels", s.number, s.label, s.voxels))
-                    .collect();
-                writeln!(
-                    out,
-                    "{:<11} {} frames; segments: {}",
-                    "",
-                    q.frames,
-                    segs.join(", ")
-                )?;
-            }
-            for w in l
-                .seg
-                .warnings
-                .iter()
-                .chain(l.quality.iter().flat_map(|q| q.warnings.iter()))
-            {
-                writeln!(out, "{:<11} note: {w}", "")?;
-            }
-        }
-    }
-    if !scan.listing.problems.is_empty() {
-        writeln!(out, "\nskipped files:")?;
-        for p in &scan.listing.problems {
-            let safe = |t: &str| crate::util::logsafe::escape_controls(t, false);
-            writeln!(out, "  {}: {}", safe(&p.path), safe(&p.reason))?;
-        }
-    }
-    Ok(())
 }
 
 /// Lists every source once (nothing written) and merges what they sent into one scan.
@@ -1025,6 +899,8 @@ fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::LedgerError;
+    use crate::notify::ApiError;
 
     #[test]
     fn a_state_failure_after_delivery_is_not_an_api_failure() {

@@ -359,9 +359,7 @@ impl Settings {
 
     /// The quality gate these settings ask for: None with --no-validate. The experiment's labels
     /// come from --labels FILE, or from the API with --experiment ID.
-    pub async fn validator(
-        &self,
-    ) -> Result<Option<crate::dicom::quality::Validator>, crate::cli::Failure> {
+    pub async fn validator(&self) -> anyhow::Result<Option<crate::dicom::quality::Validator>> {
         use crate::dicom::quality::{ExpectedLabels, Validator};
         let p = &self.pacs;
         if !p.validate {

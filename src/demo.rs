@@ -10,7 +10,8 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{print_scan, Failure};
+use crate::app::report::print_scan;
+use crate::app::Failure;
 use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::Ledger;

@@ -5,6 +5,7 @@
 //! [`notify`]. [`pipeline`] wires them; [`emulator`] is a local MONAI API for tests and the demo.
 
 pub mod api_cli;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
