@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::app::exit::{self, Failure};
-use crate::config::{ConfigError, Settings};
+use crate::app::settings::{ConfigError, Settings};
 use crate::notify::Client;
 
 #[derive(Args, Debug)]

@@ -12,13 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::app::exit::{self, Failure};
+use crate::app::live;
+use crate::app::pipeline::{self, Scan};
 use crate::app::report::print_scan;
-use crate::config::{ConfigError, FileConfig, Overrides, Settings};
-use crate::daemon;
+use crate::app::settings::{ConfigError, FileConfig, Overrides, Settings};
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::Ledger;
 use crate::notify::Client;
-use crate::pipeline::{self, Scan};
 use crate::source::Source;
 
 #[derive(Parser, Debug)]
@@ -385,8 +385,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             // the token serve uses: SEGBRIDGE_HOOK_TOKEN, else the one kept beside the state
             let s = settings(&g, &SourceArgs::default(), None, None)?;
-            let token = crate::hook_token::hook_token(&s.state).map_err(ConfigError)?;
-            print!("{}", crate::hook::orthanc_lua(&a.url, Some(&token.secret)));
+            let token = crate::app::serve::token::hook_token(&s.state).map_err(ConfigError)?;
+            print!(
+                "{}",
+                crate::app::serve::orthanc_lua(&a.url, Some(&token.secret))
+            );
             Ok(())
         }
         Command::Status(a) => status(
@@ -422,7 +425,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             })?;
             Ok(())
         }
-        Command::Demo(a) => crate::demo::run(&a.folder, a.train_seconds),
+        Command::Demo(a) => crate::app::demo::run(&a.folder, a.train_seconds),
         Command::Fixtures(a) => {
             let written = crate::fixtures::write_demo_set(&a.out)
                 .with_context(|| format!("writing fixtures to {}", a.out.display()))?;
@@ -537,7 +540,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
     let mut reporter = pipeline::Reporter::default();
     if dry_run {
         let mut ledger = Ledger::snapshot(&s.state)?;
-        let report = rt.block_on(daemon::collect_once(
+        let report = rt.block_on(crate::app::sync::collect_once(
             &mut ledger,
             &sources,
             &dataset,
@@ -575,7 +578,7 @@ fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
         return source_errors(report.source_errors);
     }
     let mut ledger = Ledger::open(&s.state, s.lock_wait)?;
-    let report = rt.block_on(daemon::collect_once(
+    let report = rt.block_on(crate::app::sync::collect_once(
         &mut ledger,
         &sources,
         &dataset,
@@ -667,13 +670,13 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
     s.require_key()?;
-    let explicit_token = crate::hook_token::from_env();
+    let explicit_token = crate::app::serve::token::from_env();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
     // a token always: the operator's, else one generated beside the state file (orthanc-lua
     // writes the same one into the script)
     let token = match listen {
         Some(_) => Some(
-            crate::hook_token::hook_token(&s.state)
+            crate::app::serve::token::hook_token(&s.state)
                 .map_err(ConfigError)?
                 .secret,
         ),
@@ -683,7 +686,7 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
     api.retry_for = api.retry_for.min(Duration::from_secs(30));
     let client = Client::new(api)?;
-    let opts = daemon::LiveOptions {
+    let opts = live::LiveOptions {
         dataset,
         batch: s.batch,
         chunk: s.pacs.chunk,
@@ -692,16 +695,16 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     };
     let state = s.state.clone();
     rt.block_on(async move {
-        let shutdown = daemon::shutdown_on_signals();
-        let mut io = daemon::LiveIo::default();
+        let shutdown = live::shutdown_on_signals();
+        let mut io = live::LiveIo::default();
         if let Some(listen) = listen {
-            let listener = crate::hook::bind(listen, &explicit_token)
+            let listener = crate::app::serve::bind(listen, &explicit_token)
                 .await
                 .map_err(ConfigError)?;
             if explicit_token.is_none() {
                 tracing::info!(
                     "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
-                    crate::hook_token::token_path(&state).display()
+                    crate::app::serve::token::token_path(&state).display()
                 );
             }
             let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(1024);
@@ -717,10 +720,10 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 Source::DicomWeb(d) => Some(d.clone()),
                 _ => None,
             });
-            tokio::spawn(crate::hook::worker(
+            tokio::spawn(crate::app::serve::worker(
                 ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
             ));
-            let app = crate::hook::router(
+            let app = crate::app::serve::router(
                 token.clone(),
                 ev_tx,
                 io.metrics.clone(),
@@ -736,10 +739,10 @@ fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 let graceful = async move {
                     let _ = stop.wait_for(|v| *v).await;
                 };
-                crate::hook::serve::serve(listener, app, graceful).await;
+                crate::app::serve::http::serve(listener, app, graceful).await;
             });
         }
-        daemon::run_live(ledger, client, sources, opts, shutdown, io)
+        live::run_live(ledger, client, sources, opts, shutdown, io)
             .await
             .map_err(Failure::from)
     })?;

@@ -1,10 +1,10 @@
 //! How a command ends: a [`Failure`] carries the exit code documented in the README. Both the
 //! application layer and the command line use it, so it lives here rather than in `cli`.
 
-use crate::config::ConfigError;
+use crate::app::pipeline::DeliveryError;
+use crate::app::settings::ConfigError;
 use crate::ledger::LedgerError;
 use crate::notify::ApiError;
-use crate::pipeline::DeliveryError;
 
 pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;

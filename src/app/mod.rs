@@ -1,7 +1,13 @@
-//! The application layer (L4): what each command does, wired from the adapters below it.
-//! It prints nothing of its own choosing and parses no arguments: that is `cli`.
+//! The application layer (L4): what each command does, wired from the adapters below it
+//! (ledger, notify, source). It parses no arguments: that is `cli`.
 
+pub mod demo;
 pub mod exit;
+pub mod live;
+pub mod pipeline;
 pub mod report;
+pub mod serve;
+pub mod settings;
+pub mod sync;
 
 pub use exit::Failure;

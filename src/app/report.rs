@@ -5,8 +5,8 @@ use std::io::Write;
 
 use serde_json::json;
 
+use crate::app::pipeline::{LabelLine, Scan};
 use crate::dicom::MatchOutcome;
-use crate::pipeline::{LabelLine, Scan};
 
 /// Prints a scan: JSON lines, or a table with the problems below it.
 pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {

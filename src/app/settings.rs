@@ -533,7 +533,7 @@ mod tests {
 
     #[test]
     fn the_shipped_sample_config_parses() {
-        let cfg: FileConfig = toml::from_str(include_str!("../contrib/segbridge.toml")).unwrap();
+        let cfg: FileConfig = toml::from_str(include_str!("../../contrib/segbridge.toml")).unwrap();
         assert_eq!(cfg.orthanc.as_deref(), Some("http://127.0.0.1:8042"));
         assert_eq!(cfg.image_filter.as_deref(), Some("Modality=CT"));
     }

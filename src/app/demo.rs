@@ -10,13 +10,13 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::app::pipeline;
 use crate::app::report::print_scan;
 use crate::app::Failure;
 use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::Ledger;
 use crate::notify::{ApiConfig, Client, Secret};
-use crate::pipeline;
 
 pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> {
     let tmp = tempfile::Builder::new()
@@ -63,7 +63,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     step(&format!("MONAI API emulator on {}", emu.url()));
     let mut api = ApiConfig::new(
         &emu.url(),
-        crate::config::DEFAULT_ORG,
+        crate::app::settings::DEFAULT_ORG,
         Some(Secret::new(key)),
     );
     api.retry_for = Duration::from_secs(10);
