@@ -286,11 +286,7 @@ pub fn parse_point(s: &str) -> Result<([f64; 3], i64), String> {
 pub fn run(s: &Settings, args: ApiArgs) -> Result<(), Failure> {
     s.require_key()?;
     let out = Out { json: args.json };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::app::runtime()?;
     rt.block_on(async move {
         let mut c = Client::new(s.api_config())?;
         dispatch(&mut c, &out, args.command).await

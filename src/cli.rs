@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::app::exit::{self, Failure};
 use crate::app::live;
-use crate::app::pipeline::{self, Scan};
+use crate::app::pipeline;
 use crate::app::report::print_scan;
 use crate::app::settings::{ConfigError, FileConfig, Overrides, Settings};
 use crate::emulator::{self, EmulatorConfig};
@@ -348,14 +348,6 @@ fn settings(
     Ok(s)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     let g = cli.global;
     match cli.command {
@@ -369,11 +361,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Watch(a) => {
             let s = settings(&g, &a.sources, a.reconcile, a.poll)?;
-            watch(&s, None)
+            live::run(&s, None)
         }
         Command::Serve(a) => {
             let s = settings(&g, &a.watch.sources, a.watch.reconcile, a.watch.poll)?;
-            watch(&s, Some(a.listen))
+            live::run(&s, Some(a.listen))
         }
         Command::OrthancLua(a) => {
             if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
@@ -409,7 +401,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 probe_dicomweb: a.probe_dicomweb,
                 ..Default::default()
             };
-            let rt = runtime()?;
+            let rt = crate::app::runtime()?;
             rt.block_on(async move {
                 let running = emulator::spawn(a.listen, cfg)
                     .await
@@ -449,65 +441,11 @@ async fn terminate() {
     std::future::pending::<()>().await
 }
 
-/// Lists every source once (nothing written) and merges what they sent into one scan.
-async fn scan_sources(
-    sources: &[Source],
-    chunk: usize,
-) -> Result<(Scan, Vec<crate::source::SourceError>), Failure> {
-    let known = Default::default();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Scan>(4);
-    let producers = async {
-        let runs = sources.iter().map(|src| {
-            let tx = tx.clone();
-            let known = &known;
-            async move { src.list_once(known, chunk, &tx).await }
-        });
-        let r = futures_util::future::join_all(runs).await;
-        drop(tx);
-        r
-    };
-    let consumer = async {
-        let mut merged = Scan {
-            listing: crate::source::Listing {
-                source: sources
-                    .iter()
-                    .map(Source::name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                ..Default::default()
-            },
-            labels: vec![],
-        };
-        let mut paths = std::collections::HashSet::new();
-        while let Some(scan) = rx.recv().await {
-            merged.listing.files_seen += if scan.listing.partial {
-                0
-            } else {
-                scan.listing.files_seen
-            };
-            for p in scan.listing.problems {
-                if paths.insert(p.path.clone()) {
-                    merged.listing.problems.push(p);
-                }
-            }
-            merged.listing.index.merge(scan.listing.index);
-            merged.labels.extend(scan.labels);
-        }
-        merged
-    };
-    let (results, mut merged) = tokio::join!(producers, consumer);
-    merged.labels.sort_by(|a, b| a.seg.uid().cmp(b.seg.uid()));
-    Ok((
-        merged,
-        results.into_iter().filter_map(Result::err).collect(),
-    ))
-}
-
 fn scan(s: &Settings, json_out: bool) -> Result<(), Failure> {
-    let rt = runtime()?;
+    let rt = crate::app::runtime()?;
     let validator = rt.block_on(s.validator())?;
     let sources = s.sources_with(validator)?;
-    let (merged, errors) = rt.block_on(scan_sources(&sources, s.pacs.chunk))?;
+    let (merged, errors) = rt.block_on(crate::app::sync::scan_once(&sources, s.pacs.chunk));
     print_scan(&merged, json_out)?;
     source_errors(errors)
 }
@@ -530,7 +468,7 @@ fn source_errors(errors: Vec<crate::source::SourceError>) -> Result<(), Failure>
 }
 
 fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
-    let rt = runtime()?;
+    let rt = crate::app::runtime()?;
     let validator = rt.block_on(s.validator())?;
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
@@ -663,93 +601,6 @@ fn delivery_failure(e: pipeline::DeliveryError, depth: i64) -> Failure {
     }
 }
 
-/// `watch`, and with `listen` `serve`: the same pipeline plus the hook endpoint.
-fn watch(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
-    let rt = runtime()?;
-    let validator = rt.block_on(s.validator())?;
-    let sources = s.sources_with(validator)?;
-    let dataset = s.require_dataset()?.to_string();
-    s.require_key()?;
-    let explicit_token = crate::app::serve::token::from_env();
-    let ledger = Ledger::open(&s.state, s.lock_wait)?;
-    // a token always: the operator's, else one generated beside the state file (orthanc-lua
-    // writes the same one into the script)
-    let token = match listen {
-        Some(_) => Some(
-            crate::app::serve::token::hook_token(&s.state)
-                .map_err(ConfigError)?
-                .secret,
-        ),
-        None => None,
-    };
-    let mut api = s.api_config();
-    // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
-    api.retry_for = api.retry_for.min(Duration::from_secs(30));
-    let client = Client::new(api)?;
-    let opts = live::LiveOptions {
-        dataset,
-        batch: s.batch,
-        chunk: s.pacs.chunk,
-        reconcile: s.pacs.reconcile,
-        poll: s.pacs.poll,
-    };
-    let state = s.state.clone();
-    rt.block_on(async move {
-        let shutdown = live::shutdown_on_signals();
-        let mut io = live::LiveIo::default();
-        if let Some(listen) = listen {
-            let listener = crate::app::serve::bind(listen, &explicit_token)
-                .await
-                .map_err(ConfigError)?;
-            if explicit_token.is_none() {
-                tracing::info!(
-                    "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
-                    crate::app::serve::token::token_path(&state).display()
-                );
-            }
-            let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(1024);
-            let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(64);
-            let (rm_tx, rm_rx) = tokio::sync::mpsc::channel(64);
-            io.scans = Some(scan_rx);
-            io.removals = Some(rm_rx);
-            let orthanc = sources.iter().find_map(|x| match x {
-                Source::Orthanc(o) => Some(o.clone()),
-                _ => None,
-            });
-            let dicomweb = sources.iter().find_map(|x| match x {
-                Source::DicomWeb(d) => Some(d.clone()),
-                _ => None,
-            });
-            tokio::spawn(crate::app::serve::worker(
-                ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
-            ));
-            let app = crate::app::serve::router(
-                token.clone(),
-                ev_tx,
-                io.metrics.clone(),
-                sources.iter().map(Source::name).collect(),
-            );
-            let mut stop = shutdown.clone();
-            let addr = listener.local_addr().map_err(anyhow::Error::from)?;
-            tracing::info!(
-                "hook endpoint on http://{addr} (POST /hooks/orthanc/stable-series, \
-                 /hooks/orthanc/deleted-series, /hooks/series; GET /healthz, /metrics)"
-            );
-            tokio::spawn(async move {
-                let graceful = async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                };
-                crate::app::serve::http::serve(listener, app, graceful).await;
-            });
-        }
-        live::run_live(ledger, client, sources, opts, shutdown, io)
-            .await
-            .map_err(Failure::from)
-    })?;
-    tracing::info!("stopped");
-    Ok(())
-}
-
 fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), Failure> {
     if !s.state.exists() {
         return Err(ConfigError(format!(
@@ -765,7 +616,7 @@ fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), 
         Some(exp) => {
             s.require_key()?;
             let dataset = s.dataset.clone();
-            let rt = runtime()?;
+            let rt = crate::app::runtime()?;
             let summary = rt.block_on(async {
                 let mut c = Client::new(s.api_config())?;
                 crate::api_cli::cl_summary(&mut c, exp, |since| {

@@ -36,11 +36,7 @@ pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> 
             dir
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::app::runtime()?;
     rt.block_on(demo(&folder, tmp.path(), train_seconds))
 }
 

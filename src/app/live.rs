@@ -12,6 +12,11 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::app::pipeline::{self, DeliveryError, Reporter, Scan};
+use std::net::SocketAddr;
+
+use crate::app::serve::{self, token};
+use crate::app::settings::{ConfigError, Settings};
+use crate::app::Failure;
 use crate::ledger::{Ledger, LedgerError};
 use crate::notify::Client;
 use crate::source::{self, LiveCtx, Source};
@@ -239,4 +244,88 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// `watch`, and with `listen` `serve`: the sources, the ledger and the notifier run until a
+/// signal; with `listen`, the hook endpoint (and its worker) feed the same loop.
+pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
+    let rt = crate::app::runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
+    let dataset = s.require_dataset()?.to_string();
+    s.require_key()?;
+    let explicit_token = token::from_env();
+    let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    // a token always: the operator's, else one generated beside the state file (orthanc-lua
+    // writes the same one into the script)
+    let token = match listen {
+        Some(_) => Some(token::hook_token(&s.state).map_err(ConfigError)?.secret),
+        None => None,
+    };
+    let mut api = s.api_config();
+    // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
+    api.retry_for = api.retry_for.min(Duration::from_secs(30));
+    let client = Client::new(api)?;
+    let opts = LiveOptions {
+        dataset,
+        batch: s.batch,
+        chunk: s.pacs.chunk,
+        reconcile: s.pacs.reconcile,
+        poll: s.pacs.poll,
+    };
+    let state = s.state.clone();
+    rt.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        let mut io = LiveIo::default();
+        if let Some(listen) = listen {
+            let listener = serve::bind(listen, &explicit_token)
+                .await
+                .map_err(ConfigError)?;
+            if explicit_token.is_none() {
+                info!(
+                    "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
+                    token::token_path(&state).display()
+                );
+            }
+            let (ev_tx, ev_rx) = mpsc::channel(1024);
+            let (scan_tx, scan_rx) = mpsc::channel(64);
+            let (rm_tx, rm_rx) = mpsc::channel(64);
+            io.scans = Some(scan_rx);
+            io.removals = Some(rm_rx);
+            let orthanc = sources.iter().find_map(|x| match x {
+                Source::Orthanc(o) => Some(o.clone()),
+                _ => None,
+            });
+            let dicomweb = sources.iter().find_map(|x| match x {
+                Source::DicomWeb(d) => Some(d.clone()),
+                _ => None,
+            });
+            tokio::spawn(serve::worker(
+                ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
+            ));
+            let app = serve::router(
+                token.clone(),
+                ev_tx,
+                io.metrics.clone(),
+                sources.iter().map(Source::name).collect(),
+            );
+            let mut stop = shutdown.clone();
+            let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+            info!(
+                "hook endpoint on http://{addr} (POST /hooks/orthanc/stable-series, \
+                 /hooks/orthanc/deleted-series, /hooks/series; GET /healthz, /metrics)"
+            );
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                serve::http::serve(listener, app, graceful).await;
+            });
+        }
+        run_live(ledger, client, sources, opts, shutdown, io)
+            .await
+            .map_err(Failure::from)
+    })?;
+    info!("stopped");
+    Ok(())
 }

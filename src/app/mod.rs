@@ -11,3 +11,13 @@ pub mod settings;
 pub mod sync;
 
 pub use exit::Failure;
+
+/// The one async runtime every command runs on: two workers are plenty for I/O.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
