@@ -4,7 +4,6 @@
 //! Data flows one way: [`source`] → [`dicom`] (reader, matcher) → [`ledger`] (SQLite outbox) →
 //! [`notify`]. [`app`] wires them; [`emulator`] is a local MONAI API for tests and the demo.
 
-pub mod api_cli;
 pub mod app;
 pub mod cli;
 pub mod dicom;
