@@ -254,7 +254,7 @@ pub fn settings(
             folder: src.folder.first().cloned(),
             more_folders: src.folder.iter().skip(1).cloned().collect(),
             retry_for: g.retry_for,
-            timeout: g.request_timeout,
+            request_timeout: g.request_timeout,
             dicomweb: src.dicomweb.clone(),
             orthanc: src.orthanc.clone(),
             dicomweb_user: src.dicomweb_user.clone(),
@@ -266,12 +266,15 @@ pub fn settings(
             stow: src.stow.clone(),
             reconcile,
             poll,
-            on_new_series: src.on_new_series,
+            // a switch that is not given leaves the file's choice
+            on_new_series: src.on_new_series.then_some(true),
             chunk: src.chunk,
-            no_validate: src.no_validate,
+            no_validate: src.no_validate.then_some(true),
             labels: src.labels.clone(),
             experiment: src.experiment.clone(),
-            strict_labels: src.strict_labels,
+            strict_labels: src.strict_labels.then_some(true),
+            // the secrets (api-key, PACS password or token) have no flag
+            ..Default::default()
         },
         file,
     )?;
