@@ -76,8 +76,8 @@ pub fn rle(data: &[u8]) {
 
 /// The hook body parser.
 pub fn hook(data: &[u8]) {
-    let _ = crate::hook::parse_hook(data, false);
-    let _ = crate::hook::parse_hook(data, true);
+    let _ = crate::app::serve::parse_hook(data, false);
+    let _ = crate::app::serve::parse_hook(data, true);
 }
 
 /// The quality gate's whole pixel path on one SEG object, every decoder included: the first

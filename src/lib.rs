@@ -1,28 +1,22 @@
 //! segbridge: discovers DICOM SEG labels, pairs them with their image series, keeps a durable
 //! ledger, and notifies the MONAI Cloud API so continual-learning rounds start by themselves.
 //!
-//! Data flows one way: [`source`] → [`dicom`] (reader, matcher) → [`ledger`] (SQLite outbox) →
-//! [`notify`]. [`pipeline`] wires them; [`emulator`] is a local MONAI API for tests and the demo.
+//! Data flows one way: [`source`] → [`dicom`] (headers, pixels) → [`rules`] (matching, the
+//! newest label) → [`ledger`] (SQLite outbox) → [`monai`] (notify). [`app`] wires them and
+//! [`cli`] parses the command line; [`model`] holds the domain types every layer speaks and
+//! [`util`] what every layer may use. ARCHITECTURE.md draws the layers; `tests/layers.rs`
+//! enforces them.
 
-pub mod api_cli;
+pub mod app;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod demo;
 pub mod dicom;
 pub mod emulator;
 pub mod fixtures;
 pub mod fuzz_targets;
-pub mod hook;
-pub mod hook_token;
 pub mod ledger;
 pub mod model;
 pub mod monai;
 pub mod pacs;
-pub mod pipeline;
 pub mod rules;
 pub mod source;
 pub mod util;
-
-/// The MONAI API adapter under its former name.
-pub use monai as notify;

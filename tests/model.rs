@@ -23,11 +23,11 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use segbridge::config::{FileConfig, Overrides, Settings};
+use segbridge::app::settings::{Layer, Settings};
 use segbridge::dicom::quality::Validator;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
 use segbridge::ledger::Ledger;
-use segbridge::notify::{Client, Secret};
+use segbridge::monai::{Client, Secret};
 
 use common::orthanc::Orthanc;
 use common::Emu;
@@ -93,7 +93,7 @@ impl World {
         let emu = Emu::start();
         let dataset = emu.create_dataset();
         let mut cfg =
-            segbridge::notify::ApiConfig::new(&emu.url, "org", Some(Secret::new(&emu.key)));
+            segbridge::monai::ApiConfig::new(&emu.url, "org", Some(Secret::new(&emu.key)));
         cfg.retry_for = Duration::from_secs(10);
         let client = Client::new(cfg).unwrap();
         let images = (0..images)
@@ -310,22 +310,22 @@ impl World {
         };
         std::fs::create_dir_all(self.folder()).unwrap();
         let s = Settings::resolve(
-            Overrides {
+            Layer {
                 folder,
                 orthanc,
                 image_filter: self.filter.map(str::to_string),
                 state: Some(state.clone()),
                 ..Default::default()
             },
-            FileConfig::default(),
+            Layer::default(),
         )
         .unwrap();
         let sources = s.sources_with(Some(Validator::default())).unwrap();
         let mut ledger = Ledger::open(&state, Duration::from_secs(5)).unwrap();
-        let mut reporter = segbridge::pipeline::Reporter::default();
+        let mut reporter = segbridge::app::pipeline::Reporter::default();
         let rt = &self.emu.rt;
         let report = rt
-            .block_on(segbridge::daemon::collect_once(
+            .block_on(segbridge::app::sync::collect_once(
                 &mut ledger,
                 &sources,
                 &self.dataset,
@@ -338,7 +338,7 @@ impl World {
             "{:?}",
             report.source_errors
         );
-        rt.block_on(segbridge::pipeline::deliver(
+        rt.block_on(segbridge::app::pipeline::deliver(
             &mut ledger,
             &mut self.client,
             &self.dataset,

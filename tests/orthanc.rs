@@ -37,7 +37,7 @@ fn orthanc_accepts_the_fixtures_and_agrees_on_every_reference() {
         "STOW stored nothing: {stow}"
     );
     // our reading of the folder
-    let scan = segbridge::pipeline::scan_folder(&root).unwrap();
+    let scan = segbridge::source::folder::scan_folder(&root).unwrap();
     let ours: BTreeMap<String, (String, Option<String>)> = scan
         .labels
         .iter()

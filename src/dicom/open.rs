@@ -15,7 +15,24 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 
-use super::reader::{error_chain, ReadError};
+use crate::util::error_chain;
+
+/// Why a file could not be used. The path is kept by the caller, next to the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)")]
+    NotDicom,
+    #[error("empty file")]
+    Empty,
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt or truncated DICOM: {0}")]
+    Parse(String),
+    #[error("missing required attribute {0}")]
+    Missing(&'static str),
+    #[error("{0} is not a valid DICOM UID ({1})")]
+    BadUid(&'static str, String),
+}
 
 /// How much of an object is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

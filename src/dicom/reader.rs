@@ -12,22 +12,7 @@ use dicom_object::mem::InMemDicomObject;
 
 use super::is_seg_sop_class;
 
-/// Why a file could not be used. The path is kept by the caller, next to the reason.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble)")]
-    NotDicom,
-    #[error("empty file")]
-    Empty,
-    #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("corrupt or truncated DICOM: {0}")]
-    Parse(String),
-    #[error("missing required attribute {0}")]
-    Missing(&'static str),
-    #[error("{0} is not a valid DICOM UID ({1})")]
-    BadUid(&'static str, String),
-}
+pub use super::open::ReadError;
 
 pub use crate::model::series::{ImageInstance, InstanceHeader, SegInstance, SegSeries, SortKey};
 

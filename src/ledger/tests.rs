@@ -223,7 +223,7 @@ fn a_removal_after_an_unconfirmed_update_waits_behind_it() {
         ]
     );
     let pending = l.pending("ds", 10).unwrap();
-    let bodies = crate::pipeline::runs(&pending, 10);
+    let bodies = crate::app::pipeline::runs(&pending, 10);
     assert_eq!(bodies.len(), 2);
 }
 

@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::ledger::{KnownLookup, Ledger, LedgerError};
-use crate::notify::Client;
-use crate::pipeline::{self, Delivery, DeliveryError, Reporter, Scan};
-use crate::source::{self, LiveCtx, Source, SourceError};
+use crate::app::pipeline::{self, DeliveryError, Reporter, Scan};
+use std::net::SocketAddr;
+
+use crate::app::serve::{self, token};
+use crate::app::settings::{ConfigError, Settings};
+use crate::app::Failure;
+use crate::ledger::{Ledger, LedgerError};
+use crate::monai::Client;
+use crate::source::{self, LiveCtx, Source};
 
 pub use crate::util::Metrics;
 
@@ -41,64 +46,6 @@ impl Metrics {
             }
         }
     }
-}
-
-/// What a `sync` did.
-#[derive(Debug, Default)]
-pub struct SyncReport {
-    pub scans: usize,
-    pub changes: usize,
-    pub source_errors: Vec<SourceError>,
-    pub delivery: Option<Result<Delivery, DeliveryError>>,
-}
-
-/// Lists every source once and records what they send. Sources run concurrently; the ledger is
-/// written by this one future.
-pub async fn collect_once(
-    ledger: &mut Ledger,
-    sources: &[Source],
-    dataset: &str,
-    chunk: usize,
-    reporter: &mut Reporter,
-) -> Result<SyncReport, LedgerError> {
-    // each source asks the ledger about what it listed, not about everything it holds
-    let known = KnownLookup::State(ledger.path().into());
-    let (tx, mut rx) = mpsc::channel::<Scan>(4);
-    let producers = async {
-        let runs = sources.iter().map(|s| {
-            let tx = tx.clone();
-            let known = &known;
-            async move { s.list_once(known, chunk, &tx).await }
-        });
-        let results = futures_util::future::join_all(runs).await;
-        drop(tx);
-        results
-    };
-    let consumer = async {
-        let mut report = SyncReport::default();
-        while let Some(scan) = rx.recv().await {
-            reporter.report(&scan);
-            report.scans += 1;
-            let changes = pipeline::record(ledger, &scan, dataset)?.len();
-            debug!(
-                source = %scan.listing.source,
-                labels = scan.labels.len(),
-                changes,
-                "recorded one scan in one transaction"
-            );
-            report.changes += changes;
-        }
-        Ok::<_, LedgerError>(report)
-    };
-    let (results, report) = tokio::join!(producers, consumer);
-    let mut report = report?;
-    for r in results {
-        if let Err(e) = r {
-            warn!("{e}; nothing is marked removed for it this run");
-            report.source_errors.push(e);
-        }
-    }
-    Ok(report)
 }
 
 /// How a live run behaves.
@@ -297,4 +244,88 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
+}
+
+/// `watch`, and with `listen` `serve`: the sources, the ledger and the notifier run until a
+/// signal; with `listen`, the hook endpoint (and its worker) feed the same loop.
+pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
+    let rt = crate::app::runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
+    let dataset = s.require_dataset()?.to_string();
+    s.require_key()?;
+    let explicit_token = token::from_env();
+    let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    // a token always: the operator's, else one generated beside the state file (orthanc-lua
+    // writes the same one into the script)
+    let token = match listen {
+        Some(_) => Some(token::hook_token(&s.state).map_err(ConfigError)?.secret),
+        None => None,
+    };
+    let mut api = s.api_config();
+    // in a daemon one delivery attempt is short; the daemon's own backoff takes over after it
+    api.retry_for = api.retry_for.min(Duration::from_secs(30));
+    let client = Client::new(api)?;
+    let opts = LiveOptions {
+        dataset,
+        batch: s.batch,
+        chunk: s.pacs.chunk,
+        reconcile: s.pacs.reconcile,
+        poll: s.pacs.poll,
+    };
+    let state = s.state.clone();
+    rt.block_on(async move {
+        let shutdown = shutdown_on_signals();
+        let mut io = LiveIo::default();
+        if let Some(listen) = listen {
+            let listener = serve::bind(listen, &explicit_token)
+                .await
+                .map_err(ConfigError)?;
+            if explicit_token.is_none() {
+                info!(
+                    "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
+                    token::token_path(&state).display()
+                );
+            }
+            let (ev_tx, ev_rx) = mpsc::channel(1024);
+            let (scan_tx, scan_rx) = mpsc::channel(64);
+            let (rm_tx, rm_rx) = mpsc::channel(64);
+            io.scans = Some(scan_rx);
+            io.removals = Some(rm_rx);
+            let orthanc = sources.iter().find_map(|x| match x {
+                Source::Orthanc(o) => Some(o.clone()),
+                _ => None,
+            });
+            let dicomweb = sources.iter().find_map(|x| match x {
+                Source::DicomWeb(d) => Some(d.clone()),
+                _ => None,
+            });
+            tokio::spawn(serve::worker(
+                ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
+            ));
+            let app = serve::router(
+                token.clone(),
+                ev_tx,
+                io.metrics.clone(),
+                sources.iter().map(Source::name).collect(),
+            );
+            let mut stop = shutdown.clone();
+            let addr = listener.local_addr().map_err(anyhow::Error::from)?;
+            info!(
+                "hook endpoint on http://{addr} (POST /hooks/orthanc/stable-series, \
+                 /hooks/orthanc/deleted-series, /hooks/series; GET /healthz, /metrics)"
+            );
+            tokio::spawn(async move {
+                let graceful = async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                };
+                serve::http::serve(listener, app, graceful).await;
+            });
+        }
+        run_live(ledger, client, sources, opts, shutdown, io)
+            .await
+            .map_err(Failure::from)
+    })?;
+    info!("stopped");
+    Ok(())
 }

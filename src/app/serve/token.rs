@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::notify::Secret;
+use crate::monai::Secret;
 
 /// The token, and whether the operator set it (an explicit token is required off loopback).
 pub struct HookToken {

@@ -5,17 +5,20 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::notify::{ApiConfig, Secret};
+use crate::monai::{ApiConfig, Secret};
 
 pub const DEFAULT_API: &str = "https://api.monai.ngc.nvidia.com";
 pub const DEFAULT_ORG: &str = "iasixjqzw1hj";
 pub const DEFAULT_STATE: &str = "segbridge.db";
 pub const DEFAULT_BATCH: usize = 100;
 
-/// The config file: the same names as the long flags.
-#[derive(Debug, Default, Deserialize)]
+/// One layer of settings: the config file, or the command line (already merged with the
+/// environment by clap). Both have the same names as the long flags and are merged field by
+/// field in [`Settings::resolve`] (command line over file over default), so a new setting is a
+/// field here, its flag in `cli/args.rs`, and its use in `resolve`.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
+pub struct Layer {
     pub api: Option<String>,
     pub org: Option<String>,
     pub dataset: Option<String>,
@@ -52,18 +55,30 @@ pub struct FileConfig {
     /// Read the experiment's labels from the API.
     pub experiment: Option<String>,
     pub strict_labels: Option<bool>,
+    /// Command line only: the folders after the first `--folder`.
+    #[serde(skip)]
+    pub more_folders: Vec<PathBuf>,
+    /// Command line only: a file never turns TLS verification off.
+    #[serde(skip)]
+    pub insecure: bool,
 }
+
+/// The config file: a [`Layer`] read from TOML (its secrets, `api-key` and the PACS password or
+/// token, have no flag).
+pub type FileConfig = Layer;
+/// The command line: a [`Layer`] built from the flags.
+pub type Overrides = Layer;
 
 /// A configuration problem: shown as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-impl FileConfig {
-    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+impl Layer {
+    pub fn load(path: &Path) -> Result<Layer, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
-        let cfg: FileConfig =
+        let cfg: Layer =
             toml::from_str(&text).map_err(|e| ConfigError(toml_error(path, &text, &e)))?;
         if cfg.api_key.is_some() || cfg.dicomweb_password.is_some() || cfg.dicomweb_token.is_some()
         {
@@ -126,37 +141,6 @@ pub struct PacsSettings {
     pub chunk: usize,
     /// The quality gate: on unless --no-validate.
     pub validate: bool,
-    pub labels: Option<PathBuf>,
-    pub experiment: Option<String>,
-    pub strict_labels: bool,
-}
-
-/// The flags that every command shares (already merged with the environment by clap).
-#[derive(Debug, Default, Clone)]
-pub struct Overrides {
-    pub api: Option<String>,
-    pub org: Option<String>,
-    pub dataset: Option<String>,
-    pub state: Option<PathBuf>,
-    pub batch: Option<usize>,
-    pub folder: Option<PathBuf>,
-    pub retry_for: Option<f64>,
-    pub timeout: Option<f64>,
-    pub dicomweb: Option<String>,
-    pub orthanc: Option<String>,
-    pub dicomweb_user: Option<String>,
-    pub ca_cert: Option<PathBuf>,
-    pub insecure: bool,
-    pub image_filter: Option<String>,
-    pub concurrency: Option<usize>,
-    pub page_size: Option<usize>,
-    pub stow: Option<String>,
-    pub reconcile: Option<f64>,
-    pub poll: Option<f64>,
-    pub on_new_series: bool,
-    pub more_folders: Vec<PathBuf>,
-    pub chunk: Option<usize>,
-    pub no_validate: bool,
     pub labels: Option<PathBuf>,
     pub experiment: Option<String>,
     pub strict_labels: bool,
@@ -256,7 +240,7 @@ fn secs(v: f64, what: &str) -> Result<Duration, ConfigError> {
 }
 
 impl Settings {
-    pub fn resolve(cli: Overrides, file: FileConfig) -> Result<Settings, ConfigError> {
+    pub fn resolve(cli: Layer, file: Layer) -> Result<Settings, ConfigError> {
         let key = std::env::var("MONAI_API_KEY")
             .ok()
             .filter(|k| !k.trim().is_empty())
@@ -304,12 +288,12 @@ impl Settings {
                 "--reconcile",
             )?,
             poll: secs(cli.poll.or(file.poll).unwrap_or(2.0), "--poll")?,
-            on_new_series: cli.on_new_series || file.on_new_series.unwrap_or(false),
+            on_new_series: cli.on_new_series.or(file.on_new_series).unwrap_or(false),
             chunk: cli.chunk.or(file.chunk).unwrap_or(200).max(1),
-            validate: !(cli.no_validate || file.no_validate.unwrap_or(false)),
+            validate: !cli.no_validate.or(file.no_validate).unwrap_or(false),
             labels: cli.labels.or(file.labels),
             experiment: cli.experiment.or(file.experiment),
-            strict_labels: cli.strict_labels || file.strict_labels.unwrap_or(false),
+            strict_labels: cli.strict_labels.or(file.strict_labels).unwrap_or(false),
         };
         Ok(Settings {
             pacs,
@@ -328,7 +312,7 @@ impl Settings {
                 "--retry-for",
             )?,
             timeout: secs(
-                cli.timeout.or(file.request_timeout).unwrap_or(30.0),
+                cli.request_timeout.or(file.request_timeout).unwrap_or(30.0),
                 "--request-timeout",
             )?,
             lock_wait: Duration::from_secs(5),
@@ -359,9 +343,7 @@ impl Settings {
 
     /// The quality gate these settings ask for: None with --no-validate. The experiment's labels
     /// come from --labels FILE, or from the API with --experiment ID.
-    pub async fn validator(
-        &self,
-    ) -> Result<Option<crate::dicom::quality::Validator>, crate::cli::Failure> {
+    pub async fn validator(&self) -> anyhow::Result<Option<crate::dicom::quality::Validator>> {
         use crate::dicom::quality::{ExpectedLabels, Validator};
         let p = &self.pacs;
         if !p.validate {
@@ -391,7 +373,7 @@ impl Settings {
             }
             (None, Some(exp)) => {
                 self.require_key()?;
-                let mut c = crate::notify::Client::new(self.api_config())?;
+                let mut c = crate::monai::Client::new(self.api_config())?;
                 let path = c.org_path(&format!("/experiments/{exp}"));
                 let v = c.call(reqwest::Method::GET, &path, None).await?.body;
                 Some(parse(
@@ -535,7 +517,7 @@ mod tests {
 
     #[test]
     fn the_shipped_sample_config_parses() {
-        let cfg: FileConfig = toml::from_str(include_str!("../contrib/segbridge.toml")).unwrap();
+        let cfg: FileConfig = toml::from_str(include_str!("../../contrib/segbridge.toml")).unwrap();
         assert_eq!(cfg.orthanc.as_deref(), Some("http://127.0.0.1:8042"));
         assert_eq!(cfg.image_filter.as_deref(), Some("Modality=CT"));
     }

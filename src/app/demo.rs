@@ -10,12 +10,13 @@ use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{print_scan, Failure};
+use crate::app::pipeline;
+use crate::app::report::print_scan;
+use crate::app::Failure;
 use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::Ledger;
-use crate::notify::{ApiConfig, Client, Secret};
-use crate::pipeline;
+use crate::monai::{ApiConfig, Client, Secret};
 
 pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> {
     let tmp = tempfile::Builder::new()
@@ -35,11 +36,7 @@ pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> 
             dir
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::app::runtime()?;
     rt.block_on(demo(&folder, tmp.path(), train_seconds))
 }
 
@@ -62,7 +59,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     step(&format!("MONAI API emulator on {}", emu.url()));
     let mut api = ApiConfig::new(
         &emu.url(),
-        crate::config::DEFAULT_ORG,
+        crate::app::settings::DEFAULT_ORG,
         Some(Secret::new(key)),
     );
     api.retry_for = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::dicom::{MatchOutcome, MatchedLabel};
 use crate::ledger::{Change, Ledger, LedgerError, OutboxEntry};
-use crate::notify::{ApiError, Client, NotifyBody};
+use crate::monai::{ApiError, Client, NotifyBody};
 
 pub use crate::model::scan::Scan;
 pub use crate::source::folder::{scan_folder, scan_folder_cached};
@@ -219,7 +219,7 @@ pub async fn deliver(
     }
 }
 
-fn entry_list(v: &[crate::notify::Entry]) -> Vec<String> {
+fn entry_list(v: &[crate::monai::Entry]) -> Vec<String> {
     v.iter()
         .map(|e| format!("{}<-{}", e.image, e.label))
         .collect()

@@ -8,8 +8,13 @@ use tracing::{debug, info, warn};
 use walkdir::WalkDir;
 
 use super::{Listing, Problem};
+
+mod live;
+mod stow;
+
 use crate::dicom::quality::Validator;
 use crate::dicom::reader::{self, group_files, InstanceHeader, ReadError};
+use stow::{match_on_server, stow_ready};
 
 /// Why a folder cannot be listed at all.
 #[derive(Debug, thiserror::Error)]
@@ -474,193 +479,6 @@ impl FolderSource {
             stow_ready(&mut scan, &stow.client, &known).await;
         }
         Ok(scan)
-    }
-
-    /// Watches the folder: a full scan on start, on every (debounced) change and every
-    /// `reconcile`; files that could not be read are tried again shortly.
-    pub async fn run_live(
-        self,
-        mut ctx: super::LiveCtx,
-        tx: tokio::sync::mpsc::Sender<crate::model::Scan>,
-    ) {
-        use notify_debouncer_mini::notify::{self, EventKind, RecursiveMode, Watcher};
-        let name = self.source_name();
-        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel::<()>(1);
-        // Only changes count: the watcher also reports opens and reads (access events), and
-        // every scan opens the folder's directories, so each scan used to trigger the next one,
-        // every half second for ever (a symbolic link loop made it visible: one warning per
-        // scan). Links are not followed by the watcher; files behind them are still read by
-        // every scan and the reconcile.
-        let watcher = notify::RecommendedWatcher::new(
-            move |res: notify::Result<notify::Event>| {
-                if res.is_ok_and(|e| !matches!(e.kind, EventKind::Access(_))) {
-                    let _ = ev_tx.try_send(());
-                }
-            },
-            notify::Config::default().with_follow_symlinks(false),
-        );
-        let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&self.root, RecursiveMode::Recursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    warn!("{name}: cannot watch for changes ({e}); rescanning every reconcile interval only");
-                    None
-                }
-            },
-            Err(e) => {
-                warn!("{name}: cannot watch for changes ({e}); rescanning every reconcile interval only");
-                None
-            }
-        };
-        let mut health = super::Health::new(&name).counting(ctx.metrics.clone());
-        let known = ctx.known.clone();
-        loop {
-            if *ctx.shutdown.borrow() {
-                return;
-            }
-            let retry = match self.scan(known.as_ref()).await {
-                Ok(scan) => {
-                    health.ok();
-                    // a file still being written, or an upload that failed: look again soon
-                    let again = scan
-                        .listing
-                        .problems
-                        .iter()
-                        .any(|p| p.reason.starts_with("corrupt or truncated"))
-                        || scan
-                            .labels
-                            .iter()
-                            .any(|l| l.outcome.reason().contains("STOW-RS"));
-                    if tx.send(scan).await.is_err() {
-                        return;
-                    }
-                    again.then_some(std::time::Duration::from_secs(2))
-                }
-                Err(e) => Some(health.fail(&e.to_string())),
-            };
-            let wait = retry.unwrap_or(ctx.reconcile).min(ctx.reconcile);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                Some(()) = ev_rx.recv() => {
-                    // debounce: a copy of many files is one rescan, half a second after it ends
-                    loop {
-                        tokio::select! {
-                            Some(()) = ev_rx.recv() => continue,
-                            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => break,
-                            _ = ctx.shutdown.changed() => return,
-                        }
-                    }
-                }
-                _ = ctx.shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-/// With `--stow`, a label is matched against the images on the DICOMweb server it is uploaded
-/// to, not against the folder: that is where the training server looks. (The newest-label rule
-/// is applied by the caller, after the quality gate.)
-async fn match_on_server(scan: &mut crate::model::Scan, dw: &super::dicomweb::DicomWeb) {
-    use crate::model::MatchOutcome;
-    use crate::rules::matcher::match_each;
-    let segs: Vec<_> = std::mem::take(&mut scan.labels)
-        .into_iter()
-        .map(|l| l.seg)
-        .collect();
-    match dw.resolve_index(&segs).await {
-        Ok(remote) => {
-            let local = &scan.listing.index;
-            let mut labels = match_each(segs, &remote);
-            for l in labels.iter_mut() {
-                let here = l
-                    .seg
-                    .first
-                    .referenced_series
-                    .first()
-                    .filter(|r| local.has_series(r))
-                    .cloned();
-                if let (MatchOutcome::Unmatched { .. }, Some(image)) = (&l.outcome, here) {
-                    l.outcome = MatchOutcome::Unmatched {
-                        reason: format!(
-                            "image series {image} is in the folder but not on the DICOMweb server {}; \
-                             the training server can only train on it there",
-                            dw.client.base
-                        ),
-                    };
-                }
-            }
-            scan.labels = labels;
-        }
-        Err(e) => {
-            let reason = format!(
-                "not notified yet: cannot check the images on the STOW-RS server {} ({e}); \
-                 retried on the next scan",
-                dw.client.base
-            );
-            scan.labels = segs
-                .into_iter()
-                .map(|seg| crate::dicom::MatchedLabel {
-                    seg,
-                    rule: crate::dicom::MatchRule::None,
-                    outcome: MatchOutcome::Unmatched {
-                        reason: reason.clone(),
-                    },
-                    quality: None,
-                    verdict_key: None,
-                })
-                .collect();
-        }
-    }
-}
-
-/// Uploads the ready SEGs the ledger does not know yet with STOW-RS. One that fails is kept
-/// back (unmatched, with the reason) so it is never notified before the server has it.
-async fn stow_ready(
-    scan: &mut crate::model::Scan,
-    stow: &super::http::PacsClient,
-    known: &super::dicomweb::Known,
-) {
-    use crate::dicom::MatchOutcome;
-    for l in scan.labels.iter_mut() {
-        if !matches!(l.outcome, MatchOutcome::Ready { .. }) {
-            continue;
-        }
-        let uid = l.seg.uid().to_string();
-        if crate::model::known::is_unchanged(known, &uid, Some(l.seg.instances.len() as i64), None)
-        {
-            continue; // uploaded and recorded before
-        }
-        let mut files = Vec::new();
-        let mut failure = None;
-        for (file, loc) in l.seg.files.iter().zip(&l.seg.locations) {
-            match std::fs::read(file) {
-                Ok(b) => files.push(b),
-                Err(e) => failure = Some(format!("cannot read {loc}: {e}")),
-            }
-        }
-        if l.seg.files.len() != l.seg.locations.len() {
-            failure = Some("the SEG's files are not known".into());
-        }
-        let result = match failure {
-            Some(f) => Err(f),
-            None => stow
-                .stow(&files)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
-        match result {
-            Ok(()) => info!(label = %uid, "uploaded to {} with STOW-RS", stow.base),
-            Err(e) => {
-                warn!(label = %uid, "STOW-RS upload failed: {e}");
-                l.outcome = MatchOutcome::Unmatched {
-                    reason: format!(
-                        "not notified yet: STOW-RS upload to {} failed ({e}); retried on the next scan",
-                        stow.base
-                    ),
-                };
-            }
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::daemon::Metrics;
+use crate::util::Metrics;
 
 /// Prometheus text exposition of the pipeline's counters and gauges.
 pub fn render_metrics(m: &Metrics) -> String {

@@ -18,11 +18,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::daemon::Metrics;
-use crate::notify::Secret;
+use crate::monai::Secret;
+use crate::util::Metrics;
 
+pub mod http;
 mod metrics;
-pub mod serve;
+pub mod token;
 use metrics::metrics_text;
 pub use metrics::render_metrics;
 
@@ -310,7 +311,7 @@ pub async fn worker(
     orthanc: Option<crate::source::orthanc::Orthanc>,
     dicomweb: Option<crate::source::dicomweb::DicomWeb>,
     state: std::path::PathBuf,
-    scans: mpsc::Sender<crate::pipeline::Scan>,
+    scans: mpsc::Sender<crate::app::pipeline::Scan>,
     removals: mpsc::Sender<Vec<String>>,
 ) {
     let known = crate::ledger::KnownLookup::State(state);

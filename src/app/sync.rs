@@ -1,0 +1,122 @@
+//! The one-shot listing: every source listed once, concurrently. `sync` records what they send
+//! ([`collect_once`]); `scan` only merges it ([`scan_once`]), writing nothing.
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::app::pipeline::{self, Delivery, DeliveryError, Reporter, Scan};
+use crate::ledger::{KnownLookup, Ledger, LedgerError};
+use crate::source::{Listing, Source, SourceError};
+
+/// What a `sync` did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub scans: usize,
+    pub changes: usize,
+    pub source_errors: Vec<SourceError>,
+    pub delivery: Option<Result<Delivery, DeliveryError>>,
+}
+
+/// Lists every source once, concurrently, and hands each scan they send to `take`, in one
+/// future (so `take` may hold the ledger). Returns the sources that failed; a failing `take`
+/// stops the listing.
+pub async fn list_once<E>(
+    sources: &[Source],
+    known: &KnownLookup,
+    chunk: usize,
+    mut take: impl FnMut(Scan) -> Result<(), E>,
+) -> Result<Vec<SourceError>, E> {
+    let (tx, mut rx) = mpsc::channel::<Scan>(4);
+    let producers = async {
+        let runs = sources.iter().map(|s| {
+            let tx = tx.clone();
+            async move { s.list_once(known, chunk, &tx).await }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        drop(tx);
+        results
+    };
+    // the receiver goes with the consumer: if `take` fails, the sources' sends fail too
+    // instead of waiting on a full channel
+    let consumer = async move {
+        while let Some(scan) = rx.recv().await {
+            take(scan)?;
+        }
+        Ok(())
+    };
+    let (results, taken) = tokio::join!(producers, consumer);
+    taken?;
+    Ok(results.into_iter().filter_map(Result::err).collect())
+}
+
+/// Lists every source once and records what they send. Sources run concurrently; the ledger is
+/// written by this one future.
+pub async fn collect_once(
+    ledger: &mut Ledger,
+    sources: &[Source],
+    dataset: &str,
+    chunk: usize,
+    reporter: &mut Reporter,
+) -> Result<SyncReport, LedgerError> {
+    // each source asks the ledger about what it listed, not about everything it holds
+    let known = KnownLookup::State(ledger.path().into());
+    let mut report = SyncReport::default();
+    let errors = list_once(sources, &known, chunk, |scan| {
+        reporter.report(&scan);
+        report.scans += 1;
+        let changes = pipeline::record(ledger, &scan, dataset)?.len();
+        debug!(
+            source = %scan.listing.source,
+            labels = scan.labels.len(),
+            changes,
+            "recorded one scan in one transaction"
+        );
+        report.changes += changes;
+        Ok::<_, LedgerError>(())
+    })
+    .await?;
+    for e in errors {
+        warn!("{e}; nothing is marked removed for it this run");
+        report.source_errors.push(e);
+    }
+    Ok(report)
+}
+
+/// Lists every source once (nothing known, nothing written) and merges what they sent into one
+/// scan, labels sorted by SEG series. Returns the sources that failed beside it.
+pub async fn scan_once(sources: &[Source], chunk: usize) -> (Scan, Vec<SourceError>) {
+    let mut merged = Scan {
+        listing: Listing {
+            source: sources
+                .iter()
+                .map(Source::name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            ..Default::default()
+        },
+        labels: vec![],
+    };
+    let mut paths = std::collections::HashSet::new();
+    let errors = list_once(sources, &KnownLookup::Nothing, chunk, |scan| {
+        merged.listing.files_seen += if scan.listing.partial {
+            0
+        } else {
+            scan.listing.files_seen
+        };
+        for p in scan.listing.problems {
+            if paths.insert(p.path.clone()) {
+                merged.listing.problems.push(p);
+            }
+        }
+        merged.listing.index.merge(scan.listing.index);
+        merged.labels.extend(scan.labels);
+        Ok::<_, std::convert::Infallible>(())
+    })
+    .await;
+    let errors = match errors {
+        Ok(e) => e,
+        Err(never) => match never {},
+    };
+    merged.labels.sort_by(|a, b| a.seg.uid().cmp(b.seg.uid()));
+    (merged, errors)
+}

@@ -1,0 +1,159 @@
+//! `status`: what the ledger knows, and with `--experiment` the continual-learning job.
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::app::settings::{ConfigError, Settings};
+use crate::app::Failure;
+use crate::ledger::Ledger;
+use crate::monai::Client;
+
+pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), Failure> {
+    if !s.state.exists() {
+        return Err(ConfigError(format!(
+            "state file {} does not exist yet: run `segbridge sync` first (or give --state)",
+            s.state.display()
+        ))
+        .into());
+    }
+    let ledger = Ledger::open_read_only(&s.state)?;
+    let report = ledger.status()?;
+    // the CL job, when asked: from the API, with the images notified since from the ledger
+    let cl = match experiment {
+        Some(exp) => {
+            s.require_key()?;
+            let dataset = s.dataset.clone();
+            let rt = crate::app::runtime()?;
+            let summary = rt.block_on(async {
+                let mut c = Client::new(s.api_config())?;
+                crate::cli::cmd::api::cl_summary(&mut c, exp, |since| {
+                    let since = since
+                        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64);
+                    ledger
+                        .images_notified_since(dataset.as_deref(), since)
+                        .unwrap_or(0)
+                })
+                .await
+            })?;
+            Some(summary)
+        }
+        None => None,
+    };
+    let mut out = std::io::stdout().lock();
+    if json_out {
+        let labels = ledger.labels()?;
+        let v = json!({"status": report, "labels": labels, "continual_learning": cl});
+        writeln!(out, "{v}").map_err(anyhow::Error::from)?;
+        return Ok(());
+    }
+    let w = |out: &mut std::io::StdoutLock, s: String| {
+        writeln!(out, "{s}").map_err(anyhow::Error::from)
+    };
+    w(
+        &mut out,
+        format!(
+            "state file      {} (schema {})",
+            report.state, report.schema_version
+        ),
+    )?;
+    let by: Vec<String> = report
+        .labels_by_status
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    w(
+        &mut out,
+        format!(
+            "labels          {} ; {} gone",
+            if by.is_empty() {
+                "none".into()
+            } else {
+                by.join(", ")
+            },
+            report.labels_gone
+        ),
+    )?;
+    w(
+        &mut out,
+        format!("images told     {}", report.images_notified),
+    )?;
+    w(&mut out, format!("entries sent    {}", report.entries_sent))?;
+    w(
+        &mut out,
+        format!(
+            "last notify     {}",
+            report.last_notify.as_deref().unwrap_or("never")
+        ),
+    )?;
+    w(
+        &mut out,
+        format!(
+            "outbox          {} waiting{}",
+            report.outbox_depth,
+            report
+                .outbox_oldest
+                .as_ref()
+                .map(|o| format!(", oldest {o}"))
+                .unwrap_or_default()
+        ),
+    )?;
+    if let Some(e) = &report.outbox_last_error {
+        w(&mut out, format!("last error      {e}"))?;
+    }
+    if !report.attention.is_empty() {
+        w(&mut out, "\nlabels that will not be notified:".into())?;
+        for l in &report.attention {
+            w(
+                &mut out,
+                format!("  {} {} ({}): {}", l.status, l.label, l.rule, l.reason),
+            )?;
+        }
+    }
+    if let Some(cl) = &cl {
+        if cl["cl_job"].is_null() {
+            w(
+                &mut out,
+                format!(
+                    "CL job          none in experiment {}",
+                    cl["experiment"].as_str().unwrap_or("")
+                ),
+            )?;
+        } else {
+            w(
+                &mut out,
+                format!(
+                    "CL job          {} {}: {} rounds done ({} started), last key metric {}",
+                    cl["cl_job"].as_str().unwrap_or(""),
+                    cl["status"].as_str().unwrap_or(""),
+                    cl["rounds_done"],
+                    cl["rounds_started"],
+                    cl["last_key_metric"]
+                        .as_f64()
+                        .map(|m| format!("{m:.3}"))
+                        .unwrap_or_else(|| "-".into())
+                ),
+            )?;
+            w(
+                &mut out,
+                format!(
+                    "next round      {} images notified since the last round; {} more start the next (round size {})",
+                    cl["images_since_last_round"], cl["images_to_next_round"], cl["round_size"]
+                ),
+            )?;
+        }
+    }
+    if !report.problems.is_empty() {
+        w(&mut out, "\nunreadable files (last listing):".into())?;
+        for p in &report.problems {
+            let safe = |t: &str| crate::util::logsafe::escape_controls(t, false);
+            w(
+                &mut out,
+                format!("  {}: {}", safe(&p.path), safe(&p.reason)),
+            )?;
+        }
+    }
+    Ok(())
+}
