@@ -76,7 +76,11 @@ fn orthanc_accepts_the_fixtures_and_agrees_on_every_reference() {
         assert_eq!(&theirs, our_ref, "ReferencedSeriesSequence of {series}");
     }
     // every ready label's image series exists on the server, as the training server will need
-    for l in scan.labels.iter().filter(|l| l.outcome.status() == "ready") {
+    for l in scan
+        .labels
+        .iter()
+        .filter(|l| l.outcome.status() == segbridge::model::LabelStatus::Ready)
+    {
         let image = l.outcome.image().unwrap();
         let found = o.get_json(&format!("/dicom-web/series?SeriesInstanceUID={image}"));
         assert_eq!(

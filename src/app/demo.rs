@@ -183,10 +183,10 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         delivery.entries_sent,
         delivery.calls,
         skipped.len(),
-        skipped.iter().filter(|l| l.outcome.status() == "superseded").count(),
-        skipped.iter().filter(|l| l.outcome.status() == "unusable").count(),
-        skipped.iter().filter(|l| l.outcome.status() == "unmatched").count(),
-        skipped.iter().filter(|l| l.outcome.status() == "invalid").count(),
+        skipped.iter().filter(|l| l.outcome.status() == crate::model::LabelStatus::Superseded).count(),
+        skipped.iter().filter(|l| l.outcome.status() == crate::model::LabelStatus::Unusable).count(),
+        skipped.iter().filter(|l| l.outcome.status() == crate::model::LabelStatus::Unmatched).count(),
+        skipped.iter().filter(|l| l.outcome.status() == crate::model::LabelStatus::Invalid).count(),
         scan.listing.problems.len()
     );
 

@@ -38,10 +38,10 @@ impl Metrics {
                 MatchRule::None => {}
             }
             match l.outcome.status() {
-                "ready" => add(&self.ready, 1),
-                "unusable" => add(&self.unusable, 1),
-                "unmatched" => add(&self.unmatched, 1),
-                "invalid" => add(&self.invalid, 1),
+                crate::model::LabelStatus::Ready => add(&self.ready, 1),
+                crate::model::LabelStatus::Unusable => add(&self.unusable, 1),
+                crate::model::LabelStatus::Unmatched => add(&self.unmatched, 1),
+                crate::model::LabelStatus::Invalid => add(&self.invalid, 1),
                 _ => {}
             }
         }

@@ -88,7 +88,7 @@ pub struct LabelLine<'a> {
     pub label: &'a str,
     pub image: Option<&'a str>,
     pub study: &'a str,
-    pub status: &'a str,
+    pub status: crate::model::LabelStatus,
     #[serde(rename = "match")]
     pub rule: &'a str,
     pub reason: String,

@@ -12,7 +12,7 @@ use super::{sql, Ledger, LedgerError};
 use crate::model::outbox::Change;
 use crate::model::scan::Listing;
 use crate::model::status::LabelStatus;
-use crate::model::{MatchOutcome, MatchedLabel};
+use crate::model::MatchedLabel;
 use crate::rules::plan::{transition, Belief};
 use crate::util::time::now;
 
@@ -89,17 +89,6 @@ impl Ledger {
     }
 }
 
-/// The status a match outcome is stored with.
-fn status_of(o: &MatchOutcome) -> LabelStatus {
-    match o {
-        MatchOutcome::Ready { .. } => LabelStatus::Ready,
-        MatchOutcome::Superseded { .. } => LabelStatus::Superseded,
-        MatchOutcome::Unusable { .. } => LabelStatus::Unusable,
-        MatchOutcome::Unmatched { .. } => LabelStatus::Unmatched,
-        MatchOutcome::Invalid { .. } => LabelStatus::Invalid,
-    }
-}
-
 /// The body of [`Ledger::apply`], inside its transaction.
 fn apply_tx(
     tx: &Transaction<'_>,
@@ -135,7 +124,7 @@ fn apply_tx(
             seen.insert(uid);
             let fp = l.seg.fingerprint();
             let image = l.outcome.image().map(str::to_string);
-            let status = status_of(&l.outcome);
+            let status = l.outcome.status();
             let before: Option<(Option<String>, LabelStatus, String, i64)> = get
                 .query_row([uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()?;

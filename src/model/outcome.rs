@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::quality::Quality;
 use super::series::SegSeries;
+use super::status::LabelStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -43,13 +44,13 @@ pub enum MatchOutcome {
 }
 
 impl MatchOutcome {
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> LabelStatus {
         match self {
-            MatchOutcome::Ready { .. } => "ready",
-            MatchOutcome::Superseded { .. } => "superseded",
-            MatchOutcome::Unusable { .. } => "unusable",
-            MatchOutcome::Unmatched { .. } => "unmatched",
-            MatchOutcome::Invalid { .. } => "invalid",
+            MatchOutcome::Ready { .. } => LabelStatus::Ready,
+            MatchOutcome::Superseded { .. } => LabelStatus::Superseded,
+            MatchOutcome::Unusable { .. } => LabelStatus::Unusable,
+            MatchOutcome::Unmatched { .. } => LabelStatus::Unmatched,
+            MatchOutcome::Invalid { .. } => LabelStatus::Invalid,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Listing {
     pub cursor: Option<String>,
     /// A partial listing (a chunk of a backfill, or changes from a feed): it never removes.
     pub partial: bool,
+    /// Something may change within seconds (a file still being written, an upload that
+    /// failed): a live source looks again soon instead of at the next reconcile.
+    pub retry_soon: bool,
 }
 
 impl Listing {

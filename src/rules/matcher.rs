@@ -225,7 +225,10 @@ mod tests {
     fn sources_in_two_series_are_unmatched() {
         let out = match_all(vec![seg("s1", &[], &["a.1", "b.1"], "1")], &index());
         assert_eq!(out[0].rule, MatchRule::None);
-        assert_eq!(out[0].outcome.status(), "unmatched");
+        assert_eq!(
+            out[0].outcome.status(),
+            crate::model::LabelStatus::Unmatched
+        );
         assert!(out[0].outcome.reason().contains("2 different series"));
     }
 
@@ -235,7 +238,10 @@ mod tests {
             vec![seg("s1", &["Z"], &[], "1"), seg("s2", &[], &[], "1")],
             &index(),
         );
-        assert_eq!(out[0].outcome.status(), "unmatched");
+        assert_eq!(
+            out[0].outcome.status(),
+            crate::model::LabelStatus::Unmatched
+        );
         assert!(out[0].outcome.reason().contains("Z is not present"));
         assert!(out[1]
             .outcome
@@ -246,7 +252,7 @@ mod tests {
     #[test]
     fn absent_reference_with_sources_elsewhere_is_unusable() {
         let out = match_all(vec![seg("s1", &["Z"], &["b.1"], "1")], &index());
-        assert_eq!(out[0].outcome.status(), "unusable");
+        assert_eq!(out[0].outcome.status(), crate::model::LabelStatus::Unusable);
         assert_eq!(out[0].outcome.image(), Some("B"));
     }
 
@@ -263,7 +269,7 @@ mod tests {
         );
         let by: HashMap<&str, &MatchOutcome> =
             out.iter().map(|l| (l.seg.uid(), &l.outcome)).collect();
-        assert_eq!(by["new"].status(), "ready");
+        assert_eq!(by["new"].status(), crate::model::LabelStatus::Ready);
         assert_eq!(
             *by["old"],
             MatchOutcome::Superseded {
@@ -272,8 +278,8 @@ mod tests {
             }
         );
         // equal dates: the UID decides, deterministically
-        assert_eq!(by["tie-b"].status(), "ready");
-        assert_eq!(by["tie-a"].status(), "superseded");
+        assert_eq!(by["tie-b"].status(), crate::model::LabelStatus::Ready);
+        assert_eq!(by["tie-a"].status(), crate::model::LabelStatus::Superseded);
     }
 
     #[test]
@@ -295,7 +301,7 @@ mod tests {
         let mut ix = index();
         ix.exclude("A", "Modality=MR");
         let out = match_all(vec![seg("s1", &["A"], &[], "1")], &ix);
-        assert_eq!(out[0].outcome.status(), "unusable");
+        assert_eq!(out[0].outcome.status(), crate::model::LabelStatus::Unusable);
         assert!(out[0].outcome.reason().contains("image filter"));
     }
 }

@@ -50,15 +50,7 @@ impl FolderSource {
                 Ok(scan) => {
                     health.ok();
                     // a file still being written, or an upload that failed: look again soon
-                    let again = scan
-                        .listing
-                        .problems
-                        .iter()
-                        .any(|p| p.reason.starts_with("corrupt or truncated"))
-                        || scan
-                            .labels
-                            .iter()
-                            .any(|l| l.outcome.reason().contains("STOW-RS"));
+                    let again = scan.listing.retry_soon;
                     if tx.send(scan).await.is_err() {
                         return;
                     }

@@ -168,6 +168,8 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
             }
             Err(e) => {
                 debug!(path = %shown, reason = %e, "unreadable file skipped");
+                // a file cut short is most often one still being written
+                listing.retry_soon |= matches!(e, ReadError::Parse(_));
                 listing.problems.push(Problem {
                     path: shown,
                     reason: e.to_string(),

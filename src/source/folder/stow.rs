@@ -41,6 +41,7 @@ pub(super) async fn match_on_server(
             scan.labels = labels;
         }
         Err(e) => {
+            scan.listing.retry_soon = true;
             let reason = format!(
                 "not notified yet: cannot check the images on the STOW-RS server {} ({e}); \
                  retried on the next scan",
@@ -101,6 +102,7 @@ pub(super) async fn stow_ready(
         match result {
             Ok(()) => info!(label = %uid, "uploaded to {} with STOW-RS", stow.base),
             Err(e) => {
+                scan.listing.retry_soon = true;
                 warn!(label = %uid, "STOW-RS upload failed: {e}");
                 l.outcome = MatchOutcome::Unmatched {
                     reason: format!(
