@@ -135,7 +135,8 @@ fn parse(bytes: &[u8], extent: Extent) -> Result<DefaultDicomObject, ReadError> 
     .unwrap_or_else(|_| Err(ReadError::Parse("the DICOM parser panicked".into())))
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+pub(super) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -4,7 +4,6 @@
 //! Reading stops before Pixel Data, so a 500 MB CT costs the same as a 2 kB one.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
@@ -20,24 +19,11 @@ pub use crate::model::series::{ImageInstance, InstanceHeader, SegInstance, SegSe
 pub fn is_part10(path: &Path) -> Result<bool, ReadError> {
     let mut f = File::open(path)?;
     let mut buf = [0u8; 132];
-    let n = read_full(&mut f, &mut buf)?;
+    let n = super::open::read_up_to(&mut f, &mut buf)?;
     if n == 0 {
         return Err(ReadError::Empty);
     }
     Ok(n == 132 && &buf[128..132] == b"DICM")
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Reads the header of one Part-10 file (everything before Pixel Data). A panic inside the

@@ -148,12 +148,7 @@ impl DicomWeb {
         study: &str,
         series: &str,
     ) -> Result<SeriesGeometry, String> {
-        let path = metadata_at(study, series);
-        let v = self
-            .client
-            .get_at_most(&path, "application/dicom+json", MAX_JSON)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (_, v) = self.metadata(study, series).await?;
         let mut g = SeriesGeometry {
             series: series.to_string(),
             ..Default::default()

@@ -305,14 +305,20 @@ impl DicomWeb {
             .ok_or_else(|| format!("no SEG instance of series {} in its files", r.series))
     }
 
-    /// WADO-RS metadata of one series → its SEG header.
-    pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
+    /// The WADO-RS metadata answer of one series (capped at [`MAX_JSON`]), and where it was.
+    async fn metadata(&self, study: &str, series: &str) -> Result<(Endpoint, Vec<u8>), String> {
         let path = metadata_at(study, series);
         let v = self
             .client
             .get_at_most(&path, "application/dicom+json", MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
+        Ok((path, v))
+    }
+
+    /// WADO-RS metadata of one series → its SEG header.
+    pub async fn series_header(&self, study: &str, series: &str) -> Result<SegSeries, String> {
+        let (path, v) = self.metadata(study, series).await?;
         let location = self.client.url(&series_at(study, series));
         segs_from_metadata(&v, &location)
             .map_err(|e| format!("{}: {e}", self.client.url(&path)))?
