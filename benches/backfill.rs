@@ -222,10 +222,15 @@ fn wait_label(emu: &Emu, label: &str, within: Duration) -> Option<u64> {
     None
 }
 
+/// The hook token that `orthanc-lua` writes into Orthanc's script and `serve` expects (a
+/// token is required since hooks are authenticated by default).
+const HOOK_TOKEN: &str = "segbridge-bench-hook-token";
+
 fn segbridge(dir: &Path, emu: &Emu) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(dir)
         .env("MONAI_API_KEY", &emu.key)
+        .env("SEGBRIDGE_HOOK_TOKEN", HOOK_TOKEN)
         .env_remove("RUST_LOG");
     c
 }
@@ -285,6 +290,7 @@ fn main() {
         .unwrap()
         .port();
     let lua = Command::new(BIN)
+        .env("SEGBRIDGE_HOOK_TOKEN", HOOK_TOKEN)
         .args([
             "orthanc-lua",
             "--url",
