@@ -9,6 +9,7 @@ use crate::app::exit::{self, Failure};
 use crate::app::pipeline;
 use crate::app::settings::Settings;
 use crate::ledger::Ledger;
+use crate::model::LabelStatus;
 use crate::monai::Client;
 use crate::source::Source;
 
@@ -21,15 +22,20 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
         s.require_key()?;
     }
     let mut reporter = pipeline::Reporter::default();
+    // a dry run records into a throw-away copy of the state, then shows what it would send
+    let mut ledger = if dry_run {
+        Ledger::snapshot(&s.state)?
+    } else {
+        Ledger::open(&s.state, s.lock_wait)?
+    };
+    let report = rt.block_on(crate::app::sync::collect_once(
+        &mut ledger,
+        &sources,
+        &dataset,
+        s.pacs.chunk,
+        &mut reporter,
+    ))?;
     if dry_run {
-        let mut ledger = Ledger::snapshot(&s.state)?;
-        let report = rt.block_on(crate::app::sync::collect_once(
-            &mut ledger,
-            &sources,
-            &dataset,
-            s.pacs.chunk,
-            &mut reporter,
-        ))?;
         let pending = ledger.pending(&dataset, usize::MAX >> 1)?;
         let bodies = pipeline::batches(&pending, s.batch);
         let mut out = std::io::stdout().lock();
@@ -60,30 +66,22 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
         }
         return super::source_errors(report.source_errors);
     }
-    let mut ledger = Ledger::open(&s.state, s.lock_wait)?;
-    let report = rt.block_on(crate::app::sync::collect_once(
-        &mut ledger,
-        &sources,
-        &dataset,
-        s.pacs.chunk,
-        &mut reporter,
-    ))?;
     let result = rt.block_on(async {
         let mut client = Client::new(s.api_config())?;
         pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
     });
     let depth = ledger.outbox_depth(Some(&dataset))?;
     let st = ledger.summary()?;
-    let count = |k: &str| k.parse().map_or(0, |k| st.count(k));
+    let count = |k: LabelStatus| st.count(k);
     let summary = json!({
         "dataset": dataset,
         "sources": sources.iter().map(Source::name).collect::<Vec<_>>(),
         "seg_series": st.labels_by_status.iter().map(|(_, n)| n).sum::<i64>(),
-        "ready": count("ready"),
-        "superseded": count("superseded"),
-        "unusable": count("unusable"),
-        "unmatched": count("unmatched"),
-        "invalid": count("invalid"),
+        "ready": count(LabelStatus::Ready),
+        "superseded": count(LabelStatus::Superseded),
+        "unusable": count(LabelStatus::Unusable),
+        "unmatched": count(LabelStatus::Unmatched),
+        "invalid": count(LabelStatus::Invalid),
         "unreadable_files": st.problems.len(),
         "changes_queued": report.changes,
         "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
@@ -100,11 +98,11 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
             out,
             "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched, {} invalid; {} unreadable",
             summary["seg_series"],
-            count("ready"),
-            count("superseded"),
-            count("unusable"),
-            count("unmatched"),
-            count("invalid"),
+            count(LabelStatus::Ready),
+            count(LabelStatus::Superseded),
+            count(LabelStatus::Unusable),
+            count(LabelStatus::Unmatched),
+            count(LabelStatus::Invalid),
             st.problems.len()
         )
         .map_err(anyhow::Error::from)?;

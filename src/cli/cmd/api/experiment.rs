@@ -223,14 +223,7 @@ pub async fn cl_summary(
     experiment: &str,
     sent_since: impl Fn(Option<&str>) -> i64,
 ) -> Result<Value, Failure> {
-    let v = call(
-        c,
-        Method::GET,
-        &format!("/experiments/{experiment}/jobs"),
-        None,
-    )
-    .await?;
-    let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+    let jobs = super::experiment_jobs(c, experiment).await?;
     let Some(cl) = jobs.iter().rev().find(|j| j["action"] == "annotation") else {
         return Ok(json!({"experiment": experiment, "cl_job": null}));
     };

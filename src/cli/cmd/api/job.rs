@@ -53,14 +53,7 @@ pub enum JobCmd {
 pub(super) async fn jobs(c: &mut Client, out: &Out, cmd: JobsCmd) -> Result<(), Failure> {
     match cmd {
         JobsCmd::List { experiment } => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/experiments/{experiment}/jobs"),
-                None,
-            )
-            .await?;
-            let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+            let jobs = super::experiment_jobs(c, &experiment).await?;
             out.show(&json!(jobs), || {
                 let mut t = format!(
                     "{:<38} {:<12} {:<10} {}\n",

@@ -125,6 +125,18 @@ async fn call(
     Ok(c.call(m, &path, body.as_ref()).await?.body)
 }
 
+/// The jobs of an experiment, oldest first (none when the answer holds no list).
+async fn experiment_jobs(c: &mut Client, experiment: &str) -> Result<Vec<Value>, Failure> {
+    let v = call(
+        c,
+        Method::GET,
+        &format!("/experiments/{experiment}/jobs"),
+        None,
+    )
+    .await?;
+    Ok(v["jobs"].as_array().cloned().unwrap_or_default())
+}
+
 async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Failure> {
     match cmd {
         ApiCommand::Login => {
