@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use segbridge::app::settings::{Layer, Settings};
+use segbridge::app::settings::{ApiLayer, Layers, Settings, SourceLayer};
 use segbridge::dicom::quality::Validator;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
 use segbridge::ledger::Ledger;
@@ -309,16 +309,19 @@ impl World {
             Store::Orthanc(o) => (None, Some(o.url.clone())),
         };
         std::fs::create_dir_all(self.folder()).unwrap();
-        let s = Settings::resolve(
-            Layer {
-                folder,
+        let s = Settings::resolve(Layers {
+            source: SourceLayer {
+                folder: folder.into_iter().collect(),
                 orthanc,
                 image_filter: self.filter.map(str::to_string),
+                ..Default::default()
+            },
+            api: ApiLayer {
                 state: Some(state.clone()),
                 ..Default::default()
             },
-            Layer::default(),
-        )
+            ..Default::default()
+        })
         .unwrap();
         let sources = s.sources_with(Some(Validator::default())).unwrap();
         let mut ledger = Ledger::open(&state, Duration::from_secs(5)).unwrap();

@@ -1,13 +1,14 @@
-//! Every flag and subcommand, defined once with clap; [`settings`] turns them into
-//! [`Settings`] (command line over environment over config file over defaults).
+//! Every subcommand and its flags. The settings' flags are defined once, in
+//! `app/settings/layers.rs` (each is also a config-file key), and flattened in here;
+//! [`settings`] turns them into [`Settings`] (command line over environment over config file
+//! over defaults).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::settings::{ConfigError, FileConfig, Overrides, Settings};
+use crate::app::settings::{ApiLayer, ConfigError, Layers, LiveLayer, Settings, SourceLayer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,35 +29,13 @@ pub struct Global {
     /// TOML config file (same names as the long flags)
     #[arg(long, global = true, env = "SEGBRIDGE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// MONAI API host [default: https://api.monai.ngc.nvidia.com]
-    #[arg(long, global = true, env = "SEGBRIDGE_API")]
-    pub api: Option<String>,
-    /// Organisation [default: iasixjqzw1hj]
-    #[arg(long, global = true, env = "SEGBRIDGE_ORG")]
-    pub org: Option<String>,
-    /// Dataset ID to notify
-    #[arg(long, global = true, env = "SEGBRIDGE_DATASET")]
-    pub dataset: Option<String>,
-    /// State file (SQLite) [default: segbridge.db]
-    #[arg(long, global = true, env = "SEGBRIDGE_STATE")]
-    pub state: Option<PathBuf>,
-    /// Largest number of entries in one notify call [default: 100]
-    #[arg(long, global = true)]
-    pub batch: Option<usize>,
-    /// Seconds to keep retrying a failing API call before giving up for this run [default: 120]
-    #[arg(long, global = true)]
-    pub retry_for: Option<f64>,
-    /// Seconds before one request (API or PACS) times out [default: 30]
-    #[arg(long, global = true)]
-    pub request_timeout: Option<f64>,
-    /// Seconds to wait for another segbridge process to release the state file [default: 5]
-    #[arg(long, global = true)]
-    pub lock_wait: Option<f64>,
+    #[command(flatten)]
+    pub api: ApiLayer,
     /// Log format on stderr
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], help_heading = "Logging")]
     pub log_format: String,
     /// More log output (-v info, -vv debug); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Logging")]
     pub verbose: u8,
 }
 
@@ -94,65 +73,10 @@ pub struct StatusArgs {
     pub experiment: Option<String>,
 }
 
-/// Where labels come from. Several may be given; each keeps its own cursor.
-#[derive(Args, Debug, Clone, Default)]
-pub struct SourceArgs {
-    /// Folder to scan recursively (DICOM recognised by content); may be repeated
-    #[arg(long)]
-    pub folder: Vec<PathBuf>,
-    /// DICOMweb root of any server, e.g. http://pacs:8042/dicom-web
-    #[arg(long)]
-    pub dicomweb: Option<String>,
-    /// Orthanc REST root, e.g. http://pacs:8042 (its DICOMweb root: URL/dicom-web, or --dicomweb)
-    #[arg(long)]
-    pub orthanc: Option<String>,
-    /// Basic-auth user for the PACS (password from env DICOMWEB_PASSWORD; a bearer token from
-    /// env DICOMWEB_TOKEN instead)
-    #[arg(long)]
-    pub dicomweb_user: Option<String>,
-    /// PEM file of a CA to trust for the PACS's TLS certificate
-    #[arg(long)]
-    pub ca_cert: Option<PathBuf>,
-    /// Do not verify the PACS's TLS certificate (dangerous; warned about on every start)
-    #[arg(long)]
-    pub insecure: bool,
-    /// The dataset's image filter (QIDO query string, e.g. "Modality=CT"): labels of images
-    /// outside it are unusable
-    #[arg(long)]
-    pub image_filter: Option<String>,
-    /// Concurrent requests to the PACS at most [default: 8]
-    #[arg(long)]
-    pub concurrency: Option<usize>,
-    /// QIDO page size [default: 500]
-    #[arg(long)]
-    pub page_size: Option<usize>,
-    /// Upload SEG files found in --folder to this DICOMweb root (STOW-RS) before notifying them
-    #[arg(long)]
-    pub stow: Option<String>,
-    /// Also react to Orthanc's NewSeries (when its StableAge is long)
-    #[arg(long)]
-    pub on_new_series: bool,
-    /// SEG series recorded per ledger transaction during a backfill [default: 200]
-    #[arg(long)]
-    pub chunk: Option<usize>,
-    /// Do not decode and check labels before notifying them (the quality gate is on by default)
-    #[arg(long)]
-    pub no_validate: bool,
-    /// The experiment's labels, a JSON object like {"1": "liver"} (model_params.labels)
-    #[arg(long)]
-    pub labels: Option<PathBuf>,
-    /// Read the experiment's labels from the API (GET /experiments/{id})
-    #[arg(long, conflicts_with = "labels")]
-    pub experiment: Option<String>,
-    /// A segment that matches no experiment label makes the label invalid (else a warning)
-    #[arg(long)]
-    pub strict_labels: bool,
-}
-
 #[derive(Args, Debug)]
 pub struct ScanArgs {
     #[command(flatten)]
-    pub sources: SourceArgs,
+    pub sources: SourceLayer,
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
@@ -161,7 +85,7 @@ pub struct ScanArgs {
 #[derive(Args, Debug)]
 pub struct SyncArgs {
     #[command(flatten)]
-    pub sources: SourceArgs,
+    pub sources: SourceLayer,
     /// Print the notify bodies that would be sent; change nothing, call nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -173,13 +97,9 @@ pub struct SyncArgs {
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]
-    pub sources: SourceArgs,
-    /// Seconds between full listings (also on start) [default: 600]
-    #[arg(long)]
-    pub reconcile: Option<f64>,
-    /// Seconds between polls of the Orthanc changes feed or a DICOMweb listing [default: 2]
-    #[arg(long)]
-    pub poll: Option<f64>,
+    pub sources: SourceLayer,
+    #[command(flatten)]
+    pub live: LiveLayer,
 }
 
 #[derive(Args, Debug)]
@@ -234,54 +154,21 @@ pub struct FixturesArgs {
     pub out: PathBuf,
 }
 
+/// The settings of a command: its flags (and the environment) over the config file's.
 pub fn settings(
     g: &Global,
-    src: &SourceArgs,
-    reconcile: Option<f64>,
-    poll: Option<f64>,
+    source: &SourceLayer,
+    live: &LiveLayer,
 ) -> Result<Settings, ConfigError> {
     let file = match &g.config {
-        Some(p) => FileConfig::load(p)?,
-        None => FileConfig::default(),
+        Some(p) => Layers::load(p)?,
+        None => Layers::default(),
     };
-    let mut s = Settings::resolve(
-        Overrides {
-            api: g.api.clone(),
-            org: g.org.clone(),
-            dataset: g.dataset.clone(),
-            state: g.state.clone(),
-            batch: g.batch,
-            folder: src.folder.first().cloned(),
-            more_folders: src.folder.iter().skip(1).cloned().collect(),
-            retry_for: g.retry_for,
-            request_timeout: g.request_timeout,
-            dicomweb: src.dicomweb.clone(),
-            orthanc: src.orthanc.clone(),
-            dicomweb_user: src.dicomweb_user.clone(),
-            ca_cert: src.ca_cert.clone(),
-            insecure: src.insecure,
-            image_filter: src.image_filter.clone(),
-            concurrency: src.concurrency,
-            page_size: src.page_size,
-            stow: src.stow.clone(),
-            reconcile,
-            poll,
-            // a switch that is not given leaves the file's choice
-            on_new_series: src.on_new_series.then_some(true),
-            chunk: src.chunk,
-            no_validate: src.no_validate.then_some(true),
-            labels: src.labels.clone(),
-            experiment: src.experiment.clone(),
-            strict_labels: src.strict_labels.then_some(true),
-            // the secrets (api-key, PACS password or token) have no flag
-            ..Default::default()
-        },
-        file,
-    )?;
-    if let Some(w) = g.lock_wait {
-        s.lock_wait = Duration::try_from_secs_f64(w).map_err(|_| {
-            ConfigError("--lock-wait must be a non-negative number of seconds".into())
-        })?;
-    }
-    Ok(s)
+    let cli = Layers {
+        api: g.api.clone(),
+        source: source.clone(),
+        live: live.clone(),
+        ..Default::default()
+    };
+    Settings::resolve(cli.over(file))
 }

@@ -12,7 +12,7 @@ use clap::Parser;
 use crate::app::exit::{self, Failure};
 use crate::app::live;
 use crate::app::settings::ConfigError;
-use args::{settings, Cli, Command, Global, SourceArgs};
+use args::{settings, Cli, Command, Global};
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -70,16 +70,18 @@ fn init_logging(g: &Global, daemon: bool) {
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     let g = cli.global;
     // commands that read no source
-    let plain = |g: &Global| settings(g, &SourceArgs::default(), None, None);
+    let plain = |g: &Global| settings(g, &Default::default(), &Default::default());
     match cli.command {
-        Command::Scan(a) => cmd::scan::scan(&settings(&g, &a.sources, None, None)?, a.json),
+        Command::Scan(a) => {
+            cmd::scan::scan(&settings(&g, &a.sources, &Default::default())?, a.json)
+        }
         Command::Sync(a) => {
-            let s = settings(&g, &a.sources, None, None)?;
+            let s = settings(&g, &a.sources, &Default::default())?;
             cmd::sync::sync(&s, a.dry_run, a.json)
         }
-        Command::Watch(a) => live::run(&settings(&g, &a.sources, a.reconcile, a.poll)?, None),
+        Command::Watch(a) => live::run(&settings(&g, &a.sources, &a.live)?, None),
         Command::Serve(a) => {
-            let s = settings(&g, &a.watch.sources, a.watch.reconcile, a.watch.poll)?;
+            let s = settings(&g, &a.watch.sources, &a.watch.live)?;
             live::run(&s, Some(a.listen))
         }
         Command::OrthancLua(a) => {
