@@ -781,7 +781,7 @@ fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) 
 fn synthetic_ledger(path: &Path, n: usize) {
     use segbridge::dicom::reader::{SegInstance, SegSeries, SortKey};
     use segbridge::model::ImageIndex;
-    use segbridge::rules::matcher::match_all;
+    use segbridge::rules::pair::pair_ungated as match_all;
     use segbridge::source::Listing;
     let mut ledger = segbridge::ledger::Ledger::open(path, Duration::from_secs(5)).unwrap();
     if n == 0 {

@@ -11,8 +11,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::meta::FileMetaTableBuilder;
 
-pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub use dicom_dictionary_std::uids::CT_IMAGE_STORAGE;
+use dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN as EXPLICIT_VR_LE;
 const IMPLEMENTATION_UID: &str = "2.25.266540838519402402245829138385541735217";
 
 /// A UID derived from a name: `2.25.` followed by the first 128 bits of SHA-1(name).

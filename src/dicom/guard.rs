@@ -14,6 +14,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
+use dicom_dictionary_std::uids;
 use dicom_dictionary_std::StandardDataDictionary;
 
 /// How deep sequences may nest. Real SEGs nest 4 or 5 deep.
@@ -348,12 +349,13 @@ fn walk<R: Read + Seek>(r: R, len: u64, stop_at_pixels: bool) -> Result<(), Stri
         }
     }
     match ts.as_str() {
-        "1.2.840.10008.1.2" => w.data_set(false, Some(len), 0).map(|_| ()),
-        "1.2.840.10008.1.2.2" => {
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => w.data_set(false, Some(len), 0).map(|_| ()),
+        #[allow(deprecated)] // retired, but files written with it still exist
+        uids::EXPLICIT_VR_BIG_ENDIAN => {
             w.big = true;
             w.data_set(true, Some(len), 0).map(|_| ())
         }
-        "1.2.840.10008.1.2.1.99" => {
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => {
             // deflated: inflate (capped) and walk what the parser will see
             let mut inflated = Vec::new();
             flate2::read::DeflateDecoder::new(&mut w.r)

@@ -6,6 +6,8 @@
 //! the next, and each at most [`MAX_ITEM`] bytes. So the peak is the body (at most
 //! [`MAX_JSON`]) plus one instance.
 
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
 use serde::de::{Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -194,7 +196,9 @@ pub struct Attr {
     pub value: First,
 }
 
-/// One QIDO-RS result with the attributes segbridge reads.
+/// One QIDO-RS result with the attributes segbridge reads (serde needs the keys as literals:
+/// StudyInstanceUID, SeriesInstanceUID, NumberOfSeriesRelatedInstances, Modality; a unit test
+/// checks them against the dictionary).
 #[derive(Debug, Default, Deserialize)]
 pub struct QidoItem {
     #[serde(rename = "0020000D", default)]
@@ -279,7 +283,7 @@ pub fn segs_from_metadata(bytes: &[u8], location: &str) -> Result<Vec<SegSeries>
             return Err(format!("metadata item {i} is not a JSON object"));
         }
         sanitize(&mut item, 0);
-        let sop_class = json_str(&item, "00080016").unwrap_or_default();
+        let sop_class = json_str(&item, tags::SOP_CLASS_UID).unwrap_or_default();
         let obj: dicom_object::InMemDicomObject =
             dicom_json::from_value(item).map_err(|e| format!("metadata item {i}: {e}"))?;
         let sop_class = if sop_class.is_empty() {
@@ -336,8 +340,14 @@ pub fn sanitize(v: &mut Value, depth: usize) {
 }
 
 /// The first string value of a tag in a DICOM JSON object.
-pub fn json_str(obj: &Value, tag: &str) -> Option<String> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
+/// The DICOM JSON key of a tag: eight upper-case hex digits, e.g. `0020000E`.
+pub fn json_key(tag: Tag) -> String {
+    format!("{:04X}{:04X}", tag.group(), tag.element())
+}
+
+/// The first value of `tag` in a DICOM JSON object, as text.
+pub fn json_str(obj: &Value, tag: Tag) -> Option<String> {
+    let v = obj.get(json_key(tag))?.get("Value")?.get(0)?;
     match v {
         Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Value::Number(n) => Some(n.to_string()),
@@ -345,8 +355,8 @@ pub fn json_str(obj: &Value, tag: &str) -> Option<String> {
     }
 }
 
-pub fn json_int(obj: &Value, tag: &str) -> Option<i64> {
-    let v = obj.get(tag)?.get("Value")?.get(0)?;
+pub fn json_int(obj: &Value, tag: Tag) -> Option<i64> {
+    let v = obj.get(json_key(tag))?.get("Value")?.get(0)?;
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
@@ -354,6 +364,18 @@ pub fn json_int(obj: &Value, tag: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qido_keys_are_the_dictionarys() {
+        for (key, tag) in [
+            ("0020000D", tags::STUDY_INSTANCE_UID),
+            ("0020000E", tags::SERIES_INSTANCE_UID),
+            ("00201209", tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+            ("00080060", tags::MODALITY),
+        ] {
+            assert_eq!(json_key(tag), key);
+        }
+    }
     use serde_json::json;
 
     fn seg_instance(series: &str, refd: &str) -> Value {

@@ -18,9 +18,9 @@ pub use crate::model::{
 pub use reader::{read_instance, ReadError};
 
 /// SOP Class UID of the Segmentation Storage IOD.
-pub const SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+pub const SEG_SOP_CLASS: &str = dicom_dictionary_std::uids::SEGMENTATION_STORAGE;
 /// SOP Class UID of the Label Map Segmentation Storage IOD.
-pub const LABELMAP_SEG_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.1.66.7";
+pub const LABELMAP_SEG_SOP_CLASS: &str = dicom_dictionary_std::uids::LABEL_MAP_SEGMENTATION_STORAGE;
 
 /// Whether a SOP Class UID names a segmentation (binary/fractional or label map).
 pub fn is_seg_sop_class(uid: &str) -> bool {

@@ -12,21 +12,20 @@
 use std::collections::BTreeMap;
 
 use dicom_dictionary_std::tags;
+use dicom_dictionary_std::uids::{self, RLE_LOSSLESS};
 use dicom_object::mem::InMemDicomObject;
 use dicom_object::DefaultDicomObject;
 
 use super::reader::text;
 use super::rle;
 
-/// RLE Lossless.
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 /// JPEG 2000 (lossless only, and lossy), and High-Throughput JPEG 2000.
 const J2K: [&str; 5] = [
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.201",
-    "1.2.840.10008.1.2.4.202",
-    "1.2.840.10008.1.2.4.203",
+    uids::JPEG2000_LOSSLESS,
+    uids::JPEG2000,
+    uids::HTJ2K_LOSSLESS,
+    uids::HTJ2K_LOSSLESS_RPCL,
+    uids::HTJ2K,
 ];
 
 /// One frame's place, from the per-frame functional groups.

@@ -14,7 +14,7 @@ use crate::model::outbox::Section;
 use crate::model::scan::{Listing, Problem};
 use crate::model::status::LabelStatus;
 use crate::model::ImageIndex;
-use crate::rules::matcher::match_all;
+use crate::rules::pair::pair_ungated as match_all;
 
 /// (label uid, image uid, content date, instance uids)
 type L = (

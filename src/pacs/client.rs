@@ -327,9 +327,11 @@ impl PacsClient {
             .body(body);
         let (_, bytes) = self.exchange(req, &url).await?;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        // 00081198 FailedSOPSequence: any item means a file was refused
+        // FailedSOPSequence: any item means a file was refused
+        let failed_key =
+            crate::dicom::json::json_key(dicom_dictionary_std::tags::FAILED_SOP_SEQUENCE);
         if let Some(failed) = v
-            .get("00081198")
+            .get(&failed_key)
             .and_then(|f| f.get("Value"))
             .and_then(Value::as_array)
         {

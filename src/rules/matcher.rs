@@ -1,5 +1,6 @@
 //! The matching rule: which image series a SEG series labels, and which label of an image is
-//! current. This is the only place these rules live; every source calls [`match_all`].
+//! current. This is the only place these rules live; every source reaches them through
+//! [`crate::rules::pair::pair`].
 //!
 //! Order (the first that applies wins, and the rule is recorded):
 //! 1. `referenced-series`: ReferencedSeriesSequence item 0 > SeriesInstanceUID names a present
@@ -98,14 +99,8 @@ fn resolve_sources(seg: &SegSeries, index: &ImageIndex) -> Result<String, String
     }
 }
 
-/// Matches every SEG series and applies the newest-label rule per image. The output is sorted by
-/// label UID, so two runs over the same input print the same thing.
-pub fn match_all(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
-    apply_newest(match_each(segs, index))
-}
-
-/// The matching order alone, label by label (the quality gate runs between this and
-/// [`apply_newest`], so that an invalid newer label leaves the older one current).
+/// The matching rule alone, label by label. Sources do not call it: they pair through
+/// [`crate::rules::pair::pair`], which runs the quality gate between this and [`apply_newest`].
 pub fn match_each(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
     segs.into_iter()
         .map(|seg| {
@@ -165,6 +160,11 @@ pub fn apply_newest(mut labels: Vec<MatchedLabel>) -> Vec<MatchedLabel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Matching and the newest-label rule, no gate.
+    fn match_all(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
+        apply_newest(match_each(segs, index))
+    }
     use crate::dicom::reader::{SegInstance, SortKey};
 
     fn seg(uid: &str, refs: &[&str], sources: &[&str], content: &str) -> SegSeries {

@@ -6,4 +6,5 @@
 //!   newer decision merges with one still waiting in the outbox.
 
 pub mod matcher;
+pub mod pair;
 pub mod plan;

@@ -95,11 +95,8 @@ pub async fn backfill(
             }
         }
         let index = dw.resolve_index(&segs).await?;
-        let mut labels = match_each(segs, &index);
-        if let Some(v) = &dw.validator {
-            dw.validate_remote(&mut labels, &index, v, known).await;
-        }
-        let labels = apply_newest(labels);
+        let gate = dw.validator.as_ref().map(|v| RemoteGate { dw, v, known });
+        let labels = crate::rules::pair::pair(segs, &index, &gate).await;
         let mut listing = Listing::partial(source);
         listing.index = index;
         listing.problems = problems.clone();

@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// The quality gate of a PACS's labels ([`DicomWeb::validate_remote`]), for
+/// [`crate::rules::pair`].
+pub struct RemoteGate<'k> {
+    pub dw: &'k DicomWeb,
+    pub v: &'k Validator,
+    pub known: &'k Known,
+}
+
+impl crate::rules::pair::Gate for RemoteGate<'_> {
+    fn judge<'a>(
+        &'a self,
+        labels: &'a mut [MatchedLabel],
+        index: &'a ImageIndex,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        self.dw.validate_remote(labels, index, self.v, self.known)
+    }
+}
+
 impl DicomWeb {
     /// The quality gate for remote labels: each candidate's instances are retrieved with
     /// WADO-RS (a few series at a time, each answer capped), its image series' geometry comes
@@ -155,7 +173,7 @@ impl DicomWeb {
         };
         each_item(&v, |_, mut item| {
             sanitize(&mut item, 0);
-            let Some(sop) = json_str(&item, "00080018") else {
+            let Some(sop) = json_str(&item, dicom_dictionary_std::tags::SOP_INSTANCE_UID) else {
                 return Ok(());
             };
             let obj: dicom_object::InMemDicomObject =

@@ -43,7 +43,7 @@ impl DicomWeb {
             .map(|uid| async move {
                 let q = Endpoint::at(&["series"])
                     .query("SeriesInstanceUID", &uid)
-                    .query("includefield", "00080060");
+                    .query("includefield", json_key(tags::MODALITY));
                 let found = self.qido(&q).await?;
                 let Some(hit) = found.first() else {
                     return Ok((uid, None));
@@ -102,8 +102,8 @@ impl DicomWeb {
             .map(|sop| async move {
                 let q = Endpoint::at(&["instances"])
                     .query("SOPInstanceUID", &sop)
-                    .query("includefield", "0020000E")
-                    .query("includefield", "00080060");
+                    .query("includefield", json_key(tags::SERIES_INSTANCE_UID))
+                    .query("includefield", json_key(tags::MODALITY));
                 let found = self.qido(&q).await?;
                 Ok(found.first().and_then(|hit| {
                     Some((

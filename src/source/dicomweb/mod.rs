@@ -19,8 +19,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use dicom_dictionary_std::tags;
+
 use super::dicom_json::{
-    each_item, json_str, qido_items, sanitize, segs_from_metadata, QidoItem, MAX_JSON,
+    each_item, json_key, json_str, qido_items, sanitize, segs_from_metadata, QidoItem, MAX_JSON,
 };
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
@@ -28,10 +30,10 @@ use super::{Listing, Problem};
 use crate::dicom::reader::{group_series, InstanceHeader, SegSeries};
 use crate::model::Scan;
 use crate::model::{ImageIndex, MatchedLabel};
-use crate::rules::matcher::{apply_newest, match_each};
 
 mod backfill;
 mod gate;
+pub use gate::RemoteGate;
 mod index;
 
 pub use backfill::{backfill, Pass};
@@ -143,8 +145,11 @@ impl DicomWeb {
                 .query("Modality", "SEG")
                 .query("limit", self.page_size)
                 .query("offset", offset)
-                .query("includefield", "00201209")
-                .query("includefield", "0020000D");
+                .query(
+                    "includefield",
+                    json_key(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+                )
+                .query("includefield", json_key(tags::STUDY_INSTANCE_UID));
             let items = self.qido(&at).await?;
             pages += 1;
             let mut new_here = 0;
@@ -221,8 +226,11 @@ impl DicomWeb {
     ) -> Result<(), PacsError> {
         let at = Endpoint::at(&["series"])
             .query("SeriesInstanceUID", uid)
-            .query("includefield", "00080060")
-            .query("includefield", "00201209");
+            .query("includefield", json_key(tags::MODALITY))
+            .query(
+                "includefield",
+                json_key(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+            );
         if !is_uid(uid) || study.is_some_and(|s| !is_uid(s)) {
             return Err(PacsError::Bad {
                 url: self.client.base.clone(),

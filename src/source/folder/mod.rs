@@ -199,7 +199,9 @@ impl ModalityFilter {
                 return Err(format!("image filter {query:?}: {part:?} is not KEY=VALUE"));
             };
             let key = key.trim();
-            if !(key.eq_ignore_ascii_case("Modality") || key == "00080060") {
+            if !(key.eq_ignore_ascii_case("Modality")
+                || key == crate::dicom::json::json_key(dicom_dictionary_std::tags::MODALITY))
+            {
                 return Err(format!(
                     "image filter {query:?}: a folder source can filter only on Modality, not {key}"
                 ));
@@ -252,55 +254,61 @@ pub fn scan_folder_cached(
     filter: Option<&ModalityFilter>,
     gate: Option<(&Validator, &dyn crate::model::KnownLabels)>,
 ) -> Result<crate::model::Scan, FolderError> {
-    let (listing, labels) = list_and_match(root, cache, filter, gate.map(|(v, _)| v))?;
+    let mut listing = list_stamped(root, cache, filter, gate.map(|(v, _)| v))?;
+    let segs = std::mem::take(&mut listing.segs);
     let known = match gate {
-        Some((_, lookup)) => known_of(lookup, &labels),
+        Some((_, lookup)) => known_of(lookup, &segs),
         None => Default::default(),
     };
-    Ok(choose(listing, labels, gate.map(|(v, _)| (v, &known))))
+    let gate = gate.map(|(v, _)| LocalGate { v, known: &known });
+    let labels = crate::rules::pair::pair_now(segs, &listing.index, &gate);
+    Ok(crate::model::Scan { listing, labels })
 }
 
-/// Lists the folder and matches its SEGs, each stamped with the settings a verdict depends on.
-fn list_and_match(
+/// Lists the folder, each SEG stamped with the settings a verdict depends on.
+fn list_stamped(
     root: &Path,
     cache: &mut HeaderCache,
     filter: Option<&ModalityFilter>,
     validator: Option<&Validator>,
-) -> Result<(crate::model::Listing, Vec<crate::model::MatchedLabel>), FolderError> {
+) -> Result<crate::model::Listing, FolderError> {
     let mut listing = list_cached(root, cache)?;
     if let Some(f) = filter {
         f.apply(&mut listing.index);
     }
-    let mut segs = std::mem::take(&mut listing.segs);
     // what a verdict here depends on besides the files: recorded, so a change re-judges
     let stamp = crate::source::settings_stamp(filter.map(|f| f.query()), validator);
-    for s in &mut segs {
+    for s in &mut listing.segs {
         s.remote_stamp = Some(stamp.clone());
     }
-    let labels = crate::rules::matcher::match_each(segs, &listing.index);
-    Ok((listing, labels))
+    Ok(listing)
 }
 
-/// What the ledger knows of these labels.
+/// What the ledger knows of these SEG series.
 fn known_of(
     lookup: &dyn crate::model::KnownLabels,
-    labels: &[crate::model::MatchedLabel],
+    segs: &[crate::model::SegSeries],
 ) -> crate::model::Known {
-    let uids: Vec<&str> = labels.iter().map(|l| l.seg.uid()).collect();
+    let uids: Vec<&str> = segs.iter().map(|s| s.uid()).collect();
     lookup.among(&uids)
 }
 
-/// The quality gate (when given), then the newest-label rule.
-fn choose(
-    listing: crate::model::Listing,
-    mut labels: Vec<crate::model::MatchedLabel>,
-    gate: Option<(&Validator, &crate::model::Known)>,
-) -> crate::model::Scan {
-    if let Some((v, known)) = gate {
-        validate_local(&mut labels, &listing.index, v, known);
+/// The quality gate of labels found in a folder ([`validate_local`]), for
+/// [`crate::rules::pair`]. It never waits: it reads files on the calling thread.
+pub struct LocalGate<'k> {
+    pub v: &'k Validator,
+    pub known: &'k crate::model::Known,
+}
+
+impl crate::rules::pair::Gate for LocalGate<'_> {
+    fn judge<'a>(
+        &'a self,
+        labels: &'a mut [crate::model::MatchedLabel],
+        index: &'a crate::model::ImageIndex,
+    ) -> impl std::future::Future<Output = ()> + Send + 'a {
+        validate_local(labels, index, self.v, self.known);
+        std::future::ready(())
     }
-    let labels = crate::rules::matcher::apply_newest(labels);
-    crate::model::Scan { listing, labels }
 }
 
 /// The ledger's name for a folder source.
@@ -452,32 +460,43 @@ impl FolderSource {
             path: self.root.display().to_string(),
             reason: format!("scan task failed: {e}"),
         };
-        let (listing, labels) = tokio::task::spawn_blocking(move || {
-            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            list_and_match(&root, &mut c, filter.as_ref(), validator.as_ref())
-        })
-        .await
-        .map_err(failed)??;
-        // with --stow the images that count are on the server: the gate runs after that match
-        let gate = self.validator.clone().filter(|_| self.stow.is_none());
-        let known = match &gate {
-            Some(_) => known_of(lookup, &labels),
+        let stow = self.stow.is_some();
+        let lookup_known = |segs: &[crate::model::SegSeries]| match &validator {
+            Some(_) => known_of(lookup, segs),
             None => Default::default(),
         };
+        let mut listing = {
+            let (root, filter, validator) = (root.clone(), filter.clone(), validator.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                list_stamped(&root, &mut c, filter.as_ref(), validator.as_ref())
+            })
+            .await
+            .map_err(failed)??
+        };
+        let segs = std::mem::take(&mut listing.segs);
+        // with --stow the images that count are on the server: the gate runs after that match
+        let known = if stow {
+            Default::default()
+        } else {
+            lookup_known(&segs)
+        };
+        let gate = validator.clone().filter(|_| !stow);
         let mut scan = tokio::task::spawn_blocking(move || {
-            choose(listing, labels, gate.as_ref().map(|v| (v, &known)))
+            let gate = gate.as_ref().map(|v| LocalGate { v, known: &known });
+            let labels = crate::rules::pair::pair_now(segs, &listing.index, &gate);
+            crate::model::Scan { listing, labels }
         })
         .await
         .map_err(failed)?;
         if let Some(stow) = &self.stow {
-            match_on_server(&mut scan, stow).await;
-            let mut labels = std::mem::take(&mut scan.labels);
-            let known = known_of(lookup, &labels);
-            if let Some(v) = &self.validator {
-                let index = &scan.listing.index;
-                tokio::task::block_in_place(|| validate_local(&mut labels, index, v, &known));
-            }
-            scan.labels = crate::rules::matcher::apply_newest(labels);
+            let segs: Vec<_> = std::mem::take(&mut scan.labels)
+                .into_iter()
+                .map(|l| l.seg)
+                .collect();
+            let known = lookup_known(&segs);
+            let gate = validator.as_ref().map(|v| LocalGate { v, known: &known });
+            match_on_server(&mut scan, segs, stow, &gate).await;
             stow_ready(&mut scan, &stow.client, &known).await;
         }
         Ok(scan)

@@ -4,22 +4,21 @@
 use super::*;
 
 /// With `--stow`, a label is matched against the images on the DICOMweb server it is uploaded
-/// to, not against the folder: that is where the training server looks. (The newest-label rule
-/// is applied by the caller, after the quality gate.)
+/// to, not against the folder: that is where the training server looks. The pairing (match,
+/// the local quality gate, the newest-label rule) is [`crate::rules::pair`]'s.
 pub(super) async fn match_on_server(
     scan: &mut crate::model::Scan,
+    segs: Vec<crate::model::SegSeries>,
     dw: &crate::source::dicomweb::DicomWeb,
+    gate: &Option<LocalGate<'_>>,
 ) {
     use crate::model::MatchOutcome;
-    use crate::rules::matcher::match_each;
-    let segs: Vec<_> = std::mem::take(&mut scan.labels)
-        .into_iter()
-        .map(|l| l.seg)
-        .collect();
     match dw.resolve_index(&segs).await {
         Ok(remote) => {
             let local = &scan.listing.index;
-            let mut labels = match_each(segs, &remote);
+            // the local gate reads files: off the async workers
+            let mut labels =
+                tokio::task::block_in_place(|| crate::rules::pair::pair_now(segs, &remote, gate));
             for l in labels.iter_mut() {
                 let here = l
                     .seg
