@@ -148,7 +148,7 @@ pub async fn run_live(
                         }
                     }
                     Err(DeliveryError::Ledger(e)) => return Err(e),
-                    Err(DeliveryError::Api(e)) => {
+                    Err(e @ (DeliveryError::Api(_) | DeliveryError::Output(_))) => {
                         metrics.notify_failed.fetch_add(1, Ordering::Relaxed);
                         metrics.api_down.store(1, Ordering::Relaxed);
                         let wait = api.fail(&e.to_string());

@@ -144,6 +144,51 @@ pub enum DeliveryError {
     Api(#[from] ApiError),
     #[error("{0}")]
     Ledger(#[from] LedgerError),
+    /// The dry run's output could not be written.
+    #[error("writing the notify bodies: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Where notify bodies go: the MONAI API ([`Client`]), or, for `sync --dry-run`, a
+/// [`Printer`]. [`deliver`] drains the outbox into one the same way for both.
+pub trait Notifier {
+    fn send<'a>(
+        &'a mut self,
+        dataset: &'a str,
+        body: &'a NotifyBody,
+    ) -> impl std::future::Future<Output = Result<(), DeliveryError>> + Send + 'a;
+}
+
+impl Notifier for Client {
+    async fn send(&mut self, dataset: &str, body: &NotifyBody) -> Result<(), DeliveryError> {
+        Ok(self.notify(dataset, body).await?)
+    }
+}
+
+/// A notifier that prints each body instead of sending it: one JSON object per line, or the
+/// request as text (`POST url` and the pretty body).
+pub struct Printer<W> {
+    pub out: W,
+    pub json: bool,
+    /// The organisation's API root, `{api}/api/v1/orgs/{org}`, shown in the text form.
+    pub org_url: String,
+}
+
+impl<W: std::io::Write + Send> Notifier for Printer<W> {
+    async fn send(&mut self, dataset: &str, body: &NotifyBody) -> Result<(), DeliveryError> {
+        if self.json {
+            serde_json::to_writer(&mut self.out, body).map_err(std::io::Error::from)?;
+            writeln!(self.out)?;
+        } else {
+            let pretty = serde_json::to_string_pretty(body).map_err(std::io::Error::from)?;
+            writeln!(
+                self.out,
+                "POST {}/datasets/{dataset}/jobs\n{pretty}",
+                self.org_url
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Splits outbox entries (oldest first) into runs of at most `batch` entries, in order, with
@@ -168,23 +213,11 @@ pub fn runs(entries: &[OutboxEntry], batch: usize) -> Vec<&[OutboxEntry]> {
     out
 }
 
-/// Splits outbox entries into notify bodies (see [`runs`]), oldest first.
-pub fn batches(entries: &[OutboxEntry], batch: usize) -> Vec<(Vec<i64>, NotifyBody)> {
-    runs(entries, batch)
-        .into_iter()
-        .map(|c| {
-            (
-                c.iter().map(|e| e.id).collect(),
-                NotifyBody::from_entries(c),
-            )
-        })
-        .collect()
-}
-
-/// Drains the outbox of `dataset`: each batch is sent, and confirmed only after a 2xx.
-pub async fn deliver(
+/// Drains the outbox of `dataset` into `client`: each batch is sent, and confirmed only after
+/// it was accepted (a 2xx from the API).
+pub async fn deliver<N: Notifier>(
     ledger: &mut Ledger,
-    client: &mut Client,
+    client: &mut N,
     dataset: &str,
     batch: usize,
 ) -> Result<Delivery, DeliveryError> {
@@ -196,7 +229,7 @@ pub async fn deliver(
         };
         let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
         let body = NotifyBody::from_entries(pending);
-        match client.notify(dataset, &body).await {
+        match client.send(dataset, &body).await {
             Ok(()) => {
                 ledger.confirm(&ids)?;
                 info!(
@@ -213,7 +246,7 @@ pub async fn deliver(
             }
             Err(e) => {
                 ledger.record_failure(&ids, &e.to_string())?;
-                return Err(e.into());
+                return Err(e);
             }
         }
     }

@@ -36,33 +36,28 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
         &mut reporter,
     ))?;
     if dry_run {
-        let pending = ledger.pending(&dataset, usize::MAX >> 1)?;
-        let bodies = pipeline::batches(&pending, s.batch);
-        let mut out = std::io::stdout().lock();
-        if json_out {
-            for (_, b) in &bodies {
-                serde_json::to_writer(&mut out, b).map_err(anyhow::Error::from)?;
-                writeln!(out).map_err(anyhow::Error::from)?;
-            }
-        } else {
+        // the same delivery into a printer; the snapshot absorbs what it "confirms"
+        let entries = ledger.outbox_depth(Some(&dataset))?;
+        let mut printer = pipeline::Printer {
+            out: std::io::stdout(),
+            json: json_out,
+            org_url: format!("{}/api/v1/orgs/{}", s.api, s.org),
+        };
+        let done = rt.block_on(pipeline::deliver(
+            &mut ledger,
+            &mut printer,
+            &dataset,
+            s.batch,
+        ));
+        let done = done.map_err(anyhow::Error::from)?;
+        if !json_out {
             writeln!(
-                out,
-                "dry run: {} new changes, {} entries in {} notify call(s) to dataset {dataset}; nothing written, nothing sent",
-                report.changes,
-                pending.len(),
-                bodies.len()
+                printer.out,
+                "dry run: {} new changes, {entries} entries in {} notify call(s) to dataset \
+                 {dataset}; nothing written, nothing sent",
+                report.changes, done.calls
             )
             .map_err(anyhow::Error::from)?;
-            for (_, b) in &bodies {
-                writeln!(
-                    out,
-                    "POST {}/api/v1/orgs/{}/datasets/{dataset}/jobs\n{}",
-                    s.api,
-                    s.org,
-                    serde_json::to_string_pretty(b).map_err(anyhow::Error::from)?
-                )
-                .map_err(anyhow::Error::from)?;
-            }
         }
         return super::source_errors(report.source_errors);
     }
