@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::app::pipeline;
 use crate::app::report::print_scan;
@@ -16,7 +15,11 @@ use crate::app::Failure;
 use crate::dicom::MatchOutcome;
 use crate::emulator::{self, EmulatorConfig};
 use crate::ledger::Ledger;
-use crate::monai::{ApiConfig, Client, Secret};
+use crate::monai::{
+    newest_first, AnnotationSpecs, ApiConfig, AwsDetails, Client, Cloud, DatasetSpec,
+    ExperimentSpec, Extra, JobAction, JobStatus, Labels, Secret, StopCriteria, TrainSpec,
+    WorkspaceSpec, VISTA3D_ARCH,
+};
 
 pub fn run(folder: &Option<PathBuf>, train_seconds: f64) -> Result<(), Failure> {
     let tmp = tempfile::Builder::new()
@@ -67,77 +70,65 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     client.login().await?;
     println!("logged in as {}", client.user_id.as_deref().unwrap_or("?"));
 
-    let dataset = post(
-        &mut client,
-        "/datasets",
-        json!({
-            "name": "segbridge-demo", "description": "labels synced by segbridge demo",
-            "type": "semantic_segmentation", "format": "monai",
-            "client_url": "http://127.0.0.1:8042/dicom-web", "client_id": "orthanc",
-            "client_secret": "not-used-by-the-demo", "filters": "Modality=CT"
-        }),
-    )
-    .await?;
-    let dataset_id = id_of(&dataset)?;
+    let dataset = DatasetSpec {
+        description: "labels synced by segbridge demo".into(),
+        ..DatasetSpec::dicomweb("segbridge-demo", "http://127.0.0.1:8042/dicom-web")
+    }
+    .with_credentials("orthanc", Secret::new("not-used-by-the-demo"));
+    let dataset_id = client.create_dataset(&dataset).await?.id;
     println!("dataset     {dataset_id}");
-    let bases = client
-        .call(Method::GET, &client.org_path("/experiments:base"), None)
-        .await?
-        .body;
-    let base = bases["experiments"]
-        .as_array()
-        .and_then(|a| {
-            a.iter()
-                .filter(|e| e["network_arch"] == "monai_vista3d")
-                .max_by_key(|e| e["version"].as_str().unwrap_or("").to_string())
-        })
-        .cloned()
+    let mut bases = client.base_experiments().await?;
+    bases.retain(|e| e.network_arch == VISTA3D_ARCH);
+    newest_first(&mut bases);
+    let base = bases
+        .into_iter()
+        .next()
         .context("no VISTA-3D base experiment")?;
-    println!(
-        "base        {} {} ({})",
-        base["name"].as_str().unwrap_or(""),
-        base["version"].as_str().unwrap_or(""),
-        id_of(&base)?
-    );
-    let ws = post(
-        &mut client,
-        "/workspaces",
-        json!({
-            "name": "segbridge-demo", "cloud_type": "aws",
-            "cloud_specific_details": {"cloud_bucket_name": "segbridge-demo",
-                "access_key": "demo", "secret_key": "demo"}
+    println!("base        {} {} ({})", base.name, base.version, base.id);
+    let ws = WorkspaceSpec {
+        name: "segbridge-demo".into(),
+        cloud: Cloud::Aws(AwsDetails {
+            cloud_bucket_name: "segbridge-demo".into(),
+            access_key: Secret::new("demo"),
+            secret_key: Secret::new("demo"),
+            cloud_region: None,
         }),
-    )
-    .await?;
-    let ws_id = id_of(&ws)?;
-    let exp = post(
-        &mut client,
-        "/experiments",
-        json!({
-            "name": "segbridge-demo", "description": "continual learning from synced labels",
-            "network_arch": "monai_vista3d", "base_experiment": [id_of(&base)?],
-            "inference_dataset": dataset_id, "eval_dataset": dataset_id,
-            "train_datasets": [dataset_id], "realtime_infer": true, "workspace": ws_id,
-            "model_params": {"labels": {"1": "liver", "2": "kidney", "3": "spleen"}}
-        }),
-    )
-    .await?;
-    let exp_id = id_of(&exp)?;
-    println!("experiment  {exp_id}");
-    let cl = client
-        .call(
-            Method::POST,
-            &client.org_path(&format!("/experiments/{exp_id}/jobs")),
-            Some(&json!({"action": "annotation", "specs": {"round_size": 2,
-                "stop_criteria": {"max_rounds": 2, "key_metric": 0.99},
-                "train_spec": {"epochs": 1, "val_interval": 1}}})),
+    };
+    let ws_id = client.create_workspace(&ws).await?.id;
+    let labels: Labels = DEMO_LABELS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let exp = ExperimentSpec {
+        description: "continual learning from synced labels".into(),
+        realtime_infer: true,
+        ..ExperimentSpec::new(
+            "segbridge-demo",
+            &base.id,
+            &dataset_id,
+            &ws_id,
+            labels.clone(),
         )
+    };
+    let exp_id = client
+        .create_experiment(&exp)
         .await?
-        .body;
-    let cl_id = cl
-        .as_str()
-        .context("the CL job answer is not a job id")?
-        .to_string();
+        .id
+        .context("no experiment id")?;
+    println!("experiment  {exp_id}");
+    let cl_specs = AnnotationSpecs {
+        round_size: 2,
+        stop_criteria: StopCriteria {
+            max_rounds: 2,
+            key_metric: 0.99,
+        },
+        train_spec: TrainSpec {
+            epochs: 1,
+            val_interval: 1,
+            ..Default::default()
+        },
+    };
+    let cl_id = client.start_cl(&exp_id, cl_specs).await?;
     println!("CL job      {cl_id} (round_size 2, max_rounds 2)");
 
     step(&format!(
@@ -145,12 +136,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         folder.display()
     ));
     let gate = crate::dicom::quality::Validator {
-        labels: Some(
-            [("1", "liver"), ("2", "kidney"), ("3", "spleen")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ),
+        labels: Some(labels),
         strict_labels: false,
     };
     let scan = pipeline::scan_folder_cached(
@@ -196,38 +182,39 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     println!("{} changes, {} notify calls", again.len(), d2.calls);
 
     step("continual learning: rounds started by the notify");
-    let jobs_path = client.org_path(&format!("/experiments/{exp_id}/jobs"));
     let deadline = Instant::now() + Duration::from_secs_f64(train_seconds * 3.0 + 10.0);
     let jobs = loop {
-        let jobs = client.call(Method::GET, &jobs_path, None).await?.body;
-        let list = jobs["jobs"].as_array().cloned().unwrap_or_default();
-        let busy = list
-            .iter()
-            .any(|j| j["action"] == "train" && j["status"] != "Done" && j["status"] != "Canceled");
+        let list = client.jobs(&exp_id).await?;
+        let busy = list.iter().any(|j| {
+            j.is(&JobAction::Train)
+                && j.status != JobStatus::Done
+                && j.status != JobStatus::Canceled
+        });
         if !busy || Instant::now() > deadline {
             break list;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     for j in &jobs {
-        match j["action"].as_str() {
-            Some("train") => println!(
-                "round {}  {}  {:<8} key metric {}",
-                j["round"],
-                j["id"].as_str().unwrap_or(""),
-                j["status"].as_str().unwrap_or(""),
-                j["result"]["key_metric"]
-            ),
-            _ => println!(
-                "CL job   {}  {:<8} rounds {} (images waiting for the next round: {})",
-                j["id"].as_str().unwrap_or(""),
-                j["status"].as_str().unwrap_or(""),
-                j["result"]["rounds"],
-                j["result"]["images_pending"]
-            ),
+        let id = j.id.as_deref().unwrap_or_default();
+        let result = j.result.as_ref().map(|r| &r.extra);
+        if j.is(&JobAction::Train) {
+            println!(
+                "round {}  {id}  {:<8} key metric {}",
+                shown(Some(&j.extra), "round"),
+                j.status.as_str(),
+                j.key_metric().map_or(Value::Null, Value::from)
+            );
+        } else {
+            println!(
+                "CL job   {id}  {:<8} rounds {} (images waiting for the next round: {})",
+                j.status.as_str(),
+                shown(result, "rounds"),
+                shown(result, "images_pending")
+            );
         }
     }
-    let rounds = jobs.iter().filter(|j| j["action"] == "train").count();
+    let rounds = jobs.iter().filter(|j| j.is(&JobAction::Train)).count();
     if delivery.entries_sent >= 2 && rounds == 0 {
         return Err(anyhow::anyhow!("the notify did not start a training round").into());
     }
@@ -236,14 +223,13 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
     Ok(())
 }
 
-async fn post(client: &mut Client, rest: &str, body: Value) -> Result<Value, Failure> {
-    let path = client.org_path(rest);
-    Ok(client.call(Method::POST, &path, Some(&body)).await?.body)
-}
+/// The experiment's classes (and the quality gate's).
+const DEMO_LABELS: [(&str, &str); 3] = [("1", "liver"), ("2", "kidney"), ("3", "spleen")];
 
-fn id_of(v: &Value) -> anyhow::Result<String> {
-    v["id"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no id in {v}"))
+/// A field the emulator adds to a job (its round, a CL job's counts), as JSON shows it.
+fn shown(fields: Option<&Extra>, key: &str) -> Value {
+    fields
+        .and_then(|f| f.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
 }

@@ -7,10 +7,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::reply::{err, new_id, object, Reply};
 use super::state::AppState;
+use crate::monai::types::{LoginAnswer, LoginRequest};
+use crate::util::Secret;
 
 pub(super) fn check_token(st: &AppState, headers: &HeaderMap) -> Result<(), Response> {
     let unauthorized = || {
@@ -34,8 +36,8 @@ pub(super) fn check_token(st: &AppState, headers: &HeaderMap) -> Result<(), Resp
 
 pub(super) async fn login(State(st): State<AppState>, body: Bytes) -> Reply {
     let m = object(&body)?;
-    let key = m.get("ngc_api_key").and_then(Value::as_str).unwrap_or("");
-    if key != st.cfg.api_key {
+    let login = serde_json::from_value::<LoginRequest>(Value::Object(m)).ok();
+    if login.is_none_or(|l| l.ngc_api_key.expose() != st.cfg.api_key) {
         return Err(err(
             StatusCode::UNAUTHORIZED,
             1,
@@ -46,9 +48,10 @@ pub(super) async fn login(State(st): State<AppState>, body: Bytes) -> Reply {
     let mut emu = st.emu.lock().expect("emulator state");
     let ttl = st.cfg.token_ttl;
     emu.tokens.insert(token.clone(), Instant::now() + ttl);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"user_id": "emulator-user", "token": token})),
-    )
-        .into_response())
+    let answer = LoginAnswer {
+        token: Secret::new(token),
+        user_id: Some("emulator-user".into()),
+        extra: Default::default(),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

@@ -15,6 +15,11 @@
 //! - `faults`: the `/_emulator/faults` injection and the middleware that applies it;
 //! - `nrrd`: the realtime-inference answer (an NRRD label volume in a multipart body);
 //! - `reply`: the server's error bodies and the small helpers every handler shares.
+//!
+//! Where the server reads or writes the shapes the client does (the dataset body, login, the
+//! `nextimage` answer, job statuses and actions), it uses `monai::types`, the client's own types,
+//! and nothing else of `monai`. Its validation stays the server's (more lenient where the
+//! server is, as for notify sections).
 
 // Handlers answer with a ready `Response` on both sides, as axum handlers do.
 #![allow(clippy::result_large_err)]

@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::reply::{created_str, new_id};
 use super::EmulatorConfig;
+use crate::monai::types::{DatasetSpec, JobAction, JobStatus};
 
 /// A queued fault, as `POST /_emulator/faults` takes it (see `faults`).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -39,52 +40,11 @@ fn one() -> u32 {
     1
 }
 
-/// A job's status, as the server spells it on the wire (`"status": "Running"`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(super) enum JobStatus {
-    Pending,
-    Running,
-    Paused,
-    Done,
-    /// The contract's failure state; the emulator never fails a job, but it counts as terminal.
-    #[allow(dead_code)]
-    Error,
-    Canceled,
-}
-
-impl JobStatus {
-    /// The wire spelling, also used in logs and error descriptions.
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "Pending",
-            JobStatus::Running => "Running",
-            JobStatus::Paused => "Paused",
-            JobStatus::Done => "Done",
-            JobStatus::Error => "Error",
-            JobStatus::Canceled => "Canceled",
-        }
-    }
-
-    /// Done, Error or Canceled: no action changes it any more.
-    pub(super) fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Done | JobStatus::Error | JobStatus::Canceled
-        )
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     pub(super) id: String,
     pub(super) experiment: String,
-    pub(super) action: String,
+    pub(super) action: JobAction,
     pub(super) status: JobStatus,
     pub(super) created: SystemTime,
     pub(super) specs: Value,
@@ -111,7 +71,7 @@ pub(super) struct ClState {
 #[derive(Default)]
 pub(super) struct Emu {
     pub(super) tokens: HashMap<String, Instant>,
-    pub(super) datasets: HashMap<String, Value>,
+    pub(super) datasets: HashMap<String, StoredDataset>,
     pub(super) workspaces: HashMap<String, Value>,
     pub(super) experiments: HashMap<String, Value>,
     pub(super) jobs: HashMap<String, Job>,
@@ -119,12 +79,31 @@ pub(super) struct Emu {
     pub(super) cl: HashMap<String, ClState>,
     /// (dataset, body, unix milliseconds when received)
     pub(super) notifications: Vec<(String, Value, u128)>,
-    /// dataset → its DICOMweb credentials (kept, never echoed)
-    pub(super) dataset_secrets: HashMap<String, String>,
     /// dataset → image → its current label, as notify told it
     pub(super) current_labels: HashMap<String, HashMap<String, String>>,
     pub(super) faults: Vec<Fault>,
     pub(super) calls: u64,
+}
+
+/// A dataset as created: the body as sent (its DICOMweb credentials kept, never echoed).
+#[derive(Debug, Clone)]
+pub(super) struct StoredDataset {
+    pub(super) spec: DatasetSpec,
+    pub(super) created: SystemTime,
+}
+
+impl StoredDataset {
+    /// What the server answers for it: the body without its secret, the id, `created_on`.
+    pub(super) fn answer(&self, id: &str) -> Value {
+        let public = DatasetSpec {
+            client_secret: None,
+            ..self.spec.clone()
+        };
+        let mut v = serde_json::to_value(public).unwrap_or_else(|_| json!({}));
+        v["id"] = json!(id);
+        v["created_on"] = json!(created_str(self.created));
+        v
+    }
 }
 
 #[derive(Clone)]
@@ -183,7 +162,7 @@ impl Emu {
         let job = Job {
             id: id.clone(),
             experiment: exp,
-            action: "train".into(),
+            action: JobAction::Train,
             status: if busy {
                 JobStatus::Pending
             } else {
@@ -218,7 +197,7 @@ impl Emu {
             let (done, parent, round) = {
                 let j = &self.jobs[id];
                 (
-                    j.action == "train"
+                    j.action == JobAction::Train
                         && j.status == JobStatus::Running
                         && j.started.is_some_and(|s| now.duration_since(s) >= dur),
                     j.parent.clone(),
@@ -293,25 +272,4 @@ pub(super) fn job_json(j: &Job, cl: Option<&ClState>) -> Value {
         debug_assert_eq!(cl.job, j.id);
     }
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::JobStatus;
-
-    #[test]
-    fn job_status_is_spelled_on_the_wire_as_before() {
-        for (s, wire) in [
-            (JobStatus::Pending, "Pending"),
-            (JobStatus::Running, "Running"),
-            (JobStatus::Paused, "Paused"),
-            (JobStatus::Done, "Done"),
-            (JobStatus::Error, "Error"),
-            (JobStatus::Canceled, "Canceled"),
-        ] {
-            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(wire));
-            assert_eq!(s.to_string(), wire);
-        }
-        assert!(JobStatus::Error.is_terminal() && !JobStatus::Paused.is_terminal());
-    }
 }

@@ -1,6 +1,6 @@
 //! The MONAI Cloud API client: login → token, log in again once on 401, retries by the one
-//! retry policy ([`crate::util::Backoff`]), the API's errors named. This is the only module
-//! that talks to the MONAI API.
+//! retry policy ([`crate::util::Backoff`]), the API's errors named. With its typed calls
+//! (`calls.rs`), this is the only code that talks to the MONAI API.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-pub use super::types::{Entry, NotifyBody, Specs};
+use super::types::{LoginAnswer, LoginRequest, NotifyBody};
 pub use crate::util::Secret;
 
 /// How to reach the API and how hard to try.
@@ -172,7 +172,7 @@ impl Client {
         &self.cfg
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{}", self.cfg.host, path)
     }
 
@@ -184,26 +184,20 @@ impl Client {
     /// `POST /api/v1/login` → token (retried like any call; a 401 is final).
     pub async fn login(&mut self) -> Result<(), ApiError> {
         let key = self.cfg.key.clone().ok_or(ApiError::MissingKey)?;
-        let body = serde_json::json!({ "ngc_api_key": key.expose() });
+        let body = self.encode("POST", "/login", &LoginRequest { ngc_api_key: key })?;
         let ans = self
             .send_retrying(Method::POST, "/login", Some(&body), false)
             .await?;
-        let token = ans
-            .body
-            .get("token")
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+        let login = serde_json::from_value::<LoginAnswer>(ans.body)
+            .ok()
+            .filter(|a| !a.token.expose().is_empty())
             .ok_or_else(|| ApiError::BadAnswer {
                 method: "POST".into(),
                 url: self.url("/login"),
                 reason: "no \"token\" in the login answer".into(),
             })?;
-        self.token = Some(Secret::new(token));
-        self.user_id = ans
-            .body
-            .get("user_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        self.token = Some(login.token);
+        self.user_id = login.user_id;
         debug!(user_id = ?self.user_id, "logged in");
         Ok(())
     }
@@ -232,14 +226,24 @@ impl Client {
     /// `POST /orgs/{org}/datasets/{id}/jobs` with a notify body.
     pub async fn notify(&mut self, dataset: &str, body: &NotifyBody) -> Result<(), ApiError> {
         let path = self.org_path(&format!("/datasets/{dataset}/jobs"));
-        let value = serde_json::to_value(body).map_err(|e| ApiError::BadAnswer {
-            method: "POST".into(),
-            url: self.url(&path),
-            reason: e.to_string(),
-        })?;
+        let value = self.encode("POST", &path, body)?;
         self.call(Method::POST, &path, Some(&value))
             .await
             .map(|_| ())
+    }
+
+    /// A request body as JSON (our own types always encode; the error is named all the same).
+    pub(super) fn encode(
+        &self,
+        method: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Value, ApiError> {
+        serde_json::to_value(body).map_err(|e| ApiError::BadAnswer {
+            method: method.into(),
+            url: self.url(path),
+            reason: format!("cannot encode the request: {e}"),
+        })
     }
 
     /// Sends one request with retries on transient failures, within the retry budget.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use segbridge::emulator::{self, EmulatorConfig};
+use segbridge::monai::DatasetSpec;
 use serde_json::{json, Value};
 
 pub struct Emu {
@@ -100,9 +101,10 @@ impl Emu {
             "POST",
             "/api/v1/orgs/iasixjqzw1hj/datasets",
             Some(&t),
+            // the one dataset body (no DICOMweb server listens on port 9)
             Some(
-                json!({"name": "t", "type": "semantic_segmentation", "format": "monai",
-                        "client_url": "http://127.0.0.1:9/dicom-web"}),
+                serde_json::to_value(DatasetSpec::dicomweb("t", "http://127.0.0.1:9/dicom-web"))
+                    .unwrap(),
             ),
         );
         assert_eq!(s, 201, "{b}");

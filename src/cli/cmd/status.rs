@@ -113,36 +113,32 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
         }
     }
     if let Some(cl) = &cl {
-        if cl["cl_job"].is_null() {
-            w(
+        match (&cl.cl_job, &cl.progress) {
+            (Some(job), Some(p)) => {
+                w(
+                    &mut out,
+                    format!(
+                        "CL job          {job} {}: {} rounds done ({} started), last key metric {}",
+                        p.status,
+                        p.rounds_done,
+                        p.rounds_started,
+                        p.last_key_metric
+                            .map(|m| format!("{m:.3}"))
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                )?;
+                w(
+                    &mut out,
+                    format!(
+                        "next round      {} images notified since the last round; {} more start the next (round size {})",
+                        p.images_since_last_round, p.images_to_next_round, p.round_size
+                    ),
+                )?;
+            }
+            _ => w(
                 &mut out,
-                format!(
-                    "CL job          none in experiment {}",
-                    cl["experiment"].as_str().unwrap_or("")
-                ),
-            )?;
-        } else {
-            w(
-                &mut out,
-                format!(
-                    "CL job          {} {}: {} rounds done ({} started), last key metric {}",
-                    cl["cl_job"].as_str().unwrap_or(""),
-                    cl["status"].as_str().unwrap_or(""),
-                    cl["rounds_done"],
-                    cl["rounds_started"],
-                    cl["last_key_metric"]
-                        .as_f64()
-                        .map(|m| format!("{m:.3}"))
-                        .unwrap_or_else(|| "-".into())
-                ),
-            )?;
-            w(
-                &mut out,
-                format!(
-                    "next round      {} images notified since the last round; {} more start the next (round size {})",
-                    cl["images_since_last_round"], cl["images_to_next_round"], cl["round_size"]
-                ),
-            )?;
+                format!("CL job          none in experiment {}", cl.experiment),
+            )?,
         }
     }
     if !report.problems.is_empty() {

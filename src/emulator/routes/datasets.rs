@@ -12,17 +12,24 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::emulator::reply::{created_str, err, new_id, not_found, object, Reply};
-use crate::emulator::state::AppState;
+use crate::emulator::reply::{err, new_id, not_found, object, Reply};
+use crate::emulator::state::{AppState, StoredDataset};
+use crate::monai::types::{DatasetSpec, ImageMeta, NextImage};
 
 pub(super) async fn create_dataset(
     State(st): State<AppState>,
     Path(_org): Path<String>,
     body: Bytes,
 ) -> Reply {
-    let mut m = object(&body)?;
-    for f in ["name", "type", "format"] {
-        if m.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+    let m = object(&body)?;
+    let spec: DatasetSpec = serde_json::from_value(Value::Object(m))
+        .map_err(|e| err(StatusCode::BAD_REQUEST, 3, format!("Invalid dataset: {e}")))?;
+    for (f, v) in [
+        ("name", &spec.name),
+        ("type", &spec.kind),
+        ("format", &spec.format),
+    ] {
+        if v.is_empty() {
             return Err(err(
                 StatusCode::BAD_REQUEST,
                 3,
@@ -31,7 +38,7 @@ pub(super) async fn create_dataset(
         }
     }
     if st.cfg.probe_dicomweb {
-        let url = m.get("client_url").and_then(Value::as_str).unwrap_or("");
+        let url = &spec.client_url;
         probe(url).await.map_err(|e| {
             err(
                 StatusCode::BAD_REQUEST,
@@ -41,17 +48,17 @@ pub(super) async fn create_dataset(
         })?;
     }
     let id = new_id();
-    m.insert("id".into(), json!(id));
-    let secret = m
-        .remove("client_secret")
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    m.insert("created_on".into(), json!(created_str(SystemTime::now())));
-    let v = Value::Object(m);
-    let mut emu = st.emu.lock().expect("emulator state");
-    emu.dataset_secrets.insert(id.clone(), secret);
-    emu.datasets.insert(id, v.clone());
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let ds = StoredDataset {
+        spec,
+        created: SystemTime::now(),
+    };
+    let answer = ds.answer(&id);
+    st.emu
+        .lock()
+        .expect("emulator state")
+        .datasets
+        .insert(id, ds);
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 async fn probe(url: &str) -> Result<(), String> {
@@ -78,7 +85,7 @@ pub(super) async fn get_dataset(
     let emu = st.emu.lock().expect("emulator state");
     emu.datasets
         .get(&id)
-        .map(|d| Json(d.clone()).into_response())
+        .map(|d| Json(d.answer(&id)).into_response())
         .ok_or_else(|| not_found(format!("Dataset {id} not found")))
 }
 
@@ -130,19 +137,17 @@ pub(super) async fn dataset_job(
         // the DICOMweb query happens without holding the state lock
         let found = {
             let emu = st.emu.lock().expect("emulator state");
-            emu.datasets.get(&id).cloned().map(|ds| {
-                let secret = emu.dataset_secrets.get(&id).cloned().unwrap_or_default();
+            emu.datasets.get(&id).map(|ds| {
                 let labeled: BTreeSet<String> = emu
                     .current_labels
                     .get(&id)
                     .map(|m| m.keys().cloned().collect())
                     .unwrap_or_default();
-                (ds, secret, labeled)
+                (ds.spec.clone(), labeled)
             })
         };
-        let (ds, secret, labeled) =
-            found.ok_or_else(|| not_found(format!("Dataset {id} not found")))?;
-        return next_image(&ds, &secret, &labeled).await;
+        let (ds, labeled) = found.ok_or_else(|| not_found(format!("Dataset {id} not found")))?;
+        return next_image(&ds, &labeled).await;
     }
     let mut emu = st.emu.lock().expect("emulator state");
     if !emu.datasets.contains_key(&id) {
@@ -203,18 +208,12 @@ pub(super) async fn dataset_job(
 
 /// `nextimage`: a random image series of the dataset (its DICOMweb server, its filters) that
 /// has no current label.
-async fn next_image(ds: &Value, secret: &str, labeled: &BTreeSet<String>) -> Reply {
-    let url = ds["client_url"]
-        .as_str()
-        .unwrap_or("")
-        .trim_end_matches('/');
+async fn next_image(ds: &DatasetSpec, labeled: &BTreeSet<String>) -> Reply {
+    let url = ds.client_url.trim_end_matches('/');
     if url.is_empty() {
         return Err(not_found("Dataset has no client_url"));
     }
-    let filters = ds["filters"]
-        .as_str()
-        .filter(|f| !f.is_empty())
-        .unwrap_or("Modality=CT");
+    let filters = ds.filters_or_default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -222,8 +221,9 @@ async fn next_image(ds: &Value, secret: &str, labeled: &BTreeSet<String>) -> Rep
     let mut req = client
         .get(format!("{url}/series?{filters}&includefield=00080020&includefield=00080030&includefield=00100020"))
         .header("accept", "application/dicom+json");
-    if let Some(user) = ds["client_id"].as_str().filter(|u| !u.is_empty()) {
-        req = req.basic_auth(user, Some(secret));
+    if let Some(user) = ds.client_id.as_deref().filter(|u| !u.is_empty()) {
+        let secret = ds.client_secret.as_ref().map(|s| s.expose().to_string());
+        req = req.basic_auth(user, Some(secret.unwrap_or_default()));
     }
     let resp = req
         .send()
@@ -253,14 +253,19 @@ async fn next_image(ds: &Value, secret: &str, labeled: &BTreeSet<String>) -> Rep
     }
     let pick = free[rand::random::<u64>() as usize % free.len()];
     let (se, st) = (tag(pick, "0020000E"), tag(pick, "0020000D"));
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"image": se, "meta": {
-            "SeriesInstanceUID": se, "StudyInstanceUID": st,
-            "StudyDate": tag(pick, "00080020"), "StudyTime": tag(pick, "00080030"),
-            "Modality": tag(pick, "00080060"), "PatientID": tag(pick, "00100020"),
-            "RetrieveURL": format!("{url}/studies/{st}/series/{se}"),
-        }})),
-    )
-        .into_response())
+    let answer = NextImage {
+        image: se.clone(),
+        meta: Some(ImageMeta {
+            retrieve_url: Some(format!("{url}/studies/{st}/series/{se}")),
+            series_instance_uid: Some(se),
+            study_instance_uid: Some(st),
+            study_date: Some(tag(pick, "00080020")),
+            study_time: Some(tag(pick, "00080030")),
+            modality: Some(tag(pick, "00080060")),
+            patient_id: Some(tag(pick, "00100020")),
+            extra: Default::default(),
+        }),
+        extra: Default::default(),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use crate::emulator::nrrd::inference_answer;
 use crate::emulator::reply::{new_id, not_found, object, Reply};
-use crate::emulator::state::{job_json, AppState, ClState, Emu, Job, JobStatus};
+use crate::emulator::state::{job_json, AppState, ClState, Emu, Job};
+use crate::monai::types::{JobAction, JobStatus};
 
 pub(super) async fn create_job(
     State(st): State<AppState>,
@@ -61,7 +62,7 @@ pub(super) async fn create_job(
             let job = Job {
                 id: id.clone(),
                 experiment: exp,
-                action: "annotation".into(),
+                action: JobAction::Annotation,
                 status: JobStatus::Running,
                 created: SystemTime::now(),
                 specs,
@@ -201,7 +202,7 @@ pub(super) async fn job_action(
     let mut emu = st.emu.lock().expect("emulator state");
     emu.tick(Instant::now(), st.cfg.train_seconds);
     let status = match emu.jobs.get(job) {
-        Some(j) if j.experiment == exp => j.status,
+        Some(j) if j.experiment == exp => j.status.clone(),
         _ => return Err(not_found(format!("Job {job} not found"))),
     };
     let new_status = match action {
@@ -228,8 +229,8 @@ pub(super) async fn job_action(
         }
     }
     if let Some(j) = emu.jobs.get_mut(job) {
-        j.status = new_status;
         j.logs.push(format!("{action} requested: now {new_status}"));
+        j.status = new_status;
     }
     Ok(Json(json!({})).into_response())
 }

@@ -1,12 +1,13 @@
 //! `api dataset …` and `api workspace …`.
 
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::json;
 
-use super::{call, env_secret, id_of, Out};
+use super::{env_secret, env_var, Out};
 use crate::app::exit::Failure;
-use crate::monai::Client;
+use crate::monai::{
+    AwsDetails, AzureDetails, Client, Cloud, DatasetSpec, Resource, WorkspaceSpec, DEFAULT_FILTERS,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum DatasetCmd {
@@ -20,12 +21,12 @@ pub enum DatasetCmd {
         #[arg(long)]
         dicomweb_user: Option<String>,
         /// QIDO query string selecting the dataset's images
-        #[arg(long, default_value = "Modality=CT")]
+        #[arg(long, default_value = DEFAULT_FILTERS)]
         filters: String,
         #[arg(long, default_value = "")]
         description: String,
         /// Dataset format ("monai"; some server versions name it "medical")
-        #[arg(long, default_value = "monai")]
+        #[arg(long, default_value = DatasetSpec::FORMAT)]
         format: String,
     },
     Delete {
@@ -62,18 +63,20 @@ pub(super) async fn dataset(c: &mut Client, out: &Out, cmd: DatasetCmd) -> Resul
             description,
             format,
         } => {
-            let mut body = json!({"name": name, "description": description,
-                "type": "semantic_segmentation", "format": format, "client_url": dicomweb,
-                "filters": filters});
+            let mut spec = DatasetSpec {
+                description,
+                format,
+                filters: Some(filters),
+                ..DatasetSpec::dicomweb(&name, &dicomweb)
+            };
             if let Some(u) = dicomweb_user {
-                body["client_id"] = json!(u);
-                body["client_secret"] = json!(env_secret("DICOMWEB_PASSWORD")?);
+                spec = spec.with_credentials(&u, env_secret("DICOMWEB_PASSWORD")?);
             }
-            let v = call(c, Method::POST, "/datasets", Some(body)).await?;
-            out.show(&v, || format!("dataset {}", id_of(&v)))
+            let d = c.create_dataset(&spec).await?;
+            out.show(&d, || format!("dataset {}", d.id))
         }
         DatasetCmd::Delete { id } => {
-            call(c, Method::DELETE, &format!("/datasets/{id}"), None).await?;
+            c.delete(Resource::Dataset, &id).await?;
             out.show(&json!({"deleted": id}), || format!("dataset {id} deleted"))
         }
     }
@@ -87,31 +90,28 @@ pub(super) async fn workspace(c: &mut Client, out: &Out, cmd: WorkspaceCmd) -> R
             bucket,
             region,
         } => {
-            let mut details = json!({"cloud_bucket_name": bucket});
-            if cloud == "aws" {
-                details["access_key"] = json!(env_secret("AWS_ACCESS_KEY_ID")?);
-                details["secret_key"] = json!(env_secret("AWS_SECRET_ACCESS_KEY")?);
+            let cloud = if cloud == "aws" {
+                Cloud::Aws(AwsDetails {
+                    cloud_bucket_name: bucket,
+                    access_key: env_secret("AWS_ACCESS_KEY_ID")?,
+                    secret_key: env_secret("AWS_SECRET_ACCESS_KEY")?,
+                    cloud_region: region,
+                })
             } else {
-                details["account_name"] = json!(env_secret("AZURE_STORAGE_ACCOUNT")?);
-                details["access_key"] = json!(env_secret("AZURE_STORAGE_KEY")?);
-            }
-            if let Some(r) = region {
-                details["cloud_region"] = json!(r);
-            }
-            let v = call(
-                c,
-                Method::POST,
-                "/workspaces",
-                Some(json!({"name": name, "cloud_type": cloud,
-                "cloud_specific_details": details})),
-            )
-            .await?;
+                Cloud::Azure(AzureDetails {
+                    cloud_bucket_name: bucket,
+                    account_name: env_var("AZURE_STORAGE_ACCOUNT")?,
+                    access_key: env_secret("AZURE_STORAGE_KEY")?,
+                    cloud_region: region,
+                })
+            };
+            let w = c.create_workspace(&WorkspaceSpec { name, cloud }).await?;
             // only the id: the answer may echo what was sent
-            let id = id_of(&v);
+            let id = w.id;
             out.show(&json!({"id": id}), || format!("workspace {id}"))
         }
         WorkspaceCmd::Delete { id } => {
-            call(c, Method::DELETE, &format!("/workspaces/{id}"), None).await?;
+            c.delete(Resource::Workspace, &id).await?;
             out.show(&json!({"deleted": id}), || {
                 format!("workspace {id} deleted")
             })

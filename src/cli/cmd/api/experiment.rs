@@ -4,13 +4,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{call, id_of, version_key, Out};
+use super::Out;
 use crate::app::exit::Failure;
 use crate::app::settings::ConfigError;
-use crate::monai::Client;
+use crate::monai::{
+    newest_first, AnnotationSpecs, Client, ExperimentPatch, ExperimentSpec, JobAction, JobStatus,
+    Labels, Resource, StopCriteria, TrainSpec, VISTA3D_ARCH,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum ExperimentCmd {
@@ -33,7 +36,7 @@ pub enum ExperimentCmd {
         /// JSON object of label numbers to names, e.g. {"1": "liver"}
         #[arg(long)]
         labels: PathBuf,
-        #[arg(long, default_value = "monai_vista3d")]
+        #[arg(long, default_value = VISTA3D_ARCH)]
         arch: String,
         #[arg(long)]
         realtime_infer: bool,
@@ -82,29 +85,15 @@ pub(super) async fn experiment(
 ) -> Result<(), Failure> {
     match cmd {
         ExperimentCmd::Bases { arch } => {
-            let v = call(c, Method::GET, "/experiments:base", None).await?;
-            let mut list: Vec<Value> = v["experiments"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| {
-                    arch.as_ref()
-                        .is_none_or(|a| e["network_arch"].as_str() == Some(a.as_str()))
-                })
-                .collect();
-            list.sort_by_key(|e| {
-                std::cmp::Reverse(version_key(e["version"].as_str().unwrap_or("")))
-            });
-            out.show(&json!(list), || {
+            let mut list = c.base_experiments().await?;
+            list.retain(|e| arch.as_ref().is_none_or(|a| &e.network_arch == a));
+            newest_first(&mut list);
+            out.show(&list, || {
                 let mut t = format!("{:<38} {:<12} {:<10} {}\n", "ID", "VERSION", "ARCH", "NAME");
                 for e in &list {
                     t.push_str(&format!(
                         "{:<38} {:<12} {:<10} {}\n",
-                        e["id"].as_str().unwrap_or(""),
-                        e["version"].as_str().unwrap_or(""),
-                        e["network_arch"].as_str().unwrap_or(""),
-                        e["name"].as_str().unwrap_or("")
+                        e.id, e.version, e.network_arch, e.name
                     ));
                 }
                 t.trim_end().to_string()
@@ -124,24 +113,26 @@ pub(super) async fn experiment(
                 .map_err(|e| ConfigError(format!("--labels {}: {e}", labels.display())))?;
             let labels_v: Value = serde_json::from_str(&text)
                 .map_err(|e| ConfigError(format!("--labels {}: {e}", labels.display())))?;
-            let ok = labels_v.as_object().is_some_and(|m| {
-                !m.is_empty()
-                    && m.iter()
-                        .all(|(k, v)| k.parse::<u32>().is_ok() && v.is_string())
-            });
-            if !ok {
+            let numbered = serde_json::from_value::<Labels>(labels_v)
+                .ok()
+                .filter(|m| !m.is_empty() && m.keys().all(|k| k.parse::<u32>().is_ok()));
+            let Some(labels_map) = numbered else {
                 return Err(ConfigError(format!(
                     "--labels {}: expected a JSON object of label numbers to names, e.g. {{\"1\": \"liver\"}}",
                     labels.display()
                 ))
                 .into());
-            }
-            let v = call(c, Method::POST, "/experiments", Some(json!({
-                "name": name, "description": description, "network_arch": arch,
-                "base_experiment": [base], "inference_dataset": dataset, "eval_dataset": dataset,
-                "train_datasets": [dataset], "realtime_infer": realtime_infer, "workspace": workspace,
-                "model_params": {"labels": labels_v}}))).await?;
-            out.show(&v, || format!("experiment {}", id_of(&v)))
+            };
+            let spec = ExperimentSpec {
+                description,
+                network_arch: arch,
+                realtime_infer,
+                ..ExperimentSpec::new(&name, &base, &dataset, &workspace, labels_map)
+            };
+            let e = c.create_experiment(&spec).await?;
+            out.show(&e, || {
+                format!("experiment {}", e.id.as_deref().unwrap_or_default())
+            })
         }
         ExperimentCmd::StopRealtime { id, yes } => {
             if !yes {
@@ -161,19 +152,16 @@ pub(super) async fn experiment(
                     return Err(ConfigError("not confirmed; nothing changed".into()).into());
                 }
             }
-            let v = call(
-                c,
-                Method::PATCH,
-                &format!("/experiments/{id}"),
-                Some(json!({"realtime_infer": false})),
-            )
-            .await?;
-            out.show(&v, || {
+            let patch = ExperimentPatch {
+                realtime_infer: Some(false),
+            };
+            let e = c.patch_experiment(&id, &patch).await?;
+            out.show(&e, || {
                 format!("realtime inference is off for experiment {id}")
             })
         }
         ExperimentCmd::Delete { id } => {
-            call(c, Method::DELETE, &format!("/experiments/{id}"), None).await?;
+            c.delete(Resource::Experiment, &id).await?;
             out.show(&json!({"deleted": id}), || {
                 format!("experiment {id} deleted")
             })
@@ -193,23 +181,23 @@ pub(super) async fn cl(c: &mut Client, out: &Out, cmd: ClCmd) -> Result<(), Fail
             mlflow,
             mlflow_experiment,
         } => {
-            let mut train = json!({"epochs": epochs, "val_interval": val_interval});
+            let mut train_spec = TrainSpec {
+                epochs,
+                val_interval,
+                ..Default::default()
+            };
             if let (Some(uri), Some(name)) = (mlflow, mlflow_experiment) {
-                train["tracking"] = json!("mlflow");
-                train["tracking_uri"] = json!(uri);
-                train["experiment_name"] = json!(name);
+                train_spec = train_spec.with_mlflow(&uri, &name);
             }
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/experiments/{experiment}/jobs"),
-                Some(json!({
-                "action": "annotation", "specs": {"round_size": round_size,
-                "stop_criteria": {"max_rounds": max_rounds, "key_metric": key_metric},
-                "train_spec": train}})),
-            )
-            .await?;
-            let job = v.as_str().map(str::to_string).unwrap_or_else(|| id_of(&v));
+            let specs = AnnotationSpecs {
+                round_size,
+                stop_criteria: StopCriteria {
+                    max_rounds,
+                    key_metric,
+                },
+                train_spec,
+            };
+            let job = c.start_cl(&experiment, specs).await?;
             out.show(&json!({"job": job}), || {
                 format!("continual-learning job {job}")
             })
@@ -217,32 +205,61 @@ pub(super) async fn cl(c: &mut Client, out: &Out, cmd: ClCmd) -> Result<(), Fail
     }
 }
 
-/// What `status --experiment` adds: the CL job and how far the next round is.
+/// What `status --experiment` adds: the experiment's CL job and how far its next round is.
+#[derive(Debug, Serialize)]
+pub struct ClSummary {
+    pub experiment: String,
+    /// The CL job's id (`null` when the experiment has none).
+    pub cl_job: Option<String>,
+    /// Present when the experiment has a CL job.
+    #[serde(flatten)]
+    pub progress: Option<ClProgress>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClProgress {
+    pub status: JobStatus,
+    pub rounds_done: usize,
+    pub rounds_started: usize,
+    pub last_key_metric: Option<f64>,
+    pub round_size: i64,
+    pub images_since_last_round: i64,
+    pub images_to_next_round: i64,
+}
+
+/// The CL summary; `sent_since` counts the images notified since a round's start (none: ever).
 pub async fn cl_summary(
     c: &mut Client,
     experiment: &str,
     sent_since: impl Fn(Option<&str>) -> i64,
-) -> Result<Value, Failure> {
-    let jobs = super::experiment_jobs(c, experiment).await?;
-    let Some(cl) = jobs.iter().rev().find(|j| j["action"] == "annotation") else {
-        return Ok(json!({"experiment": experiment, "cl_job": null}));
+) -> Result<ClSummary, Failure> {
+    let jobs = c.jobs(experiment).await?;
+    let Some(cl) = jobs.iter().rev().find(|j| j.is(&JobAction::Annotation)) else {
+        return Ok(ClSummary {
+            experiment: experiment.to_string(),
+            cl_job: None,
+            progress: None,
+        });
     };
-    let rounds: Vec<&Value> = jobs.iter().filter(|j| j["action"] == "train").collect();
-    let done: Vec<&&Value> = rounds
+    let rounds: Vec<_> = jobs.iter().filter(|j| j.is(&JobAction::Train)).collect();
+    let done: Vec<_> = rounds
         .iter()
-        .filter(|j| super::job::is(j["status"].as_str().unwrap_or(""), "Done"))
+        .filter(|j| j.status == JobStatus::Done)
         .collect();
-    let last_metric = done.last().and_then(|j| j["result"]["key_metric"].as_f64());
-    let last_round_started = rounds.last().and_then(|j| j["created_on"].as_str());
-    let round_size = cl["specs"]["round_size"].as_i64().unwrap_or(0);
+    let last_round_started = rounds.last().and_then(|j| j.created_on.as_deref());
+    let round_size = cl.specs.as_ref().and_then(|s| s.round_size).unwrap_or(0) as i64;
     let since = sent_since(last_round_started);
-    Ok(json!({
-        "experiment": experiment,
-        "cl_job": cl["id"], "status": cl["status"],
-        "rounds_done": done.len(), "rounds_started": rounds.len(),
-        "last_key_metric": last_metric,
-        "round_size": round_size,
-        "images_since_last_round": since,
-        "images_to_next_round": (round_size - since).max(0),
-    }))
+    Ok(ClSummary {
+        experiment: experiment.to_string(),
+        cl_job: cl.id.clone(),
+        progress: Some(ClProgress {
+            status: cl.status.clone(),
+            rounds_done: done.len(),
+            rounds_started: rounds.len(),
+            last_key_metric: done.last().and_then(|j| j.key_metric()),
+            round_size,
+            images_since_last_round: since,
+            images_to_next_round: (round_size - since).max(0),
+        }),
+    })
 }

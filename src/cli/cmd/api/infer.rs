@@ -4,13 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use reqwest::Method;
 use serde_json::json;
 
 use super::Out;
 use crate::app::exit::{self, Failure};
 use crate::app::settings::ConfigError;
-use crate::monai::Client;
+use crate::monai::{BundleParams, Client, InferenceSpecs};
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
@@ -61,28 +60,28 @@ pub(super) async fn infer(c: &mut Client, out: &Out, a: InferArgs) -> Result<(),
     if let Some(bad) = classes.iter().find(|c| !(1..=132).contains(*c)) {
         return Err(ConfigError(format!("--classes: {bad} is outside 1..132")).into());
     }
-    let mut params = json!({});
+    let mut params = BundleParams::default();
     if !classes.is_empty() {
-        params["label_prompt"] = json!(classes);
+        params.label_prompt = Some(classes.clone());
     }
     if !a.points.is_empty() {
-        let mut pts = Vec::new();
-        let mut labels = Vec::new();
-        for p in &a.points {
-            let (xyz, l) = parse_point(p).map_err(ConfigError)?;
-            pts.push(json!(xyz));
-            labels.push(l);
-        }
-        params["points"] = json!(pts);
-        params["point_labels"] = json!(labels);
+        let (pts, labels) = a
+            .points
+            .iter()
+            .map(|p| parse_point(p))
+            .collect::<Result<(Vec<_>, Vec<_>), _>>()
+            .map_err(ConfigError)?;
+        params.points = Some(pts);
+        params.point_labels = Some(labels);
     }
     if classes.is_empty() && a.points.is_empty() {
         return Err(ConfigError("give --classes, --all or --point".into()).into());
     }
-    let path = c.org_path(&format!("/experiments/{}/jobs", a.experiment));
-    let ans = c
-        .call(Method::POST, &path, Some(&json!({"action": "inference", "specs": {"image": a.image, "bundle_params": params}})))
-        .await?;
+    let specs = InferenceSpecs {
+        image: a.image.clone(),
+        bundle_params: params,
+    };
+    let ans = c.infer(&a.experiment, specs).await?;
     let ct = ans.content_type.clone().unwrap_or_default();
     let (name, bytes) = nrrd_part(&ct, ans.raw).await.map_err(|e| Failure {
         code: exit::DELIVERY,

@@ -4,13 +4,12 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use reqwest::Method;
 use serde_json::json;
 
-use super::{call, Out};
+use super::Out;
 use crate::app::exit::{self, Failure};
 use crate::app::settings::ConfigError;
-use crate::monai::Client;
+use crate::monai::{Client, Job, JobControl, JobStatus};
 
 #[derive(Subcommand, Debug)]
 pub enum JobsCmd {
@@ -53,8 +52,8 @@ pub enum JobCmd {
 pub(super) async fn jobs(c: &mut Client, out: &Out, cmd: JobsCmd) -> Result<(), Failure> {
     match cmd {
         JobsCmd::List { experiment } => {
-            let jobs = super::experiment_jobs(c, &experiment).await?;
-            out.show(&json!(jobs), || {
+            let jobs = c.jobs(&experiment).await?;
+            out.show(&jobs, || {
                 let mut t = format!(
                     "{:<38} {:<12} {:<10} {}\n",
                     "ID", "ACTION", "STATUS", "KEY METRIC"
@@ -62,11 +61,10 @@ pub(super) async fn jobs(c: &mut Client, out: &Out, cmd: JobsCmd) -> Result<(), 
                 for j in &jobs {
                     t.push_str(&format!(
                         "{:<38} {:<12} {:<10} {}\n",
-                        j["id"].as_str().unwrap_or(""),
-                        j["action"].as_str().unwrap_or(""),
-                        j["status"].as_str().unwrap_or(""),
-                        j["result"]["key_metric"]
-                            .as_f64()
+                        j.id.as_deref().unwrap_or_default(),
+                        action(j, ""),
+                        j.status.as_str(),
+                        j.key_metric()
                             .map(|m| format!("{m:.3}"))
                             .unwrap_or_else(|| "-".into())
                     ));
@@ -77,41 +75,34 @@ pub(super) async fn jobs(c: &mut Client, out: &Out, cmd: JobsCmd) -> Result<(), 
     }
 }
 
+/// The job's action as the server spells it, `missing` when it named none.
+fn action<'a>(j: &'a Job, missing: &'a str) -> &'a str {
+    j.action.as_ref().map_or(missing, |a| a.as_str())
+}
+
 pub(super) async fn job(c: &mut Client, out: &Out, cmd: JobCmd) -> Result<(), Failure> {
     match cmd {
         JobCmd::Status(j) => {
-            let v = call(
-                c,
-                Method::GET,
-                &format!("/experiments/{}/jobs/{}", j.experiment, j.job),
-                None,
-            )
-            .await?;
+            let v = c.job(&j.experiment, &j.job).await?;
             out.show(&v, || {
                 format!(
                     "job {} ({}): {}{}",
                     j.job,
-                    v["action"].as_str().unwrap_or("?"),
-                    v["status"].as_str().unwrap_or("?"),
-                    v["result"]["key_metric"]
-                        .as_f64()
+                    action(&v, "?"),
+                    v.status,
+                    v.key_metric()
                         .map(|m| format!(", key metric {m:.3}"))
                         .unwrap_or_default()
                 )
             })
         }
         JobCmd::Logs(j) => {
-            let path = c.org_path(&format!(
-                "/experiments/{}/jobs/{}/logs",
-                j.experiment, j.job
-            ));
-            let a = c.call(Method::GET, &path, None).await?;
-            let text = String::from_utf8_lossy(&a.raw).to_string();
+            let text = c.job_logs(&j.experiment, &j.job).await?;
             out.show(&json!({"logs": text}), || text.trim_end().to_string())
         }
-        JobCmd::Cancel(j) => job_action(c, out, &j, "cancel").await,
-        JobCmd::Pause(j) => job_action(c, out, &j, "pause").await,
-        JobCmd::Resume(j) => job_action(c, out, &j, "resume").await,
+        JobCmd::Cancel(j) => control(c, out, &j, JobControl::Cancel).await,
+        JobCmd::Pause(j) => control(c, out, &j, JobControl::Pause).await,
+        JobCmd::Resume(j) => control(c, out, &j, JobControl::Resume).await,
         JobCmd::Wait {
             job,
             until,
@@ -124,7 +115,7 @@ pub(super) async fn job(c: &mut Client, out: &Out, cmd: JobCmd) -> Result<(), Fa
                 c,
                 out,
                 &job,
-                &until,
+                &JobStatus::parse(&until),
                 timeout,
                 Duration::from_secs_f64(interval.max(0.05)),
             )
@@ -133,21 +124,12 @@ pub(super) async fn job(c: &mut Client, out: &Out, cmd: JobCmd) -> Result<(), Fa
     }
 }
 
-async fn job_action(c: &mut Client, out: &Out, j: &JobRef, action: &str) -> Result<(), Failure> {
-    call(
-        c,
-        Method::POST,
-        &format!("/experiments/{}/jobs/{}:{action}", j.experiment, j.job),
-        None,
-    )
-    .await?;
+async fn control(c: &mut Client, out: &Out, j: &JobRef, ctl: JobControl) -> Result<(), Failure> {
+    c.control_job(&j.experiment, &j.job, ctl).await?;
+    let action = ctl.as_str();
     out.show(&json!({"job": j.job, "action": action}), || {
         format!("job {}: {action} requested", j.job)
     })
-}
-
-pub(super) fn is(status: &str, want: &str) -> bool {
-    status.eq_ignore_ascii_case(want)
 }
 
 /// Waits for a job to reach `until`; a job that ends otherwise, or a timeout, is a failure.
@@ -155,7 +137,7 @@ async fn wait(
     c: &mut Client,
     out: &Out,
     j: &JobRef,
-    until: &str,
+    until: &JobStatus,
     timeout: Duration,
     every: Duration,
 ) -> Result<(), Failure> {
@@ -165,10 +147,8 @@ async fn wait(
         s
     });
     let start = Instant::now();
-    let path = format!("/experiments/{}/jobs/{}", j.experiment, j.job);
     loop {
-        let v = call(c, Method::GET, &path, None).await?;
-        let status = v["status"].as_str().unwrap_or("").to_string();
+        let status = c.job(&j.experiment, &j.job).await?.status;
         if let Some(s) = &spinner {
             s.set_message(format!(
                 "job {} is {status} ({:.0?})",
@@ -176,8 +156,10 @@ async fn wait(
                 start.elapsed()
             ));
         }
-        let reached = is(&status, until) || (is(until, "Running") && is(&status, "Done"));
-        let ended = ["Done", "Error", "Canceled"].iter().any(|e| is(&status, e));
+        // a job waited for to run may already be done
+        let reached =
+            status == *until || (*until == JobStatus::Running && status == JobStatus::Done);
+        let ended = status.is_terminal();
         if reached || ended {
             if let Some(s) = spinner {
                 s.finish_and_clear();

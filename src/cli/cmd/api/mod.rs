@@ -5,12 +5,12 @@
 use std::io::Write;
 
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::app::exit::{self, Failure};
 use crate::app::settings::{ConfigError, Settings};
-use crate::monai::Client;
+use crate::monai::{Client, Resource, Secret};
 
 pub mod dataset;
 pub mod experiment;
@@ -18,7 +18,7 @@ pub mod infer;
 pub mod job;
 
 pub use dataset::{DatasetCmd, WorkspaceCmd};
-pub use experiment::{cl_summary, ClCmd, ExperimentCmd};
+pub use experiment::{cl_summary, ClCmd, ClProgress, ClSummary, ExperimentCmd};
 pub use infer::{nrrd_part, parse_point, InferArgs};
 pub use job::{JobCmd, JobRef, JobsCmd};
 
@@ -76,9 +76,10 @@ struct Out {
 }
 
 impl Out {
-    fn show(&self, v: &Value, text: impl FnOnce() -> String) -> Result<(), Failure> {
+    fn show(&self, v: &impl Serialize, text: impl FnOnce() -> String) -> Result<(), Failure> {
         let mut o = std::io::stdout().lock();
         if self.json {
+            let v = serde_json::to_string(v).map_err(anyhow::Error::from)?;
             writeln!(o, "{v}").map_err(anyhow::Error::from)?;
         } else {
             writeln!(o, "{}", text()).map_err(anyhow::Error::from)?;
@@ -87,22 +88,15 @@ impl Out {
     }
 }
 
-fn env_secret(name: &str) -> Result<String, ConfigError> {
+fn env_var(name: &str) -> Result<String, ConfigError> {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ConfigError(format!("set {name} in the environment")))
 }
 
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap_or("").to_string()
-}
-
-fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
+fn env_secret(name: &str) -> Result<Secret, ConfigError> {
+    env_var(name).map(Secret::new)
 }
 
 pub fn run(s: &Settings, args: ApiArgs) -> Result<(), Failure> {
@@ -113,28 +107,6 @@ pub fn run(s: &Settings, args: ApiArgs) -> Result<(), Failure> {
         let mut c = Client::new(s.api_config())?;
         dispatch(&mut c, &out, args.command).await
     })
-}
-
-async fn call(
-    c: &mut Client,
-    m: Method,
-    rest: &str,
-    body: Option<Value>,
-) -> Result<Value, Failure> {
-    let path = c.org_path(rest);
-    Ok(c.call(m, &path, body.as_ref()).await?.body)
-}
-
-/// The jobs of an experiment, oldest first (none when the answer holds no list).
-async fn experiment_jobs(c: &mut Client, experiment: &str) -> Result<Vec<Value>, Failure> {
-    let v = call(
-        c,
-        Method::GET,
-        &format!("/experiments/{experiment}/jobs"),
-        None,
-    )
-    .await?;
-    Ok(v["jobs"].as_array().cloned().unwrap_or_default())
 }
 
 async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Failure> {
@@ -153,23 +125,18 @@ async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Fail
         ApiCommand::Jobs(cmd) => job::jobs(c, out, cmd).await,
         ApiCommand::Job(cmd) => job::job(c, out, cmd).await,
         ApiCommand::NextImage { dataset } => {
-            let v = call(
-                c,
-                Method::POST,
-                &format!("/datasets/{dataset}/jobs"),
-                Some(json!({"action": "nextimage"})),
-            )
-            .await?;
-            out.show(&v, || {
-                let m = &v["meta"];
+            let next = c.next_image(&dataset).await?;
+            out.show(&next, || {
+                let m = next.meta.clone().unwrap_or_default();
+                let unk = |f: Option<String>| f.unwrap_or_else(|| "UNK".into());
                 format!(
                     "next image {}\n  study {}  patient {}  modality {}  date {}\n  {}",
-                    v["image"].as_str().unwrap_or("?"),
-                    m["StudyInstanceUID"].as_str().unwrap_or("UNK"),
-                    m["PatientID"].as_str().unwrap_or("UNK"),
-                    m["Modality"].as_str().unwrap_or("UNK"),
-                    m["StudyDate"].as_str().unwrap_or("UNK"),
-                    m["RetrieveURL"].as_str().unwrap_or("")
+                    next.image,
+                    unk(m.study_instance_uid),
+                    unk(m.patient_id),
+                    unk(m.modality),
+                    unk(m.study_date),
+                    m.retrieve_url.unwrap_or_default()
                 )
             })
         }
@@ -182,15 +149,16 @@ async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Fail
             // each step runs even when an earlier one fails; all failures are reported
             let mut done = Vec::new();
             let mut failed = Vec::new();
-            for (kind, id) in [
-                ("experiments", experiment),
-                ("datasets", dataset),
-                ("workspaces", workspace),
+            for (what, id) in [
+                (Resource::Experiment, experiment),
+                (Resource::Dataset, dataset),
+                (Resource::Workspace, workspace),
             ] {
                 let Some(id) = id else { continue };
-                match call(c, Method::DELETE, &format!("/{kind}/{id}"), None).await {
+                let kind = what.collection();
+                match c.delete(what, &id).await {
                     Ok(_) => done.push(format!("{kind}/{id}")),
-                    Err(e) => failed.push(format!("{kind}/{id}: {:#}", e.error)),
+                    Err(e) => failed.push(format!("{kind}/{id}: {e}")),
                 }
             }
             out.show(&json!({"deleted": done, "failed": failed}), || {
