@@ -36,12 +36,14 @@ impl Settings {
             (None, Some(exp)) => {
                 self.require_key()?;
                 let mut c = crate::monai::Client::new(self.api_config())?;
-                let path = c.org_path(&format!("/experiments/{exp}"));
-                let v = c.call(reqwest::Method::GET, &path, None).await?.body;
-                Some(parse(
-                    &v["model_params"]["labels"],
-                    &format!("experiment {exp} model_params.labels"),
-                )?)
+                let e = c.experiment(exp).await?;
+                let labels = e.labels().filter(|m| !m.is_empty()).cloned();
+                Some(labels.ok_or_else(|| {
+                    ConfigError(format!(
+                        "experiment {exp} model_params.labels: expected a JSON object like \
+                         {{\"1\": \"liver\"}}"
+                    ))
+                })?)
             }
             (None, None) => None,
         };
