@@ -1,11 +1,9 @@
 //! The attacks of issue 13 made with files and the state file (items 3, 4, 10, 11, 12, 15):
 //! see RELIABILITY.md, "Attacks tried".
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::Value;
 
@@ -191,13 +189,6 @@ fn an_rle_header_declaring_four_billion_segments_is_invalid_not_an_abort() {
         })
         .unwrap_or_else(|| panic!("{uid} not in the ledger: {v}"));
     assert_eq!(label["status"], "invalid", "{label}");
-}
-
-fn terminate(mut c: std::process::Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status();
-    let _ = c.wait();
 }
 
 /// Issue 13, item 10: the same state file reached through a symlink is the same writer. Before:

@@ -1,11 +1,9 @@
 //! The attacks of issue 13 made by hostile HTTP servers and URLs (items 8, 9, 13, 14): see
 //! RELIABILITY.md, "Attacks tried".
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// A DICOMweb server answering every QIDO page and every metadata request with about `size`

@@ -2,13 +2,11 @@
 //! checked by what reached the API emulator or the PACS (items 1, 2, 5, 6, 7): see
 //! RELIABILITY.md, "Attacks tried". The others are in attacks_files.rs and attacks_http.rs.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::{json, Value};
 
@@ -191,13 +189,6 @@ fn serve_with(lab: &Lab, port: u16, orthanc: &str, token: Option<&str>) -> std::
 
 fn serve_log(lab: &Lab) -> String {
     std::fs::read_to_string(lab.dir.path().join("serve.log")).unwrap_or_default()
-}
-
-fn terminate(mut c: std::process::Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &c.id().to_string()])
-        .status();
-    let _ = c.wait();
 }
 
 /// A raw HTTP/1.1 POST: (status, body).

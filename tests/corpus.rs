@@ -18,13 +18,11 @@
 //! `scan --json` must agree on every SEG. The test fails, never skips, without node, the npm
 //! packages or the Python venv: `scripts/test.sh` installs them.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 const HOW: &str = "run scripts/test.sh: it installs the Python venv (SEGBRIDGE_TEST_PYTHON) and \

@@ -7,13 +7,11 @@
 //! SR document in the CT series two dcmqi SEGs label, a presentation state in another), which
 //! once made the gate compare a SEG with a 0x0 "source image" depending on hash order.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// xorshift: reproducible shuffles without a dependency.

@@ -1,11 +1,9 @@
 //! The emulator follows the contract in shared/monai-api.md: these tests pin what a client may
 //! rely on (status codes, error bodies, notify validation, the counting rule, token expiry).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use segbridge::emulator::EmulatorConfig;
 use serde_json::{json, Value};
 

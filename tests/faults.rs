@@ -1,15 +1,13 @@
 //! The fault matrix: every test ends by asserting the exact set of labels notified, and how
 //! many duplicates at most. RELIABILITY.md records what is tried here and what held.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::emulator::EmulatorConfig;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;

@@ -2,14 +2,12 @@
 //! and a deletion within seconds (with the changes feed and reconcile set far away, so nothing
 //! else could), refuses bad callers without harm, and a restart loses nothing.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;
 

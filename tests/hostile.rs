@@ -2,12 +2,10 @@
 //! panic, a hang or unbounded memory. The committed corpus is tests/corpus/; more cases are
 //! made here (every truncation of a real SEG, bad UIDs, a FIFO, hostile DICOMweb answers).
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;

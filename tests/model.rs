@@ -13,9 +13,7 @@
 //! - an immediate second sync sends nothing.
 //!
 //! CI runs fixed seeds. A long run: `SEGBRIDGE_MODEL_STEPS=100000 SEGBRIDGE_MODEL_SEEDS=1,2,3
-//! cargo test --release --test model folder -- --nocapture`.
-
-mod common;
+//! cargo test --release --test tests model::folder -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -29,8 +27,8 @@ use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
 use segbridge::ledger::Ledger;
 use segbridge::monai::{Client, Secret};
 
-use common::orthanc::Orthanc;
-use common::Emu;
+use crate::common::orthanc::Orthanc;
+use crate::common::Emu;
 
 /// What a SEG of the model is.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,12 +2,10 @@
 //! and what Orthanc's DICOMweb says about each SEG's references is what segbridge's header
 //! reader and matcher read from the same files.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::orthanc::Orthanc;
+use crate::common::orthanc::Orthanc;
 use serde_json::{json, Value};
 
 fn dicom_files(root: &std::path::Path) -> Vec<PathBuf> {

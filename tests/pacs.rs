@@ -2,14 +2,12 @@
 //! record of notify bodies: DICOMweb polling, the Orthanc REST/changes source, auth, paging,
 //! the image filter, and the `watch` daemon (live changes, restarts, SIGTERM mid-backfill).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;
 

@@ -3,14 +3,12 @@
 //! against the dcmqi samples' reference counts, every refusal with its reason, and the same
 //! checks through a real Orthanc.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegFaults, SegSpec};
 use serde_json::{json, Value};
 

@@ -1,11 +1,9 @@
 //! The binary against the emulator over real loopback HTTP: change detection, delivery,
 //! failures, crashes and configuration errors.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use segbridge::emulator::EmulatorConfig;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;

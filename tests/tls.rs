@@ -2,12 +2,10 @@
 //! `--ca-cert` trusts a private CA, and `--insecure` works only with a loud warning.
 //! The server is `openssl s_server` with a certificate signed by a throwaway CA.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 struct Server(Child);
 impl Drop for Server {

@@ -2,11 +2,9 @@
 //! could not be read whole (still being written, a name the old reader could not open) is
 //! judged again once the file is complete, and a changed file is judged again.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::Value;
 
@@ -134,7 +132,7 @@ fn a_seg_whose_file_name_is_not_utf8_is_read() {
 /// lists the same instance count.
 #[test]
 fn a_seg_the_pacs_failed_to_send_is_judged_again_on_the_next_run() {
-    let orthanc = common::orthanc::Orthanc::start(serde_json::json!({}));
+    let orthanc = crate::common::orthanc::Orthanc::start(serde_json::json!({}));
     let proxy = FaultyPacs::start(&orthanc.url);
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emu::start();

@@ -3,13 +3,11 @@
 //! workspace → experiment → CL job → next image → inference (class and point prompts) → SEGs
 //! stored + sync → a round starts → job status/logs/wait → cancel → realtime off → cleanup.
 
-mod common;
-
 use std::path::Path;
 use std::process::Output;
 
-use common::orthanc::Orthanc;
-use common::*;
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
 use segbridge::emulator::EmulatorConfig;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::Value;
