@@ -1,6 +1,6 @@
 //! The matching rule: which image series a SEG series labels, and which label of an image is
 //! current. This is the only place these rules live; every source reaches them through
-//! [`crate::rules::pair::pair`].
+//! `pair` (in this layer, beside this file).
 //!
 //! Order (the first that applies wins, and the rule is recorded):
 //! 1. `referenced-series`: ReferencedSeriesSequence item 0 > SeriesInstanceUID names a present
@@ -100,7 +100,7 @@ fn resolve_sources(seg: &SegSeries, index: &ImageIndex) -> Result<String, String
 }
 
 /// The matching rule alone, label by label. Sources do not call it: they pair through
-/// [`crate::rules::pair::pair`], which runs the quality gate between this and [`apply_newest`].
+/// `pair` (beside this file), which runs the quality gate between this and [`apply_newest`].
 pub fn match_each(segs: Vec<SegSeries>, index: &ImageIndex) -> Vec<MatchedLabel> {
     segs.into_iter()
         .map(|seg| {
