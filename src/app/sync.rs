@@ -120,3 +120,78 @@ pub async fn scan_once(sources: &[Source], chunk: usize) -> (Scan, Vec<SourceErr
     merged.labels.sort_by(|a, b| a.seg.uid().cmp(b.seg.uid()));
     (merged, errors)
 }
+
+/// What one `sync` run did, for the command line to show.
+pub struct SyncRun {
+    pub dataset: String,
+    pub sources: Vec<String>,
+    pub report: SyncReport,
+    /// Outbox entries for the dataset before delivery.
+    pub waiting: i64,
+    /// Outbox entries left after delivery.
+    pub remaining: i64,
+    /// What the ledger holds after the run.
+    pub summary: crate::ledger::Summary,
+    pub delivery: Result<Delivery, DeliveryError>,
+}
+
+/// `sync`: lists every source once, records what changed, and delivers the outbox to the API.
+pub fn run(s: &crate::app::settings::Settings) -> Result<SyncRun, crate::app::Failure> {
+    go::<pipeline::Printer<std::io::Sink>>(s, None)
+}
+
+/// `sync --dry-run`: the same run into a throw-away copy of the state, delivered into
+/// `notifier` (a printer): nothing is written, nothing is sent.
+pub fn dry_run<N: pipeline::Notifier>(
+    s: &crate::app::settings::Settings,
+    notifier: &mut N,
+) -> Result<SyncRun, crate::app::Failure> {
+    go(s, Some(notifier))
+}
+
+fn go<N: pipeline::Notifier>(
+    s: &crate::app::settings::Settings,
+    notifier: Option<&mut N>,
+) -> Result<SyncRun, crate::app::Failure> {
+    let rt = crate::app::runtime()?;
+    let validator = rt.block_on(s.validator())?;
+    let sources = s.sources_with(validator)?;
+    let dataset = s.require_dataset()?.to_string();
+    let dry = notifier.is_some();
+    if !dry {
+        s.require_key()?;
+    }
+    let mut reporter = Reporter::default();
+    let mut ledger = if dry {
+        Ledger::snapshot(&s.state)?
+    } else {
+        Ledger::open(&s.state, s.lock_wait)?
+    };
+    let report = rt.block_on(collect_once(
+        &mut ledger,
+        &sources,
+        &dataset,
+        s.pacs.chunk,
+        &mut reporter,
+    ))?;
+    let waiting = ledger.outbox_depth(Some(&dataset))?;
+    let delivery = rt.block_on(async {
+        match notifier {
+            Some(n) => pipeline::deliver(&mut ledger, n, &dataset, s.batch).await,
+            None => {
+                let mut client =
+                    crate::monai::Client::new(s.api_config()).map_err(DeliveryError::Api)?;
+                pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
+            }
+        }
+    });
+    Ok(SyncRun {
+        remaining: ledger.outbox_depth(Some(&dataset))?,
+        summary: ledger.summary()?,
+        sources: sources.iter().map(Source::name).collect(),
+        dataset,
+        report,
+        waiting,
+        delivery,
+    })
+}

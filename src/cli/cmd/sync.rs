@@ -1,5 +1,4 @@
-//! `sync`: record what changed since the last run and notify the API once (or, with
-//! `--dry-run`, print the calls it would make).
+//! `sync`: shows what `app::sync::run` did (or, with `--dry-run`, the calls it would make).
 
 use std::io::Write;
 
@@ -8,91 +7,57 @@ use serde_json::json;
 use crate::app::exit::{self, Failure};
 use crate::app::pipeline;
 use crate::app::settings::Settings;
-use crate::ledger::Ledger;
 use crate::model::LabelStatus;
-use crate::monai::Client;
-use crate::source::Source;
 
 pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> {
-    let rt = crate::app::runtime()?;
-    let validator = rt.block_on(s.validator())?;
-    let sources = s.sources_with(validator)?;
-    let dataset = s.require_dataset()?.to_string();
-    if !dry_run {
-        s.require_key()?;
-    }
-    let mut reporter = pipeline::Reporter::default();
-    // a dry run records into a throw-away copy of the state, then shows what it would send
-    let mut ledger = if dry_run {
-        Ledger::snapshot(&s.state)?
-    } else {
-        Ledger::open(&s.state, s.lock_wait)?
-    };
-    let report = rt.block_on(crate::app::sync::collect_once(
-        &mut ledger,
-        &sources,
-        &dataset,
-        s.pacs.chunk,
-        &mut reporter,
-    ))?;
     if dry_run {
-        // the same delivery into a printer; the snapshot absorbs what it "confirms"
-        let entries = ledger.outbox_depth(Some(&dataset))?;
         let mut printer = pipeline::Printer {
             out: std::io::stdout(),
             json: json_out,
             org_url: format!("{}/api/v1/orgs/{}", s.api, s.org),
         };
-        let done = rt.block_on(pipeline::deliver(
-            &mut ledger,
-            &mut printer,
-            &dataset,
-            s.batch,
-        ));
-        let done = done.map_err(anyhow::Error::from)?;
+        let run = crate::app::sync::dry_run(s, &mut printer)?;
+        let done = run.delivery.map_err(anyhow::Error::from)?;
         if !json_out {
             writeln!(
                 printer.out,
-                "dry run: {} new changes, {entries} entries in {} notify call(s) to dataset \
-                 {dataset}; nothing written, nothing sent",
-                report.changes, done.calls
+                "dry run: {} new changes, {} entries in {} notify call(s) to dataset {}; \
+                 nothing written, nothing sent",
+                run.report.changes, run.waiting, done.calls, run.dataset
             )
             .map_err(anyhow::Error::from)?;
         }
-        return super::source_errors(report.source_errors);
+        return super::source_errors(run.report.source_errors);
     }
-    let result = rt.block_on(async {
-        let mut client = Client::new(s.api_config())?;
-        pipeline::deliver(&mut ledger, &mut client, &dataset, s.batch).await
-    });
-    let depth = ledger.outbox_depth(Some(&dataset))?;
-    let st = ledger.summary()?;
+    let run = crate::app::sync::run(s)?;
+    let st = &run.summary;
     let count = |k: LabelStatus| st.count(k);
-    let summary = json!({
-        "dataset": dataset,
-        "sources": sources.iter().map(Source::name).collect::<Vec<_>>(),
-        "seg_series": st.labels_by_status.iter().map(|(_, n)| n).sum::<i64>(),
-        "ready": count(LabelStatus::Ready),
-        "superseded": count(LabelStatus::Superseded),
-        "unusable": count(LabelStatus::Unusable),
-        "unmatched": count(LabelStatus::Unmatched),
-        "invalid": count(LabelStatus::Invalid),
-        "unreadable_files": st.problems.len(),
-        "changes_queued": report.changes,
-        "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
-        "entries_sent": result.as_ref().map(|d| d.entries_sent).unwrap_or(0),
-        "outbox_remaining": depth,
-        "source_errors": report.source_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        "error": result.as_ref().err().map(|e| e.to_string()),
-    });
+    let seg_series: i64 = st.labels_by_status.iter().map(|(_, n)| n).sum();
+    let result = &run.delivery;
     let mut out = std::io::stdout().lock();
     if json_out {
+        let summary = json!({
+            "dataset": run.dataset,
+            "sources": run.sources,
+            "seg_series": seg_series,
+            "ready": count(LabelStatus::Ready),
+            "superseded": count(LabelStatus::Superseded),
+            "unusable": count(LabelStatus::Unusable),
+            "unmatched": count(LabelStatus::Unmatched),
+            "invalid": count(LabelStatus::Invalid),
+            "unreadable_files": st.problems.len(),
+            "changes_queued": run.report.changes,
+            "notify_calls": result.as_ref().map(|d| d.calls).unwrap_or(0),
+            "entries_sent": result.as_ref().map(|d| d.entries_sent).unwrap_or(0),
+            "outbox_remaining": run.remaining,
+            "source_errors": run.report.source_errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "error": result.as_ref().err().map(|e| e.to_string()),
+        });
         writeln!(out, "{summary}").map_err(anyhow::Error::from)?;
     } else {
         writeln!(
             out,
-            "{} SEG series: {} ready, {} superseded, {} unusable, {} unmatched, {} invalid; {} unreadable",
-            summary["seg_series"],
+            "{seg_series} SEG series: {} ready, {} superseded, {} unusable, {} unmatched, {} invalid; {} unreadable",
             count(LabelStatus::Ready),
             count(LabelStatus::Superseded),
             count(LabelStatus::Unusable),
@@ -105,18 +70,18 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
             writeln!(out, "  {} {}: {}", l.status, l.label, l.reason)
                 .map_err(anyhow::Error::from)?;
         }
-        if let Ok(d) = &result {
+        if let Ok(d) = result {
             writeln!(
                 out,
                 "{} changes queued; {} entries sent in {} notify call(s); outbox: {}",
-                report.changes, d.entries_sent, d.calls, depth
+                run.report.changes, d.entries_sent, d.calls, run.remaining
             )
             .map_err(anyhow::Error::from)?;
         }
     }
-    match result {
-        Ok(_) => super::source_errors(report.source_errors),
-        Err(e) => Err(delivery_failure(e, depth)),
+    match run.delivery {
+        Ok(_) => super::source_errors(run.report.source_errors),
+        Err(e) => Err(delivery_failure(e, run.remaining)),
     }
 }
 

@@ -237,7 +237,11 @@ async fn next_image(ds: &DatasetSpec, labeled: &BTreeSet<String>) -> Reply {
     }
     let text = resp.text().await.unwrap_or_default();
     let series: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
-    let tag = |v: &Value, t: &str| -> String {
+    use dicom_dictionary_std::tags;
+    let tag = |v: &Value, t: dicom_core::Tag| -> String {
+        // the DICOM JSON key: eight upper-case hex digits
+        let t = format!("{:04X}{:04X}", t.group(), t.element());
+        let t = t.as_str();
         v[t]["Value"][0]
             .as_str()
             .map(str::to_string)
@@ -246,23 +250,26 @@ async fn next_image(ds: &DatasetSpec, labeled: &BTreeSet<String>) -> Reply {
     };
     let free: Vec<&Value> = series
         .iter()
-        .filter(|s| !labeled.contains(&tag(s, "0020000E")))
+        .filter(|s| !labeled.contains(&tag(s, tags::SERIES_INSTANCE_UID)))
         .collect();
     if free.is_empty() {
         return Err(not_found("No Unlabeled Images Found"));
     }
     let pick = free[rand::random::<u64>() as usize % free.len()];
-    let (se, st) = (tag(pick, "0020000E"), tag(pick, "0020000D"));
+    let (se, st) = (
+        tag(pick, tags::SERIES_INSTANCE_UID),
+        tag(pick, tags::STUDY_INSTANCE_UID),
+    );
     let answer = NextImage {
         image: se.clone(),
         meta: Some(ImageMeta {
             retrieve_url: Some(format!("{url}/studies/{st}/series/{se}")),
             series_instance_uid: Some(se),
             study_instance_uid: Some(st),
-            study_date: Some(tag(pick, "00080020")),
-            study_time: Some(tag(pick, "00080030")),
-            modality: Some(tag(pick, "00080060")),
-            patient_id: Some(tag(pick, "00100020")),
+            study_date: Some(tag(pick, tags::STUDY_DATE)),
+            study_time: Some(tag(pick, tags::STUDY_TIME)),
+            modality: Some(tag(pick, tags::MODALITY)),
+            patient_id: Some(tag(pick, tags::PATIENT_ID)),
             extra: Default::default(),
         }),
         extra: Default::default(),
