@@ -5,11 +5,14 @@
 //!     cargo bench --bench backfill -- --n 10000     # the large case
 //!     cargo bench --bench backfill -- --quick       # N = 20, 1 run: the CI smoke test
 //!     cargo bench --bench backfill -- --figures 3,5 # only those figures
+//!     cargo bench --bench backfill -- --figures 1 --before OLD_BIN:LABEL  # also an older build
+//!     cargo bench --bench backfill -- --n 10000 --no-sequential  # leave out the slow peer
 //!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
-//! 1. first backfill of N SEG series: wall, CPU, requests, peak RSS; and the floor, the same
-//!    requests replayed by curl (keep-alive, 8 in parallel);
+//! 1. first backfill of N SEG series, each mode (--orthanc, --dicomweb; gate on and off)
+//!    against the fair peer (bench/peer_fair.py) and the sequential one (bench/peer.py): wall,
+//!    CPU, requests, peak RSS; and each mode's floor, its requests replayed by curl;
 //! 2. idle poll: requests and CPU per poll, changes feed vs QIDO polling vs the peer;
 //! 3. one new SEG among N: store-to-notify, each mode;
 //! 4. folder scan of N studies: files/s vs pydicom `dcmread(stop_before_pixels=True)`;
@@ -17,6 +20,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "backfill/first.rs"]
+mod first;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -356,88 +361,26 @@ fn main() {
     ));
 
     let dw = format!("{}/dicom-web", proxy.url);
-    // 1. first backfill
+    // 1. first backfill, every mode against the fair peer
     if figure(1) {
-        let mut sb_rest = Vec::new();
-        let mut sb_dw = Vec::new();
-        let mut sb_valid = Vec::new();
-        let mut py_runs = Vec::new();
-        let mut floor = Vec::new();
-        for r in 0..runs {
-            let out = dir.join(format!("r{r}"));
-            std::fs::create_dir_all(&out).unwrap();
-            let ds = emu.create_dataset();
-            let start = proxy.count();
-            let rest = ["--no-validate", "--orthanc", &proxy.url];
-            let c = sync_cmd(dir, &emu, &rest, &ds, &out.join("rest.db"));
-            sb_rest.push(measure(c, Some(&proxy), &out.join("rest.out")));
-            let replay: Vec<(String, Option<Vec<u8>>)> = {
-                let lines = proxy.requests.lock().unwrap();
-                let bodies = proxy.bodies.lock().unwrap();
-                (start..lines.len())
-                    .map(|i| (lines[i].clone(), bodies.get(&i).cloned()))
-                    .collect()
-            };
-            floor.push(replay_floor(&proxy.url, &replay, &out));
-            let ds = emu.create_dataset();
-            let c = sync_cmd(
-                dir,
-                &emu,
-                &["--no-validate", "--dicomweb", &dw],
-                &ds,
-                &out.join("dw.db"),
-            );
-            sb_dw.push(measure(c, Some(&proxy), &out.join("dw.out")));
-            let ds = emu.create_dataset();
-            let c = sync_cmd(
-                dir,
-                &emu,
-                &["--orthanc", &proxy.url],
-                &ds,
-                &out.join("valid.db"),
-            );
-            sb_valid.push(measure(c, Some(&proxy), &out.join("valid.out")));
-            let ds = emu.create_dataset();
-            let mut c = Command::new(&py);
-            c.arg(peer())
-                .args(["backfill", &dw, &emu.url, &ds])
-                .env("MONAI_API_KEY", &emu.key);
-            py_runs.push(measure(c, Some(&proxy), &out.join("peer.out")));
-            let sent: usize = common::entries(&emu.notifications()).len();
-            assert!(
-                sent >= (r + 1) * n * 4,
-                "a backfill did not notify every label ({sent})"
-            );
-        }
-        let (a, b, v, p, f) = (
-            med(&sb_rest),
-            med(&sb_dw),
-            med(&sb_valid),
-            med(&py_runs),
-            median(floor),
-        );
-        report.push_str("### 1. First backfill of N SEG series (sync, nothing known)\n\n");
-        report.push_str("| who | wall (s) | CPU (s) | requests | peak RSS (MiB) | wall vs peer | wall vs floor |\n|---|---|---|---|---|---|---|\n");
-        for (name, x) in [
-            ("segbridge --orthanc", a),
-            ("segbridge --dicomweb", b),
-            ("segbridge --orthanc, quality gate on", v),
-            ("Python peer (dicomweb-client + pydicom)", p),
-        ] {
-            report.push_str(&format!(
-                "| {name} | {:.3} | {:.3} | {} | {:.1} | {:.3}x | {:.2}x |\n",
-                x.wall,
-                x.cpu,
-                x.requests,
-                x.rss_mb,
-                x.wall / p.wall,
-                x.wall / f
-            ));
-        }
-        report.push_str(&format!(
-            "| floor: segbridge --orthanc's requests replayed by curl, 8 parallel, keep-alive | {f:.3} | | {} | | | 1.00x |\n\n",
-            a.requests
-        ));
+        let before = args
+            .iter()
+            .position(|a| a == "--before")
+            .and_then(|i| args.get(i + 1))
+            .map(|v| match v.split_once(':') {
+                Some((bin, label)) => (PathBuf::from(bin), label.to_string()),
+                None => (PathBuf::from(v), v.clone()),
+            });
+        report.push_str(&first::figure(&first::Setup {
+            dir,
+            emu: &emu,
+            proxy: &proxy,
+            py: &py,
+            n,
+            runs,
+            before,
+            sequential: !args.iter().any(|a| a == "--no-sequential"),
+        }));
         eprintln!("{report}");
     }
 
@@ -720,7 +663,15 @@ fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) 
             continue;
         }
         match method {
-            "GET" => cfg.push_str(&format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n")),
+            "GET" => {
+                if !cfg.is_empty() {
+                    cfg.push_str("next\n");
+                }
+                cfg.push_str(&format!(
+                    "url = \"{base}{path}\"\noutput = \"/dev/null\"\nheader = \"Accept: {}\"\n",
+                    accept_of(path)
+                ))
+            }
             _ => posts.push((path.to_string(), body.clone().unwrap_or_default())),
         }
     }
@@ -760,21 +711,25 @@ fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) 
         assert!(st.success(), "curl replay of the POSTs failed");
     }
     let st = Command::new("curl")
-        .args([
-            "-s",
-            "--parallel",
-            "--parallel-max",
-            "8",
-            "-H",
-            "Accept: application/dicom+json, application/json",
-            "-K",
-        ])
+        .args(["-s", "--parallel", "--parallel-max", "8", "-K"])
         .arg(&cfgp)
         .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success() || st.code() == Some(23), "curl replay failed");
     t.elapsed().as_secs_f64()
+}
+
+/// The Accept header segbridge sends for a GET of `path`: a file, a WADO-RS retrieve, or JSON.
+fn accept_of(path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    if path.ends_with("/file") {
+        "application/dicom"
+    } else if path.contains("/dicom-web/studies/") && !path.ends_with("/metadata") {
+        "multipart/related; type=\\\"application/dicom\\\"; transfer-syntax=*"
+    } else {
+        "application/dicom+json, application/json"
+    }
 }
 
 /// A state file holding `n` labels from another source, as a busy installation's would.

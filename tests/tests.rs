@@ -18,6 +18,7 @@ mod common;
 mod attacks_files;
 mod attacks_http;
 mod attacks_pacs;
+mod bulk;
 mod corpus;
 mod determinism;
 mod emulator;

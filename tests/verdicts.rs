@@ -150,9 +150,9 @@ fn a_seg_the_pacs_failed_to_send_is_judged_again_on_the_next_run() {
             .output()
             .unwrap()
     };
-    // the SEG's headers come from Orthanc's files; the first request naming its series is the
-    // WADO-RS retrieve of its pixels, cut in half
-    proxy.fail(&format!("/series/{}", seg.series_uid()), "truncate", 1);
+    // the SEG's header and pixels come from its file in Orthanc (one request, no WADO-RS
+    // retrieve): that file comes cut short, in its pixel data
+    proxy.fail("/file", "cut-tail", 1);
     let o = run();
     assert!(o.status.success(), "{}", text(&o));
     assert!(emu.notifications().is_empty(), "{}", text(&o));

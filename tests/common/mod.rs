@@ -497,8 +497,11 @@ impl FaultyPacs {
             let status = resp.status();
             let ct = resp.headers().get("content-type").cloned();
             let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
-            if chosen == Some("truncate") {
-                bytes.truncate(bytes.len() / 2);
+            match chosen {
+                Some("truncate") => bytes.truncate(bytes.len() / 2),
+                // the last bytes only: a file's header stays whole, its pixel data is cut
+                Some("cut-tail") => bytes.truncate(bytes.len().saturating_sub(16)),
+                _ => {}
             }
             let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
             *out.status_mut() = status;
@@ -522,7 +525,8 @@ impl FaultyPacs {
         }
     }
 
-    /// Fails the next `count` requests whose path contains `needle`: mode "500" or "truncate".
+    /// Fails the next `count` requests whose path contains `needle`: mode "500", "truncate"
+    /// (half the answer) or "cut-tail" (all but its last 16 bytes).
     pub fn fail(&self, needle: &str, mode: &'static str, count: usize) {
         *self.fault.lock().unwrap() = Some((needle.to_string(), mode, count));
     }

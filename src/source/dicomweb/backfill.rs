@@ -1,6 +1,9 @@
 //! One pass over a remote listing: read what is new or changed in chunks, match, gate, and send
 //! each chunk to the ledger as a scan; the last scan is the complete listing.
 
+use std::sync::atomic::AtomicUsize;
+
+use super::fetch::{within_budget, Fetched, Prefetched, PREFETCH_BUDGET};
 use super::*;
 
 /// How one pass over a remote listing is recorded.
@@ -58,15 +61,25 @@ pub async fn backfill(
     let mut problems_total: Vec<Problem> = Vec::new();
     for part in to_read.chunks(chunk.max(1)) {
         let conc = dw.client.options().concurrency.max(1);
-        let results: Vec<(RemoteSeries, Result<SegSeries, String>)> =
+        // with the gate on, the files read for the headers are kept (within a budget) for it
+        let keep = dw.validator.is_some();
+        let budget = AtomicUsize::new(PREFETCH_BUDGET);
+        let results: Vec<(RemoteSeries, Result<Fetched, String>)> =
             stream::iter(part.iter().cloned())
-                .map(|r| async move {
-                    let h = dw.series_header_of(&r).await;
-                    (r, h)
+                .map(|r| {
+                    let budget = &budget;
+                    async move {
+                        let h = dw
+                            .series_header_of(&r, keep)
+                            .await
+                            .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
+                        (r, h)
+                    }
                 })
                 .buffer_unordered(conc)
                 .collect()
                 .await;
+        let mut prefetched = Prefetched::default();
         let mut segs = Vec::new();
         let mut problems = Vec::new();
         let mut transient = None;
@@ -75,7 +88,10 @@ pub async fn backfill(
                 b.inc(1);
             }
             match h {
-                Ok(mut s) => {
+                Ok((mut s, files)) => {
+                    if let Some(f) = files {
+                        prefetched.keep(s.uid(), f);
+                    }
                     s.remote_id = r.remote_id.clone();
                     s.remote_stamp = Some(dw.listed_stamp(&r));
                     all_seen.push(s.uid().to_string());
@@ -95,7 +111,12 @@ pub async fn backfill(
             }
         }
         let index = dw.resolve_index(&segs).await?;
-        let gate = dw.validator.as_ref().map(|v| RemoteGate { dw, v, known });
+        let gate = dw.validator.as_ref().map(|v| RemoteGate {
+            dw,
+            v,
+            known,
+            files: &prefetched,
+        });
         let labels = crate::rules::pair::pair(segs, &index, &gate).await;
         let mut listing = Listing::partial(source);
         listing.index = index;

@@ -1,6 +1,7 @@
 //! The quality gate for remote labels: each candidate's instances retrieved with WADO-RS, its
 //! image series' geometry from WADO-RS metadata (once per series).
 
+use super::fetch::{Prefetched, RETRIEVE_ACCEPT};
 use super::*;
 
 /// The quality gate of a PACS's labels ([`DicomWeb::validate_remote`]), for
@@ -9,6 +10,8 @@ pub struct RemoteGate<'k> {
     pub dw: &'k DicomWeb,
     pub v: &'k Validator,
     pub known: &'k Known,
+    /// SEG files already fetched with their headers, decoded instead of fetched again.
+    pub files: &'k Prefetched,
 }
 
 impl crate::rules::pair::Gate for RemoteGate<'_> {
@@ -17,20 +20,22 @@ impl crate::rules::pair::Gate for RemoteGate<'_> {
         labels: &'a mut [MatchedLabel],
         index: &'a ImageIndex,
     ) -> impl std::future::Future<Output = ()> + Send + 'a {
-        self.dw.validate_remote(labels, index, self.v, self.known)
+        self.dw
+            .validate_remote(labels, index, self.v, self.known, self.files)
     }
 }
 
 impl DicomWeb {
-    /// The quality gate for remote labels: each candidate's instances are retrieved with
-    /// WADO-RS (a few series at a time, each answer capped), its image series' geometry comes
-    /// from WADO-RS metadata (once per series).
+    /// The quality gate for remote labels: each candidate's instances are decoded from the
+    /// files fetched with its header, or retrieved with WADO-RS (a few series at a time, each
+    /// answer capped); the image series' geometry comes in bulk ([`DicomWeb::geometries`]).
     pub async fn validate_remote(
         &self,
         labels: &mut [MatchedLabel],
         index: &ImageIndex,
         v: &Validator,
         known: &Known,
+        files: &Prefetched,
     ) {
         let todo: Vec<usize> = labels
             .iter_mut()
@@ -53,23 +58,7 @@ impl DicomWeb {
             })
             .collect();
         let conc = self.client.options().concurrency.clamp(1, 4);
-        let geoms: HashMap<String, SeriesGeometry> = stream::iter(images)
-            .map(|(st, se)| async move {
-                let g = self.series_geometry(&st, &se).await;
-                (se, g)
-            })
-            .buffer_unordered(conc)
-            .filter_map(|(se, g)| async move {
-                match g {
-                    Ok(g) => Some((se, g)),
-                    Err(e) => {
-                        warn!(series = %se, "geometry not checked: {e}");
-                        None
-                    }
-                }
-            })
-            .collect()
-            .await;
+        let geoms = self.geometries(images).await;
         let jobs: Vec<(usize, String, String, Option<String>)> = todo
             .iter()
             .map(|&i| {
@@ -88,7 +77,11 @@ impl DicomWeb {
             .map(|(i, st, se, image)| {
                 let geoms = &geoms;
                 async move {
-                    match self.retrieve(&st, &se).await {
+                    let objs = match files.get(&se) {
+                        Some(parts) => parse_sorted(parts),
+                        None => self.retrieve(&st, &se).await,
+                    };
+                    match objs {
                         Ok(objs) => {
                             let geom = image.as_ref().and_then(|im| geoms.get(im));
                             let mut q = v.validate(&objs, geom);
@@ -140,24 +133,10 @@ impl DicomWeb {
     ) -> Result<Vec<dicom_object::DefaultDicomObject>, String> {
         let parts = self
             .client
-            .get_parts(
-                &series_at(study, series),
-                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
-            )
+            .get_parts(&series_at(study, series), RETRIEVE_ACCEPT)
             .await
             .map_err(|e| e.to_string())?;
-        if parts.is_empty() {
-            return Err("no instance in the answer".into());
-        }
-        // in SOP Instance UID order, as a folder's: the verdict never depends on the answer's
-        let mut objs: Vec<dicom_object::DefaultDicomObject> = parts
-            .iter()
-            .map(|p| parse_full(p))
-            .collect::<Result<_, _>>()?;
-        objs.sort_by_cached_key(|o| {
-            crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-        });
-        Ok(objs)
+        parse_sorted(&parts)
     }
 
     /// The geometry of an image series' instances, from its WADO-RS metadata.
@@ -184,4 +163,20 @@ impl DicomWeb {
         })?;
         Ok(g)
     }
+}
+
+/// Parses the instances of a series (pixel data included), in SOP Instance UID order as a
+/// folder's: the verdict never depends on the order of an answer.
+fn parse_sorted(parts: &[Vec<u8>]) -> Result<Vec<dicom_object::DefaultDicomObject>, String> {
+    if parts.is_empty() {
+        return Err("no instance in the answer".into());
+    }
+    let mut objs: Vec<dicom_object::DefaultDicomObject> = parts
+        .iter()
+        .map(|p| parse_full(p))
+        .collect::<Result<_, _>>()?;
+    objs.sort_by_cached_key(|o| {
+        crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+    });
+    Ok(objs)
 }

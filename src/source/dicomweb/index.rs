@@ -39,6 +39,17 @@ impl DicomWeb {
                 wanted = odd;
             }
         }
+        if self.orthanc_rest.is_none() && wanted.len() > crate::source::orthanc::BULK {
+            // any DICOMweb server: listed queries; what they leave unanswered, one by one below
+            let (found, rest) = self.listed_series(wanted).await;
+            for (uid, (study, modality, passes)) in found {
+                index.insert_series(&uid, &study, &modality);
+                if !passes {
+                    index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                }
+            }
+            wanted = rest;
+        }
         let found: Vec<Result<(String, Option<SeriesHit>), PacsError>> = stream::iter(wanted)
             .map(|uid| async move {
                 let q = Endpoint::at(&["series"])
@@ -177,5 +188,70 @@ impl DicomWeb {
             out.insert(uid, (study.clone(), modality, passes));
         }
         Ok((out, odd.into_iter().cloned().collect()))
+    }
+
+    /// The wanted image series through listed QIDO-RS queries (50 UIDs each, and as many with
+    /// the image filter): what they found, and the UIDs to ask one by one (not found, which a
+    /// query of its own confirms, or in a batch the server did not answer as a list).
+    async fn listed_series(
+        &self,
+        wanted: Vec<String>,
+    ) -> (HashMap<String, SeriesHit>, Vec<String>) {
+        let fields = |at: Endpoint| {
+            at.query("includefield", json_key(tags::STUDY_INSTANCE_UID))
+                .query("includefield", json_key(tags::MODALITY))
+        };
+        let mut found: HashMap<String, (String, String)> = HashMap::new();
+        let mut ask: HashSet<String> = HashSet::new();
+        for (batch, got) in self.listed_query("series", &wanted, &fields).await {
+            match got {
+                Some(items) => {
+                    for it in items {
+                        let Ok(q) = serde_json::from_value::<QidoItem>(it) else {
+                            continue;
+                        };
+                        if let Some(se) = q.series() {
+                            let study = q.study().filter(|s| is_uid(s)).unwrap_or_default();
+                            found.insert(se, (study, q.modality().unwrap_or_default()));
+                        }
+                    }
+                    ask.extend(batch.into_iter().filter(|u| !found.contains_key(u)));
+                }
+                None => ask.extend(batch),
+            }
+        }
+        let passing: Option<HashSet<String>> = match &self.image_filter {
+            None => None,
+            Some(f) => {
+                let listed: Vec<String> = found.keys().cloned().collect();
+                let filtered = |at: Endpoint| at.filter(f);
+                let mut passing = HashSet::new();
+                for (batch, got) in self.listed_query("series", &listed, &filtered).await {
+                    match got {
+                        Some(items) => passing.extend(
+                            items
+                                .iter()
+                                .filter_map(|it| json_str(it, tags::SERIES_INSTANCE_UID)),
+                        ),
+                        // the filter could not be checked as a list: these go one by one
+                        None => {
+                            for u in batch {
+                                found.remove(&u);
+                                ask.insert(u);
+                            }
+                        }
+                    }
+                }
+                Some(passing)
+            }
+        };
+        let hits = found
+            .into_iter()
+            .map(|(uid, (study, modality))| {
+                let passes = passing.as_ref().is_none_or(|p| p.contains(&uid));
+                (uid, (study, modality, passes))
+            })
+            .collect();
+        (hits, ask.into_iter().collect())
     }
 }

@@ -32,7 +32,9 @@ use crate::model::Scan;
 use crate::model::{ImageIndex, MatchedLabel};
 
 mod backfill;
+mod fetch;
 mod gate;
+mod geometry;
 pub use gate::RemoteGate;
 mod index;
 
@@ -268,49 +270,6 @@ impl DicomWeb {
             tx,
         )
         .await
-    }
-
-    /// The SEG header of a listed series. Listed through Orthanc's REST API, its instances'
-    /// files are read with the same reader as a folder's (Orthanc answers a small file several
-    /// times faster than WADO-RS metadata, whose cost grows with the size of the PACS); a file
-    /// over 1 MiB, or one that cannot be read, falls back to WADO-RS metadata.
-    pub async fn series_header_of(&self, r: &RemoteSeries) -> Result<SegSeries, String> {
-        if let (Some(rest), false) = (&self.orthanc_rest, r.orthanc_instances.is_empty()) {
-            match self.header_from_files(rest, r).await {
-                Ok(s) => return Ok(s),
-                Err(e) => tracing::debug!(series = %r.series, "{e}; reading WADO-RS metadata"),
-            }
-        }
-        self.series_header(&r.study, &r.series).await
-    }
-
-    async fn header_from_files(
-        &self,
-        rest: &PacsClient,
-        r: &RemoteSeries,
-    ) -> Result<SegSeries, String> {
-        const SMALL_FILE: usize = 1024 * 1024;
-        let location = self.client.url(&series_at(&r.study, &r.series));
-        let mut found = Vec::new();
-        for id in &r.orthanc_instances {
-            if !is_orthanc_id(id) {
-                return Err(format!("{id:?} is not an Orthanc instance ID"));
-            }
-            let at = Endpoint::at(&["instances", id, "file"]);
-            let bytes = rest
-                .get_at_most(&at, "application/dicom", SMALL_FILE)
-                .await
-                .map_err(|e| e.to_string())?;
-            match crate::dicom::reader::read_instance_from_bytes(&bytes) {
-                Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
-                Ok(InstanceHeader::Image(_)) => {}
-                Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
-            }
-        }
-        group_series(found)
-            .into_iter()
-            .find(|s| s.uid() == r.series)
-            .ok_or_else(|| format!("no SEG instance of series {} in its files", r.series))
     }
 
     /// The WADO-RS metadata answer of one series (capped at [`MAX_JSON`]), and where it was.

@@ -1,0 +1,131 @@
+//! Reading a listed SEG series: its header and, when the quality gate will judge it, its
+//! instances' bytes, fetched once. Through Orthanc's REST API the files themselves; from any
+//! DICOMweb server a WADO-RS retrieve of the series (with the gate) or its metadata (without).
+
+use super::*;
+
+/// How many bytes of SEG files one chunk of a pass keeps for the quality gate; beyond it the
+/// gate retrieves the series again (so a backfill of large SEGs stays bounded in memory).
+pub const PREFETCH_BUDGET: usize = 64 << 20;
+
+/// The instances' files of SEG series read whole while their headers were read, by series
+/// UID: the quality gate decodes these instead of fetching them a second time.
+#[derive(Debug, Default)]
+pub struct Prefetched {
+    files: HashMap<String, Vec<Vec<u8>>>,
+}
+
+impl Prefetched {
+    pub fn keep(&mut self, series: &str, files: Vec<Vec<u8>>) {
+        self.files.insert(series.to_string(), files);
+    }
+
+    pub fn get(&self, series: &str) -> Option<&[Vec<u8>]> {
+        self.files.get(series).map(Vec::as_slice)
+    }
+}
+
+/// Takes the size of `files` from what is left of a chunk's [`PREFETCH_BUDGET`]; false (and
+/// nothing taken) when they do not fit, and the files are then dropped at once.
+pub fn within_budget(left: &std::sync::atomic::AtomicUsize, files: &[Vec<u8>]) -> bool {
+    use std::sync::atomic::Ordering;
+    let n: usize = files.iter().map(Vec::len).sum();
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n))
+        .is_ok()
+}
+
+/// A header, and the files it was read from when they were read whole and asked for.
+pub type Fetched = (SegSeries, Option<Vec<Vec<u8>>>);
+
+impl DicomWeb {
+    /// The SEG header of a listed series, and its files when `keep` (the gate will judge it)
+    /// and they were read whole.
+    ///
+    /// Listed through Orthanc's REST API, its instances' files are read with the same reader
+    /// as a folder's (Orthanc answers a small file several times faster than WADO-RS metadata,
+    /// whose cost grows with the size of the PACS). From any DICOMweb server, with the gate on,
+    /// one WADO-RS retrieve gives both header and pixels; without it, the metadata (no pixels).
+    /// Whatever fails falls back to WADO-RS metadata.
+    pub async fn series_header_of(&self, r: &RemoteSeries, keep: bool) -> Result<Fetched, String> {
+        if let (Some(rest), false) = (&self.orthanc_rest, r.orthanc_instances.is_empty()) {
+            match self.header_from_files(rest, r, keep).await {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::debug!(series = %r.series, "{e}; reading WADO-RS metadata"),
+            }
+        } else if keep {
+            match self.header_from_retrieve(r).await {
+                Ok(s) => return Ok(s),
+                Err(e) => tracing::debug!(series = %r.series, "{e}; reading WADO-RS metadata"),
+            }
+        }
+        Ok((self.series_header(&r.study, &r.series).await?, None))
+    }
+
+    async fn header_from_files(
+        &self,
+        rest: &PacsClient,
+        r: &RemoteSeries,
+        keep: bool,
+    ) -> Result<Fetched, String> {
+        const SMALL_FILE: usize = 1024 * 1024;
+        let location = self.client.url(&series_at(&r.study, &r.series));
+        let mut found = Vec::new();
+        let mut files = Vec::new();
+        for id in &r.orthanc_instances {
+            if !is_orthanc_id(id) {
+                return Err(format!("{id:?} is not an Orthanc instance ID"));
+            }
+            let at = Endpoint::at(&["instances", id, "file"]);
+            let bytes = rest
+                .get_at_most(&at, "application/dicom", SMALL_FILE)
+                .await
+                .map_err(|e| e.to_string())?;
+            match crate::dicom::reader::read_instance_from_bytes(&bytes) {
+                Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
+                Ok(InstanceHeader::Image(_)) => {}
+                Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
+            }
+            if keep {
+                files.push(bytes);
+            }
+        }
+        let seg = one_series(found, &r.series, "its files")?;
+        Ok((seg, keep.then_some(files)))
+    }
+
+    /// One WADO-RS retrieve of the series: the header from the parts, and the parts.
+    async fn header_from_retrieve(&self, r: &RemoteSeries) -> Result<Fetched, String> {
+        let at = series_at(&r.study, &r.series);
+        let location = self.client.url(&at);
+        let parts = self
+            .client
+            .get_parts(&at, RETRIEVE_ACCEPT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for p in &parts {
+            match crate::dicom::reader::read_instance_from_bytes(p) {
+                Ok(InstanceHeader::Seg(s)) => found.push((s, location.clone())),
+                Ok(InstanceHeader::Image(_)) => {}
+                Err(e) => return Err(format!("{location}: {e}")),
+            }
+        }
+        let seg = one_series(found, &r.series, "the retrieved instances")?;
+        Ok((seg, Some(parts)))
+    }
+}
+
+/// The accepted type of a WADO-RS retrieve: Part-10 instances in any transfer syntax.
+pub(super) const RETRIEVE_ACCEPT: &str =
+    "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
+
+fn one_series(
+    found: Vec<(crate::model::SegInstance, String)>,
+    series: &str,
+    from: &str,
+) -> Result<SegSeries, String> {
+    group_series(found)
+        .into_iter()
+        .find(|s| s.uid() == series)
+        .ok_or_else(|| format!("no SEG instance of series {series} in {from}"))
+}

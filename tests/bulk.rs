@@ -1,0 +1,166 @@
+//! Many SEGs at once on a REAL Orthanc: the image index and the image series' geometry come
+//! from listed QIDO-RS queries (a list of SeriesInstanceUIDs), each SEG is fetched once for
+//! header and pixels, and the verdicts equal those of one query per series. A server that does
+//! not honour UID lists (it ignores them, or matches them literally) gets one query per series
+//! and the same answer.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::orthanc::Orthanc;
+use crate::common::*;
+use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
+use serde_json::{json, Value};
+
+/// More SEGs than `BULK` (16), so the listed paths are taken.
+const N: usize = 24;
+
+/// How a stand-in DICOMweb server in front of Orthanc treats a QIDO query with a UID list.
+#[derive(Clone, Copy)]
+enum Lists {
+    /// Drops the SeriesInstanceUID parameter: every series (or instance) comes back.
+    Ignored,
+    /// Matches the list as one literal UID: nothing comes back.
+    Literal,
+}
+
+/// A DICOMweb server that passes everything to Orthanc's but treats UID lists its own way.
+fn list_breaking_proxy(upstream: String, how: Lists) -> (String, tokio::runtime::Runtime) {
+    use axum::extract::Request;
+    use axum::response::IntoResponse;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (client, upstream) = (client.clone(), upstream.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            let query = req.uri().query().unwrap_or("").to_string();
+            let listed = query.split('&').any(|kv| {
+                kv.starts_with("SeriesInstanceUID=") && (kv.contains("%2C") || kv.contains(','))
+            });
+            if listed && matches!(how, Lists::Literal) {
+                return (axum::http::StatusCode::OK, "[]").into_response();
+            }
+            let query: Vec<&str> = query
+                .split('&')
+                .filter(|kv| !(listed && kv.starts_with("SeriesInstanceUID=")))
+                .collect();
+            let url = format!("{upstream}{path}?{}", query.join("&"));
+            let mut r = client.get(&url);
+            if let Some(a) = req.headers().get("accept") {
+                r = r.header("accept", a);
+            }
+            let resp = r.send().await.unwrap();
+            let status = axum::http::StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let body = resp.bytes().await.unwrap();
+            (status, [("content-type", ct)], body).into_response()
+        }
+    });
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/dicom-web"), rt)
+}
+
+fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut segs = Vec::new();
+    for i in 0..N {
+        let ct = CtSeries::new(&format!("bulk{i}"), 2);
+        files.extend(write_ct(&dir.join(format!("b{i}")), &ct, "IM").unwrap());
+        let s = SegSpec::new(&format!("bulk{i}-seg"), &ct);
+        files.extend(write_seg(&dir.join(format!("b{i}")), &s, "seg").unwrap());
+        segs.push(s.series_uid());
+    }
+    // one image series is gone: its label must stay unmatched on every path
+    let orphan = CtSeries::new("bulk-orphan", 2);
+    let s = SegSpec::new("bulk-orphan-seg", &orphan);
+    files.extend(write_seg(&dir.join("orphan"), &s, "seg").unwrap());
+    segs.push(s.series_uid());
+    orthanc.stow(&files);
+    segs
+}
+
+/// `scan --json` of a source: label → (status, image, segments checked).
+fn scan(dir: &Path, source: &[&str]) -> (Vec<(String, String, String, String)>, Output) {
+    let o = segbridge(dir)
+        .args(["scan", "--json", "--image-filter", "Modality=CT"])
+        .args(source)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{source:?}: {}", text(&o));
+    let mut out: Vec<(String, String, String, String)> = json_lines(&o)
+        .iter()
+        .filter(|l| l.get("label").is_some())
+        .map(|l: &Value| {
+            (
+                l["label"].as_str().unwrap_or("").to_string(),
+                l["status"].as_str().unwrap_or("").to_string(),
+                l["image"].as_str().unwrap_or("").to_string(),
+                format!("{} {}", l["segments"], l["warnings"]),
+            )
+        })
+        .collect();
+    out.sort();
+    (out, o)
+}
+
+#[test]
+fn listed_queries_give_the_verdicts_of_one_query_per_series() {
+    let orthanc = Orthanc::start(json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    let segs = store_studies(&orthanc, &dir.path().join("gen"));
+    let proxy = SlowProxy::counting(&orthanc.url);
+    let dw = format!("{}/dicom-web", proxy.url);
+    let (direct, _) = scan(dir.path(), &["--dicomweb", &dw]);
+    assert_eq!(direct.len(), N + 1, "{direct:?}");
+    let ready = direct.iter().filter(|l| l.1 == "ready").count();
+    assert_eq!(ready, N, "{direct:?}");
+    // the geometry was checked (from the listed instance query)
+    assert!(
+        direct.iter().all(|l| !l.3.contains("geometry not checked")),
+        "{direct:?}"
+    );
+    let orphan = direct.iter().find(|l| l.1 != "ready").unwrap();
+    assert_eq!(orphan.0, segs[N]);
+    assert_eq!(orphan.1, "unmatched", "{orphan:?}");
+    // each SEG fetched once (a retrieve), no metadata call, the geometry and the index listed
+    let lines = proxy.requests.lock().unwrap().clone();
+    let retrieves = lines
+        .iter()
+        .filter(|l| l.contains("/series/") && !l.contains("/metadata"))
+        .filter(|l| l.starts_with("GET /dicom-web/studies/"))
+        .count();
+    let metadata = lines.iter().filter(|l| l.contains("/metadata")).count();
+    let listed = lines
+        .iter()
+        .filter(|l| l.contains("SeriesInstanceUID=") && l.contains("%2C"))
+        .count();
+    assert_eq!(retrieves, N + 1, "{lines:#?}");
+    assert_eq!(metadata, 0, "{lines:#?}");
+    assert!(listed >= 2, "{lines:#?}");
+    assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());
+    // Orthanc's own paths give the same verdicts
+    let (rest, _) = scan(dir.path(), &["--orthanc", &orthanc.url]);
+    assert_eq!(rest, direct);
+    // servers that do not honour UID lists: one query per series, the same verdicts
+    for how in [Lists::Ignored, Lists::Literal] {
+        let (url, _rt) = list_breaking_proxy(orthanc.url.clone(), how);
+        let (got, _) = scan(dir.path(), &["--dicomweb", &url]);
+        assert_eq!(got, direct);
+    }
+}
