@@ -154,8 +154,21 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     assert_eq!(metadata, 0, "{lines:#?}");
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());
-    // Orthanc's own paths give the same verdicts
-    let (rest, _) = scan(dir.path(), &["--orthanc", &orthanc.url]);
+    // Orthanc's own paths give the same verdicts, the SEG files in one archive
+    let start = proxy.count();
+    let (rest, _) = scan(dir.path(), &["--orthanc", &proxy.url]);
+    assert_eq!(rest, direct);
+    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
+    let archives = lines
+        .iter()
+        .filter(|l| l.contains("/tools/create-archive"))
+        .count();
+    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    assert_eq!((archives, files), (1, 0), "{lines:#?}");
+    // an archive that fails: the files one by one, the same verdicts
+    let faulty = FaultyPacs::start(&orthanc.url);
+    faulty.fail("/tools/create-archive", "truncate", 100);
+    let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
     assert_eq!(rest, direct);
     // servers that do not honour UID lists: one query per series, the same verdicts
     for how in [Lists::Ignored, Lists::Literal] {

@@ -296,6 +296,33 @@ impl PacsClient {
         })
     }
 
+    /// POST a JSON body (an idempotent request, such as Orthanc's `/tools/create-archive`) and
+    /// read an answer of at most `limit` bytes: a larger one is [`PacsError::TooLarge`].
+    pub async fn post_at_most(
+        &self,
+        at: &Endpoint,
+        body: &Value,
+        accept: &str,
+        limit: usize,
+    ) -> Result<Vec<u8>, PacsError> {
+        let url = self.url(at);
+        let limit = limit.min(self.opts.max_body);
+        retrying(|| async {
+            let req = self
+                .request(Method::POST, &url)
+                .header("accept", accept)
+                .json(body);
+            let resp = req.send().await.map_err(|e| transport(&url, &e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
+                return Err(http_error(&url, status, &body));
+            }
+            read_capped(resp, &url, limit).await
+        })
+        .await
+    }
+
     /// STOW-RS: POST Part-10 files as multipart/related to `{base}/studies`. Storing is
     /// idempotent, so a dropped connection is retried once.
     pub async fn stow(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 mod answers;
+pub mod archive;
 use answers::ChangesPage;
 pub use answers::{Found, FoundTags};
 

@@ -64,21 +64,37 @@ pub async fn backfill(
         // with the gate on, the files read for the headers are kept (within a budget) for it
         let keep = dw.validator.is_some();
         let budget = AtomicUsize::new(PREFETCH_BUDGET);
-        let results: Vec<(RemoteSeries, Result<Fetched, String>)> =
-            stream::iter(part.iter().cloned())
-                .map(|r| {
-                    let budget = &budget;
-                    async move {
-                        let h = dw
-                            .series_header_of(&r, keep)
-                            .await
-                            .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
-                        (r, h)
-                    }
-                })
-                .buffer_unordered(conc)
-                .collect()
-                .await;
+        // through Orthanc's REST API, the whole chunk's files in one archive
+        let mut archived = match &dw.orthanc_rest {
+            Some(rest) => dw.archive_headers(rest, part, keep).await,
+            None => HashMap::new(),
+        };
+        let mut results: Vec<(RemoteSeries, Result<Fetched, String>)> = Vec::new();
+        let mut one_by_one = Vec::new();
+        for r in part {
+            match archived.remove(&r.series) {
+                Some((s, files)) => {
+                    let files = files.filter(|f| within_budget(&budget, f));
+                    results.push((r.clone(), Ok((s, files))));
+                }
+                None => one_by_one.push(r.clone()),
+            }
+        }
+        let fetched: Vec<(RemoteSeries, Result<Fetched, String>)> = stream::iter(one_by_one)
+            .map(|r| {
+                let budget = &budget;
+                async move {
+                    let h = dw
+                        .series_header_of(&r, keep)
+                        .await
+                        .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
+                    (r, h)
+                }
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
+        results.extend(fetched);
         let mut prefetched = Prefetched::default();
         let mut segs = Vec::new();
         let mut problems = Vec::new();

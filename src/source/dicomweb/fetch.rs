@@ -115,6 +115,70 @@ impl DicomWeb {
     }
 }
 
+impl DicomWeb {
+    /// The headers (and, when `keep`, the files) of a chunk of series listed through Orthanc's
+    /// REST API, from one archive of all their instances. A series whose files are not all in
+    /// it, or not all readable, is left out: it is read file by file, which says what is wrong.
+    pub(super) async fn archive_headers(
+        &self,
+        rest: &PacsClient,
+        part: &[RemoteSeries],
+        keep: bool,
+    ) -> HashMap<String, Fetched> {
+        let mut out = HashMap::new();
+        let ids: Vec<&str> = part
+            .iter()
+            .flat_map(|r| r.orthanc_instances.iter().map(String::as_str))
+            .filter(|id| is_orthanc_id(id))
+            .collect();
+        if ids.len() < 2 {
+            return out; // one file: its own request costs the same
+        }
+        let files = match crate::source::orthanc::archive::files(rest, &ids, PREFETCH_BUDGET).await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!("{e}; reading the SEG files one by one");
+                return out;
+            }
+        };
+        let listed: HashMap<&str, &RemoteSeries> =
+            part.iter().map(|r| (r.series.as_str(), r)).collect();
+        let mut found: HashMap<String, Vec<(crate::model::SegInstance, String)>> = HashMap::new();
+        let mut bytes: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        for f in files {
+            let Ok(InstanceHeader::Seg(s)) = crate::dicom::reader::read_instance_from_bytes(&f)
+            else {
+                continue;
+            };
+            let Some(r) = listed.get(s.series.as_str()) else {
+                continue;
+            };
+            let location = self.client.url(&series_at(&r.study, &r.series));
+            if keep {
+                bytes.entry(s.series.clone()).or_default().push(f);
+            }
+            found
+                .entry(s.series.clone())
+                .or_default()
+                .push((s, location));
+        }
+        for (uid, instances) in found {
+            let Some(r) = listed.get(uid.as_str()) else {
+                continue;
+            };
+            if instances.len() != r.orthanc_instances.len() {
+                continue;
+            }
+            if let Ok(seg) = one_series(instances, &uid, "the archive") {
+                let files = bytes.remove(&uid);
+                out.insert(uid, (seg, files));
+            }
+        }
+        out
+    }
+}
+
 /// The accepted type of a WADO-RS retrieve: Part-10 instances in any transfer syntax.
 pub(super) const RETRIEVE_ACCEPT: &str =
     "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
