@@ -76,8 +76,9 @@ pub fn rle(data: &[u8]) {
 
 /// The hook body parser.
 pub fn hook(data: &[u8]) {
-    let _ = crate::app::serve::parse_hook(data, false);
-    let _ = crate::app::serve::parse_hook(data, true);
+    for kind in crate::app::serve::HookKind::ALL {
+        let _ = crate::app::serve::parse_hook(data, kind);
+    }
 }
 
 /// The quality gate's whole pixel path on one SEG object, every decoder included: the first

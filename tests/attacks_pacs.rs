@@ -335,6 +335,19 @@ fn hook_ids_cannot_steer_pacs_requests() {
             r#"{"series_uid": "1.2.3", "study_uid": "../../../tools/reset?x="}"#,
         ),
         ("/hooks/series", r#"{"series_uid": "1.2.3&Modality=CT"}"#),
+        (
+            "/hooks/orthanc/stored-instance",
+            r#"{"id": "../tools/find", "modality": "SEG"}"#,
+        ),
+        (
+            "/hooks/orthanc/stored-instance",
+            r#"{"id": "%2e%2e/%2e%2e/tools/reset"}"#,
+        ),
+        (
+            "/hooks/orthanc/stored-instance",
+            r#"{"id": "0a0a0a0a-0a0a0a0a-0a0a0a0a-0a0a0a0a-0a0a0a0a",
+                "series": "x/../../instances?expand=1&"}"#,
+        ),
     ];
     for (path, body) in attacks {
         let (code, answer) = post(port, path, &json, body);

@@ -1,6 +1,7 @@
 //! `serve` with the shipped Lua script loaded in a REAL Orthanc: the hook delivers a stored SEG
 //! and a deletion within seconds (with the changes feed and reconcile set far away, so nothing
-//! else could), refuses bad callers without harm, and a restart loses nothing.
+//! else could), refuses bad callers without harm, and a restart loses nothing. `stored` has
+//! the OnStoredInstance path, with Orthanc's default StableAge.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,8 @@ use crate::common::orthanc::Orthanc;
 use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;
+
+mod stored;
 
 const TOKEN: &str = "hook-token-for-tests-5b1e";
 
@@ -23,6 +26,13 @@ struct Hooked {
 
 impl Hooked {
     fn new() -> Hooked {
+        Hooked::with_stable_age(1)
+    }
+    fn with_stable_age(stable_age: u32) -> Hooked {
+        Hooked::with(stable_age, true)
+    }
+    /// `with_script`: load the generated script (else hook calls come only from the test).
+    fn with(stable_age: u32, with_script: bool) -> Hooked {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let lua = segbridge(dir.path())
@@ -33,7 +43,8 @@ impl Hooked {
         assert!(lua.status.success(), "{}", text(&lua));
         let script = dir.path().join("segbridge.lua");
         std::fs::write(&script, &lua.stdout).unwrap();
-        let orthanc = Orthanc::start(json!({"LuaScripts": [script], "StableAge": 1}));
+        let scripts = if with_script { vec![script] } else { vec![] };
+        let orthanc = Orthanc::start(json!({"LuaScripts": scripts, "StableAge": stable_age}));
         let emu = Emu::start();
         let dataset = emu.create_dataset();
         Hooked {
@@ -103,6 +114,11 @@ impl Hooked {
             let r = r.send().await.unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
         })
+    }
+    fn metric(&self, line_start: &str) -> Option<u64> {
+        let (_, m) = self.get("/metrics")?;
+        m.lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
     }
     fn store(&self, name: &str) -> (CtSeries, SegSpec) {
         let ct = CtSeries::new(name, 1);

@@ -58,7 +58,8 @@ pub struct LiveOptions {
     pub poll: Duration,
 }
 
-/// How long new work waits for more before it is delivered.
+/// How long new work waits for more before it is delivered (not the hook's debounced stored
+/// series: they already waited for more, see `serve::debounce`).
 const DELIVERY_LINGER: Duration = Duration::from_millis(200);
 
 /// What a live run shares with the outside: its metrics, and extra inputs (the hook endpoint's
@@ -67,6 +68,9 @@ const DELIVERY_LINGER: Duration = Duration::from_millis(200);
 pub struct LiveIo {
     pub metrics: Arc<Metrics>,
     pub scans: Option<mpsc::Receiver<Scan>>,
+    /// Scans that already waited for more work (the hook's debounced stored series): what they
+    /// bring is delivered at once, unless a delivery is already scheduled.
+    pub settled: Option<mpsc::Receiver<Scan>>,
     pub removals: Option<mpsc::Receiver<Vec<String>>>,
 }
 
@@ -84,6 +88,7 @@ pub async fn run_live(
     let LiveIo {
         metrics,
         scans: extra,
+        settled,
         removals,
     } = io;
     let (tx, mut rx) = mpsc::channel::<Scan>(8);
@@ -102,6 +107,7 @@ pub async fn run_live(
     }
     drop(tx);
     let mut extra = extra;
+    let mut settled = settled;
     let mut removals = removals;
     let mut reporter = Reporter::default();
     let mut api = source::Health::new("MONAI API");
@@ -113,6 +119,7 @@ pub async fn run_live(
     client.set_cancel(shutdown.clone());
     loop {
         let deliver_at = tokio::time::Instant::from_std(next_delivery);
+        let mut linger = DELIVERY_LINGER;
         tokio::select! {
             _ = shutdown.changed() => break,
             Some(scan) = rx.recv() => {
@@ -120,6 +127,10 @@ pub async fn run_live(
             }
             Some(scan) = recv_opt(&mut extra) => {
                 record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+            }
+            Some(scan) = recv_opt(&mut settled) => {
+                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+                linger = Duration::ZERO;
             }
             Some(ids) = recv_opt(&mut removals) => {
                 // deletion events carry the source's own series IDs (Orthanc's)
@@ -164,7 +175,7 @@ pub async fn run_live(
             armed = false;
         } else if !armed {
             // wait a moment for more: twenty SEGs stored at once make one notify, not twenty
-            next_delivery = Instant::now() + DELIVERY_LINGER;
+            next_delivery = Instant::now() + linger;
             armed = true;
         }
     }
@@ -289,8 +300,10 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
             }
             let (ev_tx, ev_rx) = mpsc::channel(1024);
             let (scan_tx, scan_rx) = mpsc::channel(64);
+            let (settled_tx, settled_rx) = mpsc::channel(64);
             let (rm_tx, rm_rx) = mpsc::channel(64);
             io.scans = Some(scan_rx);
+            io.settled = Some(settled_rx);
             io.removals = Some(rm_rx);
             let orthanc = sources.iter().find_map(|x| match x {
                 Source::Orthanc(o) => Some(o.clone()),
@@ -300,9 +313,12 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 Source::DicomWeb(d) => Some(d.clone()),
                 _ => None,
             });
-            tokio::spawn(serve::worker(
-                ev_rx, orthanc, dicomweb, state, scan_tx, rm_tx,
-            ));
+            let outputs = serve::WorkerOutputs {
+                scans: scan_tx,
+                settled: settled_tx,
+                removals: rm_tx,
+            };
+            tokio::spawn(serve::worker(ev_rx, orthanc, dicomweb, state, outputs));
             let app = serve::router(
                 token.clone(),
                 ev_tx,
@@ -312,8 +328,9 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
             let mut stop = shutdown.clone();
             let addr = listener.local_addr().map_err(anyhow::Error::from)?;
             info!(
-                "hook endpoint on http://{addr} (POST /hooks/orthanc/stable-series, \
-                 /hooks/orthanc/deleted-series, /hooks/series; GET /healthz, /metrics)"
+                "hook endpoint on http://{addr} (POST /hooks/orthanc/stored-instance, \
+                 /hooks/orthanc/stable-series, /hooks/orthanc/deleted-series, /hooks/series; \
+                 GET /healthz, /metrics)"
             );
             tokio::spawn(async move {
                 let graceful = async move {

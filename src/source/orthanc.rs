@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 mod answers;
 pub mod archive;
 use answers::ChangesPage;
-pub use answers::{Found, FoundTags};
+pub use answers::{Found, FoundInstance, FoundTags};
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
@@ -276,6 +276,32 @@ impl Orthanc {
                 let modality = f.tags.modality.clone().unwrap_or_default();
                 Ok(found_series(f).map(|(r, parent)| (r, parent, modality)))
             }
+            Err(PacsError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The Orthanc ID of instance `id`'s series: `None` when the instance is gone.
+    pub async fn instance_series(&self, id: &str) -> Result<Option<String>, PacsError> {
+        if !is_orthanc_id(id) {
+            return Err(PacsError::Bad {
+                url: self.rest.base.clone(),
+                reason: format!("{id:?} is not an Orthanc instance ID"),
+            });
+        }
+        let at = Endpoint::at(&["instances", id]);
+        match self
+            .rest
+            .get_json::<FoundInstance>(&at, "application/json")
+            .await
+        {
+            Ok(f) => match f.parent_series.filter(|s| is_orthanc_id(s)) {
+                Some(series) => Ok(Some(series)),
+                None => Err(PacsError::Bad {
+                    url: self.rest.url(&at),
+                    reason: "no ParentSeries, or not an Orthanc ID".into(),
+                }),
+            },
             Err(PacsError::Http { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }

@@ -22,4 +22,9 @@ pub struct Metrics {
     pub api_down: AtomicU64,
     pub sources_down: AtomicU64,
     pub hooks_received: AtomicU64,
+    /// Hook calls refused, by reason (see `app::serve::Refusal`).
+    pub hooks_refused_browser: AtomicU64,
+    pub hooks_refused_unauthorized: AtomicU64,
+    pub hooks_refused_too_large: AtomicU64,
+    pub hooks_refused_malformed: AtomicU64,
 }

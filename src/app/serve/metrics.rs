@@ -95,6 +95,20 @@ pub fn render_metrics(m: &Metrics) -> String {
         one(c(&m.hooks_received)),
     );
     metric(
+        "segbridge_hooks_refused_total",
+        "counter",
+        "Hook calls refused, by reason",
+        super::Refusal::ALL
+            .iter()
+            .map(|r| {
+                (
+                    format!("{{reason=\"{}\"}}", r.as_str()),
+                    c(r.counter(m)).to_string(),
+                )
+            })
+            .collect(),
+    );
+    metric(
         "segbridge_outbox_depth",
         "gauge",
         "Notify entries waiting for the API",
@@ -143,6 +157,10 @@ mod tests {
         ));
         assert!(t.contains("segbridge_matched_total{rule=\"referenced-series\"} 0"));
         assert!(t.contains("segbridge_seconds_since_last_success -1"));
+        m.hooks_refused_unauthorized.store(2, Ordering::Relaxed);
+        let t = render_metrics(&m);
+        assert!(t.contains("segbridge_hooks_refused_total{reason=\"unauthorized\"} 2\n"));
+        assert!(t.contains("segbridge_hooks_refused_total{reason=\"malformed\"} 0\n"));
         for line in t.lines().filter(|l| !l.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "{line}");
         }

@@ -20,6 +20,13 @@ pub struct Found {
     pub instances: Option<Vec<String>>,
 }
 
+/// An instance as `/instances/{id}` answers it: only its series' Orthanc ID is kept.
+#[derive(Debug, Default, Deserialize)]
+pub struct FoundInstance {
+    #[serde(rename = "ParentSeries", default, deserialize_with = "lenient")]
+    pub parent_series: Option<String>,
+}
+
 /// The main DICOM tags segbridge reads from a found resource.
 #[derive(Debug, Default, Deserialize)]
 pub struct FoundTags {
