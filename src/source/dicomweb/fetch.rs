@@ -134,14 +134,30 @@ impl DicomWeb {
         if ids.len() < 2 {
             return out; // one file: its own request costs the same
         }
-        let files = match crate::source::orthanc::archive::files(rest, &ids, PREFETCH_BUDGET).await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::debug!("{e}; reading the SEG files one by one");
-                return out;
+        // a few archives at once: Orthanc builds each on one thread
+        let parts = self.client.options().concurrency.clamp(1, 4);
+        let per = ids.len().div_ceil(parts).max(1);
+        let budget = PREFETCH_BUDGET / parts;
+        let lists: Vec<Vec<String>> = ids
+            .chunks(per)
+            .map(|c| c.iter().map(|s| s.to_string()).collect())
+            .collect();
+        let answers: Vec<Result<Vec<Vec<u8>>, PacsError>> =
+            stream::iter(lists)
+                .map(|some| async move {
+                    crate::source::orthanc::archive::files(rest, &some, budget).await
+                })
+                .buffer_unordered(parts)
+                .collect()
+                .await;
+        let mut files = Vec::new();
+        for a in answers {
+            match a {
+                Ok(f) => files.extend(f),
+                // the series of a failed archive lack files: they are read one by one
+                Err(e) => tracing::debug!("{e}; reading those SEG files one by one"),
             }
-        };
+        }
         let listed: HashMap<&str, &RemoteSeries> =
             part.iter().map(|r| (r.series.as_str(), r)).collect();
         let mut found: HashMap<String, Vec<(crate::model::SegInstance, String)>> = HashMap::new();

@@ -14,7 +14,7 @@ use crate::source::http::{PacsClient, PacsError};
 /// unpacks to more is an error (the caller then reads the files one by one).
 pub async fn files(
     rest: &PacsClient,
-    ids: &[&str],
+    ids: &[String],
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, PacsError> {
     let at = Endpoint::at(&["tools", "create-archive"]);
