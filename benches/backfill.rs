@@ -7,6 +7,7 @@
 //!     cargo bench --bench backfill -- --figures 3,5 # only those figures
 //!     cargo bench --bench backfill -- --figures 1 --before OLD_BIN:LABEL  # also an older build
 //!     cargo bench --bench backfill -- --n 10000 --no-sequential  # leave out the slow peer
+//!     cargo bench --bench backfill -- --figures 0 --callgrind  # profiles of the default paths
 //!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
@@ -384,6 +385,12 @@ fn main() {
         eprintln!("{report}");
     }
 
+    // --callgrind: where a default backfill spends its instructions, each path once
+    if args.iter().any(|a| a == "--callgrind") {
+        report.push_str(&callgrind_profiles(dir, &emu, &proxy.url, n));
+        eprintln!("{report}");
+    }
+
     // 2. idle poll on the N-series server
     if figure(2) {
         report.push_str("### 2. Idle poll on the N-series server (nothing changes)\n\n");
@@ -718,6 +725,65 @@ fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) 
         .unwrap();
     assert!(st.success() || st.code() == Some(23), "curl replay failed");
     t.elapsed().as_secs_f64()
+}
+
+/// Runs each default path once under callgrind and keeps the top of each profile.
+fn callgrind_profiles(dir: &Path, emu: &Emu, orthanc: &str, n: usize) -> String {
+    let mut t = format!("### Profiles (callgrind, N = {n}, default mode: quality gate on)\n\n");
+    let dw = format!("{orthanc}/dicom-web");
+    for (name, src) in [
+        ("orthanc", vec!["--orthanc", orthanc]),
+        ("dicomweb", vec!["--dicomweb", dw.as_str()]),
+    ] {
+        let ds = emu.create_dataset();
+        let out =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/callgrind.{name}.out"));
+        let o = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file"])
+            .arg(&out)
+            .arg(BIN)
+            .current_dir(dir)
+            .env("MONAI_API_KEY", &emu.key)
+            .arg("sync")
+            .args(&src)
+            .args([
+                "--image-filter",
+                "Modality=CT",
+                "--dataset",
+                &ds,
+                "--api",
+                &emu.url,
+            ])
+            .arg("--state")
+            .arg(dir.join(format!("callgrind-{name}.db")))
+            .output()
+            .expect("valgrind (apt-get install valgrind)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let a = Command::new("callgrind_annotate")
+            .args(["--inclusive=no", "--threshold=90"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&a.stdout);
+        let total = text
+            .lines()
+            .find(|l| l.contains("PROGRAM TOTALS"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let top: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("file:function"))
+            .skip(2)
+            .take(12)
+            .collect();
+        t.push_str(&format!(
+            "`sync --{name}` ({}): {total}\n\n```\n{}\n```\n\n",
+            out.display(),
+            top.join("\n")
+        ));
+    }
+    t
 }
 
 /// The Accept header segbridge sends for a GET of `path`: a file, a WADO-RS retrieve, or JSON.

@@ -164,7 +164,8 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .filter(|l| l.contains("/tools/create-archive"))
         .count();
     let files = lines.iter().filter(|l| l.ends_with("/file")).count();
-    assert_eq!((archives, files), (1, 0), "{lines:#?}");
+    // a few archives at once (at most four), and no file on its own
+    assert!((1..=4).contains(&archives) && files == 0, "{lines:#?}");
     // an archive that fails: the files one by one, the same verdicts
     let faulty = FaultyPacs::start(&orthanc.url);
     faulty.fail("/tools/create-archive", "truncate", 100);
