@@ -19,6 +19,7 @@ mod attacks_files;
 mod attacks_http;
 mod attacks_pacs;
 mod corpus;
+mod deletions;
 mod determinism;
 mod emulator;
 mod faults;
