@@ -11,18 +11,19 @@ use crate::common::*;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::json;
 
-struct Lab {
-    orthanc: Orthanc,
-    emu: Emu,
-    dataset: String,
-    dir: tempfile::TempDir,
+/// A real Orthanc, the emulator and a state dir (tests/deletions.rs uses it too).
+pub(crate) struct Lab {
+    pub(crate) orthanc: Orthanc,
+    pub(crate) emu: Emu,
+    pub(crate) dataset: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Lab {
-    fn new() -> Lab {
+    pub(crate) fn new() -> Lab {
         Lab::with(json!({}))
     }
-    fn with(orthanc_cfg: serde_json::Value) -> Lab {
+    pub(crate) fn with(orthanc_cfg: serde_json::Value) -> Lab {
         let orthanc = Orthanc::start(orthanc_cfg);
         let emu = Emu::start();
         let dataset = emu.create_dataset();
@@ -33,11 +34,11 @@ impl Lab {
             dir: tempfile::tempdir().unwrap(),
         }
     }
-    fn gen(&self) -> PathBuf {
+    pub(crate) fn gen(&self) -> PathBuf {
         self.dir.path().join("gen")
     }
     /// Writes a CT series and returns it, its files stored in Orthanc when `store`.
-    fn ct(&self, name: &str, store: bool) -> CtSeries {
+    pub(crate) fn ct(&self, name: &str, store: bool) -> CtSeries {
         let ct = CtSeries::new(name, 2);
         let files = write_ct(&self.gen().join(name), &ct, "IM").unwrap();
         if store {
@@ -45,18 +46,18 @@ impl Lab {
         }
         ct
     }
-    fn seg(&self, name: &str, ct: &CtSeries, date: &str) -> (SegSpec, Vec<PathBuf>) {
+    pub(crate) fn seg(&self, name: &str, ct: &CtSeries, date: &str) -> (SegSpec, Vec<PathBuf>) {
         let mut s = SegSpec::new(name, ct);
         s.content = (date.into(), "120000".into());
         let files = write_seg(&self.gen().join("segs"), &s, name).unwrap();
         (s, files)
     }
-    fn stored_seg(&self, name: &str, ct: &CtSeries, date: &str) -> SegSpec {
+    pub(crate) fn stored_seg(&self, name: &str, ct: &CtSeries, date: &str) -> SegSpec {
         let (s, files) = self.seg(name, ct, date);
         self.orthanc.stow(&files);
         s
     }
-    fn delete_seg(&self, s: &SegSpec) {
+    pub(crate) fn delete_seg(&self, s: &SegSpec) {
         let id = segbridge::source::orthanc::series_id(
             &s.image.patient,
             &s.image.study,
@@ -64,7 +65,7 @@ impl Lab {
         );
         self.orthanc.delete(&format!("/series/{id}"));
     }
-    fn cmd(&self, sub: &str, source: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, sub: &str, source: &[&str]) -> Command {
         let mut c = segbridge(self.dir.path());
         c.env("MONAI_API_KEY", &self.emu.key)
             .arg(sub)
@@ -79,37 +80,47 @@ impl Lab {
             ]);
         c
     }
-    fn sync(&self, source: &[&str]) -> Output {
+    pub(crate) fn sync(&self, source: &[&str]) -> Output {
         self.cmd("sync", source).arg("-v").output().unwrap()
     }
-    fn sync_ok(&self, source: &[&str]) -> Output {
+    pub(crate) fn sync_ok(&self, source: &[&str]) -> Output {
         let o = self.sync(source);
         assert!(o.status.success(), "{}", text(&o));
         o
     }
-    fn dicomweb(&self) -> Vec<String> {
+    pub(crate) fn dicomweb(&self) -> Vec<String> {
         vec!["--dicomweb".into(), self.orthanc.dicomweb()]
     }
-    fn rest(&self) -> Vec<String> {
+    pub(crate) fn rest(&self) -> Vec<String> {
         vec!["--orthanc".into(), self.orthanc.url.clone()]
     }
-    fn got(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn got(&self) -> Vec<(String, String, String)> {
         entries(&self.emu.notifications())
     }
-    fn watch(&self, source: &[&str], extra: &[&str]) -> Child {
+    pub(crate) fn watch(&self, source: &[&str], extra: &[&str]) -> Child {
+        self.watch_every(source, "0.2", "2", extra)
+    }
+    /// `watch` polling every `poll` seconds, listing everything every `reconcile`.
+    pub(crate) fn watch_every(
+        &self,
+        source: &[&str],
+        poll: &str,
+        reconcile: &str,
+        extra: &[&str],
+    ) -> Child {
         let log = std::fs::File::create(self.dir.path().join("watch.log")).unwrap();
         self.cmd("watch", source)
-            .args(["--poll", "0.2", "--reconcile", "2"])
+            .args(["--poll", poll, "--reconcile", reconcile])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap()
     }
-    fn watch_log(&self) -> String {
+    pub(crate) fn watch_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("watch.log")).unwrap_or_default()
     }
-    fn wait_entries(&self, n: usize, what: &str) {
+    pub(crate) fn wait_entries(&self, n: usize, what: &str) {
         let start = std::time::Instant::now();
         while self.got().len() < n {
             assert!(
@@ -123,11 +134,11 @@ impl Lab {
     }
 }
 
-fn args(v: &[String]) -> Vec<&str> {
+pub(crate) fn args(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn sigterm(child: &mut Child) -> std::process::ExitStatus {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -310,7 +321,7 @@ fn watch_follows_the_changes_feed_and_reconciles_deletions() {
     lab.ct("late", true);
     lab.wait_entries(3, "the late image");
     assert_eq!(lab.got()[2], e("added", &late.series, &sl.series_uid()));
-    // deletions never appear in /changes: the reconcile finds them
+    // deletions never appear in /changes: the count of series finds them (tests/deletions.rs)
     lab.delete_seg(&sb);
     lab.wait_entries(4, "the removal");
     assert_eq!(lab.got()[3], e("removed", &b.series, &sb.series_uid()));

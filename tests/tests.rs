@@ -20,6 +20,7 @@ mod attacks_http;
 mod attacks_pacs;
 mod bulk;
 mod corpus;
+mod deletions;
 mod determinism;
 mod emulator;
 mod faults;

@@ -131,44 +131,25 @@ impl Source {
     async fn poll_live(self, mut ctx: LiveCtx, tx: mpsc::Sender<Scan>) {
         let name = self.name();
         let mut health = Health::new(&name).counting(ctx.metrics.clone());
-        let mut next_reconcile = Instant::now();
-        let mut cursor: Option<i64> = None;
+        let mut feed = orthanc::Feed::default();
         let known = ctx.known.clone();
         loop {
             if *ctx.shutdown.borrow() {
                 return;
             }
             let step = async {
-                // a DICOMweb server has no feed: every poll is a (cheap, known-skipping) listing
-                let listing_due = !matches!(self, Source::Orthanc(_))
-                    || Instant::now() >= next_reconcile
-                    || cursor.is_none();
-                if listing_due {
-                    if let Source::Orthanc(o) = &self {
-                        let c = o.last_change().await.map_err(|e| e.to_string())?;
-                        o.reconcile(known.as_ref(), ctx.chunk, Some(c.to_string()), &tx)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        cursor = Some(c);
-                    } else {
-                        self.list_once(known.as_ref(), ctx.chunk, &tx)
-                            .await
-                            .map_err(|e| e.reason)?;
-                        cursor = Some(0);
-                    }
-                    next_reconcile = Instant::now() + ctx.reconcile;
-                } else if let (Source::Orthanc(o), Some(since)) = (&self, cursor) {
-                    let poll = o.poll_changes(since).await.map_err(|e| e.to_string())?;
-                    if poll.last != since {
-                        // only now is the ledger read: an idle poll is one request, no more
-                        let unmatched = known.unmatched();
-                        o.apply_changes(&poll, known.as_ref(), &unmatched, ctx.chunk, &tx)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        cursor = Some(poll.last);
-                    }
+                match &self {
+                    Source::Orthanc(o) => o
+                        .live_step(&mut feed, &ctx, &tx)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    // a DICOMweb server has no feed: every poll is a (known-skipping) listing,
+                    // complete only when every page came, so deletions are seen at the next poll
+                    _ => self
+                        .list_once(known.as_ref(), ctx.chunk, &tx)
+                        .await
+                        .map_err(|e| e.reason),
                 }
-                Ok::<(), String>(())
             };
             let wait = match step.await {
                 Ok(()) => {

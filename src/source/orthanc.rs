@@ -3,19 +3,23 @@
 //! when idle; SEG headers from the files; image checks by lists of UIDs) and its DICOMweb root
 //! for what REST cannot answer as well (large SEGs, the quality gate's retrieves).
 //!
-//! `/changes` never reports deletions, so a full listing (reconcile) runs on start and every
-//! `--reconcile`; deletion hooks (`serve`) come in through the same ledger.
+//! `/changes` never reports deletions: each poll also compares Orthanc's count of series with
+//! the series the feed says were created (`orthanc/deletions.rs`), and a missing one runs the
+//! full listing (reconcile) at once; it also runs on start and every `--reconcile`. Deletion
+//! hooks (`serve`) come in through the same ledger.
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 mod answers;
 pub mod archive;
-use answers::ChangesPage;
+mod deletions;
+mod feed;
 pub use answers::{Found, FoundInstance, FoundTags};
+pub use deletions::{Deletions, Verdict};
+pub use feed::{ChangesPoll, Feed};
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
@@ -111,15 +115,6 @@ pub struct Orthanc {
     pub on_new_series: bool,
 }
 
-/// What one poll of `/changes` found.
-#[derive(Debug, Default)]
-pub struct ChangesPoll {
-    /// Orthanc IDs of series that became stable (or new), in feed order, deduplicated.
-    pub series: Vec<String>,
-    pub last: i64,
-    pub requests: usize,
-}
-
 /// Orthanc's series ID: SHA-1 of "PatientID|StudyInstanceUID|SeriesInstanceUID", as 40 hex
 /// digits in five groups of eight.
 pub fn series_id(patient: &str, study: &str, series: &str) -> String {
@@ -207,55 +202,6 @@ impl Orthanc {
             out.push(r);
         }
         Ok(out)
-    }
-
-    /// The feed's newest sequence number.
-    pub async fn last_change(&self) -> Result<i64, PacsError> {
-        let at = Endpoint::at(&["changes"]).flag("last");
-        #[derive(Deserialize)]
-        struct Last {
-            #[serde(rename = "Last", default)]
-            last: super::dicom_json::Loose,
-        }
-        let v: Last = self.rest.get_json(&at, "application/json").await?;
-        v.last.int().ok_or_else(|| PacsError::Bad {
-            url: self.rest.url(&at),
-            reason: "no \"Last\"".into(),
-        })
-    }
-
-    /// Follows `/changes` from `since` to its end. When idle this is one small request.
-    pub async fn poll_changes(&self, since: i64) -> Result<ChangesPoll, PacsError> {
-        let mut poll = ChangesPoll {
-            last: since,
-            ..Default::default()
-        };
-        let mut seen = HashSet::new();
-        loop {
-            let at = Endpoint::at(&["changes"])
-                .query("since", poll.last)
-                .query("limit", 500);
-            let v: ChangesPage = self.rest.get_json(&at, "application/json").await?;
-            poll.requests += 1;
-            for c in &v.changes {
-                let kind = c.kind.as_deref().unwrap_or("");
-                let wanted = kind == "StableSeries" || (self.on_new_series && kind == "NewSeries");
-                if wanted && c.resource.as_deref() == Some("Series") {
-                    if let Some(id) = c.id.as_deref().filter(|id| is_orthanc_id(id)) {
-                        if seen.insert(id.to_string()) {
-                            poll.series.push(id.to_string());
-                        }
-                    }
-                }
-            }
-            if let Some(last) = v.last.int() {
-                poll.last = poll.last.max(last);
-            }
-            // the rest of a feed that never says done is read by the next poll, from the cursor
-            if v.done.bool().unwrap_or(true) || v.changes.is_empty() || poll.requests >= 200 {
-                return Ok(poll);
-            }
-        }
     }
 
     /// One series by Orthanc ID: `None` when it is gone, else (entry, parent study, modality).
@@ -367,55 +313,6 @@ impl Orthanc {
             listed,
             &known,
             pass,
-            tx,
-        )
-        .await
-    }
-
-    /// Reads the series a changes poll named (plus `also`, labels to match again because an
-    /// image arrived), as a partial listing that stores the cursor.
-    pub async fn apply_changes(
-        &self,
-        poll: &ChangesPoll,
-        lookup: &dyn KnownLabels,
-        unmatched: &[(String, String)],
-        chunk: usize,
-        tx: &mpsc::Sender<Scan>,
-    ) -> Result<(), PacsError> {
-        let mut entries = Vec::new();
-        let mut image_arrived = false;
-        for id in &poll.series {
-            match self.series(id).await? {
-                Some((r, parent, modality)) if modality == "SEG" => entries.push((r, parent)),
-                Some(_) => image_arrived = true,
-                None => {}
-            }
-        }
-        let uids: Vec<&str> = entries.iter().map(|(r, _)| r.series.as_str()).collect();
-        let known = lookup.among(&uids);
-        let mut listed = self.with_studies(entries, &known).await?;
-        if image_arrived {
-            let have: HashSet<String> = listed.iter().map(|r| r.series.clone()).collect();
-            for (label, study) in unmatched {
-                if !have.contains(label) {
-                    listed.push(RemoteSeries {
-                        study: study.clone(),
-                        series: label.clone(),
-                        ..Default::default()
-                    });
-                }
-            }
-        }
-        backfill(
-            &self.dicomweb,
-            &self.source_name(),
-            listed,
-            &known,
-            Pass {
-                chunk,
-                complete: false,
-                cursor: Some(poll.last.to_string()),
-            },
             tx,
         )
         .await

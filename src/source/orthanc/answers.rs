@@ -115,4 +115,13 @@ pub(super) struct Change {
     pub resource: Option<String>,
     #[serde(rename = "ID", default, deserialize_with = "lenient")]
     pub id: Option<String>,
+    #[serde(rename = "Seq", default)]
+    pub seq: Loose,
+}
+
+/// `GET /statistics`: the one count the deletion check reads (the other fields are skipped).
+#[derive(Debug, Deserialize)]
+pub(super) struct Statistics {
+    #[serde(rename = "CountSeries", default)]
+    pub series: Loose,
 }
