@@ -23,10 +23,10 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-#[path = "backfill/first.rs"]
-mod first;
 #[path = "backfill/deletions.rs"]
 mod deletions;
+#[path = "backfill/first.rs"]
+mod first;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -17,9 +17,10 @@ mod answers;
 pub mod archive;
 mod deletions;
 mod feed;
+pub use answers::ChangesPoll;
 pub use answers::{Found, FoundInstance, FoundTags};
 pub use deletions::{Deletions, Verdict};
-pub use feed::{ChangesPoll, Feed};
+pub use feed::Feed;
 
 use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};

@@ -125,3 +125,17 @@ pub(super) struct Statistics {
     #[serde(rename = "CountSeries", default)]
     pub series: Loose,
 }
+
+/// What one poll of `/changes` found.
+#[derive(Debug, Default)]
+pub struct ChangesPoll {
+    /// Orthanc IDs of series that became stable (or new), in feed order, deduplicated.
+    pub series: Vec<String>,
+    /// Feed positions (Seq) of the NewSeries entries read: series created (and not deleted
+    /// since, or their entries would be gone), whatever `on_new_series` says.
+    pub created: Vec<i64>,
+    pub last: i64,
+    /// The feed said it was done: nothing after `last` when it was read.
+    pub caught_up: bool,
+    pub requests: usize,
+}

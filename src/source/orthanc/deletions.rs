@@ -55,8 +55,8 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use super::answers::ChangesPoll;
 use super::answers::Statistics;
-use super::feed::ChangesPoll;
 use super::Orthanc;
 use crate::source::endpoint::Endpoint;
 use crate::source::http::PacsError;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::answers::ChangesPage;
+use super::answers::{ChangesPage, ChangesPoll};
 use super::deletions::{Deletions, Verdict};
 use super::Orthanc;
 use crate::model::{KnownLabels, Scan};
@@ -19,20 +19,6 @@ use crate::source::dicomweb::{backfill, Pass, RemoteSeries};
 use crate::source::endpoint::{is_orthanc_id, Endpoint};
 use crate::source::http::PacsError;
 use crate::source::LiveCtx;
-
-/// What one poll of `/changes` found.
-#[derive(Debug, Default)]
-pub struct ChangesPoll {
-    /// Orthanc IDs of series that became stable (or new), in feed order, deduplicated.
-    pub series: Vec<String>,
-    /// Feed positions (Seq) of the NewSeries entries read: series created (and not deleted
-    /// since, or their entries would be gone), whatever `on_new_series` says.
-    pub created: Vec<i64>,
-    pub last: i64,
-    /// The feed said it was done: nothing after `last` when it was read.
-    pub caught_up: bool,
-    pub requests: usize,
-}
 
 /// Where the live loop of an Orthanc source stands.
 pub struct Feed {
