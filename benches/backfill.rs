@@ -749,8 +749,8 @@ fn callgrind_profiles(dir: &Path, emu: &Emu, orthanc: &str, n: usize) -> String 
         let out =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/callgrind.{name}.out"));
         let o = Command::new("valgrind")
-            .args(["--tool=callgrind", "--callgrind-out-file"])
-            .arg(&out)
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", out.display()))
             .arg(BIN)
             .current_dir(dir)
             .env("MONAI_API_KEY", &emu.key)
