@@ -165,6 +165,10 @@ fn every_refusal_says_why() {
     let named = faulty(&root, "named", |s| {
         s.segments = vec!["liver".into(), "tumour xyz".into()]
     });
+    // drawn in the other order: segment 1 is the kidney, which the experiment numbers 2
+    let swapped = faulty(&root, "swapped", |s| {
+        s.segments = vec!["kidney".into(), "liver".into()]
+    });
     std::fs::write(
         tmp.path().join("labels.json"),
         r#"{"1": "Liver", "2": "Kidney"}"#,
@@ -183,6 +187,10 @@ fn every_refusal_says_why() {
         (&sop, "frame 1 references SOP Instance"),
         (&far, "lies outside the source series extent"),
         (&short, "truncated pixel data"),
+        (
+            &swapped,
+            "segment 1 'kidney' would train as label 1 'Liver'; Kidney is label 2",
+        ),
     ];
     for (s, why) in expect_invalid {
         let l = st(s);
