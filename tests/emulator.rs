@@ -329,3 +329,52 @@ fn faults_are_injected_in_order_and_counted() {
     assert!(b["error_code"].is_i64());
     assert_eq!(emu.call("GET", &base, Some(&t), None).0, 200);
 }
+
+/// The guide cancels the CL job, then "the train job if not Done": cancelling the CL job must
+/// leave its running round for that cell. And `key_metric` is optional in `stop_criteria`.
+#[test]
+fn cancelling_the_cl_job_leaves_its_train_round_to_the_guide() {
+    // rounds that outlast the test's steps
+    let emu = Emu::with(EmulatorConfig {
+        train_seconds: 30.0,
+        ..Default::default()
+    });
+    let (t, ds, exp, cl) = setup(&emu, 1, 3);
+    notify(
+        &emu,
+        &t,
+        &ds,
+        json!({"added": [{"image": "I1", "label": "L1"}]}),
+    );
+    let train = jobs(&emu, &t, &exp)
+        .into_iter()
+        .find(|j| j["action"] == "train")
+        .expect("a round started");
+    let train_id = train["id"].as_str().unwrap().to_string();
+    let act = |job: &str, a: &str| {
+        emu.call(
+            "POST",
+            &format!("{ORG}/experiments/{exp}/jobs/{job}:{a}"),
+            Some(&t),
+            None,
+        )
+        .0
+    };
+    assert_eq!(act(&cl, "cancel"), 200);
+    let (_, j) = emu.call(
+        "GET",
+        &format!("{ORG}/experiments/{exp}/jobs/{train_id}"),
+        Some(&t),
+        None,
+    );
+    assert_eq!(j["status"], "Running", "{j}");
+    assert_eq!(act(&train_id, "cancel"), 200);
+    let (s, job) = emu.call(
+        "POST",
+        &format!("{ORG}/experiments/{exp}/jobs"),
+        Some(&t),
+        Some(json!({"action": "annotation", "specs": {"round_size": 1,
+            "stop_criteria": {"max_rounds": 2}, "train_spec": {"epochs": 1, "val_interval": 1}}})),
+    );
+    assert_eq!(s, 201, "{job}");
+}

@@ -120,7 +120,7 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         round_size: 2,
         stop_criteria: StopCriteria {
             max_rounds: 2,
-            key_metric: 0.99,
+            key_metric: Some(0.99),
         },
         train_spec: TrainSpec {
             epochs: 1,

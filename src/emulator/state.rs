@@ -61,7 +61,7 @@ pub(super) struct ClState {
     pub(super) job: String,
     pub(super) round_size: usize,
     pub(super) max_rounds: u32,
-    pub(super) key_metric: f64,
+    pub(super) key_metric: Option<f64>,
     pub(super) pending_images: BTreeSet<String>,
     pub(super) rounds_started: u32,
     pub(super) rounds_done: u32,
@@ -222,7 +222,7 @@ impl Emu {
                 };
                 cl.rounds_done += 1;
                 cl.last_metric = Some(metric);
-                cl.rounds_done >= cl.max_rounds || metric >= cl.key_metric
+                cl.rounds_done >= cl.max_rounds || cl.key_metric.is_some_and(|k| metric >= k)
             };
             let (rounds_done, last) = {
                 let cl = &self.cl[&cl_id];

@@ -49,10 +49,7 @@ pub(super) async fn create_job(
                     job: id.clone(),
                     round_size: round_size as usize,
                     max_rounds: stop.get("max_rounds").and_then(Value::as_u64).unwrap_or(1) as u32,
-                    key_metric: stop
-                        .get("key_metric")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(1.0),
+                    key_metric: stop.get("key_metric").and_then(Value::as_f64),
                     pending_images: BTreeSet::new(),
                     rounds_started: 0,
                     rounds_done: 0,
@@ -214,20 +211,8 @@ pub(super) async fn job_action(
         }
         other => return Err(not_found(format!("Unsupported job action: {other}"))),
     };
-    let children: Vec<String> = if action == "cancel" {
-        emu.jobs
-            .values()
-            .filter(|j| j.parent.as_deref() == Some(job) && !j.status.is_terminal())
-            .map(|j| j.id.clone())
-            .collect()
-    } else {
-        vec![]
-    };
-    for c in children {
-        if let Some(j) = emu.jobs.get_mut(&c) {
-            j.status = JobStatus::Canceled;
-        }
-    }
+    // only the job named: cancelling a CL job leaves its running train round alone, which the
+    // guide then cancels itself ("cancel the train job if not Done"), as on the real service
     if let Some(j) = emu.jobs.get_mut(job) {
         j.logs.push(format!("{action} requested: now {new_status}"));
         j.status = new_status;

@@ -82,7 +82,9 @@ pub struct AnnotationSpecs {
 #[derive(Debug, Clone, Serialize)]
 pub struct StopCriteria {
     pub max_rounds: u64,
-    pub key_metric: f64,
+    /// Optional, as in the guide: without it only `max_rounds` stops the job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_metric: Option<f64>,
 }
 
 /// `{"epochs", "val_interval"}`, optionally with MLflow tracking.
@@ -275,7 +277,7 @@ mod tests {
             round_size: 2,
             stop_criteria: StopCriteria {
                 max_rounds: 3,
-                key_metric: 0.9,
+                key_metric: Some(0.9),
             },
             train_spec: TrainSpec {
                 epochs: 1,

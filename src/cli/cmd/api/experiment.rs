@@ -64,8 +64,9 @@ pub enum ClCmd {
         round_size: u64,
         #[arg(long)]
         max_rounds: u64,
-        #[arg(long, default_value_t = 0.9)]
-        key_metric: f64,
+        /// Stop when a round reaches this key metric (optional: else only --max-rounds stops)
+        #[arg(long)]
+        key_metric: Option<f64>,
         #[arg(long, default_value_t = 1)]
         epochs: u64,
         #[arg(long, default_value_t = 1)]
