@@ -86,6 +86,13 @@ fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
         files.extend(write_seg(&dir.join(format!("b{i}")), &s, "seg").unwrap());
         segs.push(s.series_uid());
     }
+    // one image series is MR: outside the filter, its label is unusable on every path
+    let mut mr = CtSeries::new("bulk-mr", 2);
+    mr.modality = "MR".into();
+    files.extend(write_ct(&dir.join("mr"), &mr, "IM").unwrap());
+    let s = SegSpec::new("bulk-mr-seg", &mr);
+    files.extend(write_seg(&dir.join("mr"), &s, "seg").unwrap());
+    segs.push(s.series_uid());
     // one image series is gone: its label must stay unmatched on every path
     let orphan = CtSeries::new("bulk-orphan", 2);
     let s = SegSpec::new("bulk-orphan-seg", &orphan);
@@ -127,7 +134,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     let proxy = SlowProxy::counting(&orthanc.url);
     let dw = format!("{}/dicom-web", proxy.url);
     let (direct, _) = scan(dir.path(), &["--dicomweb", &dw]);
-    assert_eq!(direct.len(), N + 1, "{direct:?}");
+    assert_eq!(direct.len(), N + 2, "{direct:?}");
     let ready = direct.iter().filter(|l| l.1 == "ready").count();
     assert_eq!(ready, N, "{direct:?}");
     // the geometry was checked (from the listed instance query)
@@ -135,9 +142,9 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         direct.iter().all(|l| !l.3.contains("geometry not checked")),
         "{direct:?}"
     );
-    let orphan = direct.iter().find(|l| l.1 != "ready").unwrap();
-    assert_eq!(orphan.0, segs[N]);
-    assert_eq!(orphan.1, "unmatched", "{orphan:?}");
+    let status = |uid: &str| direct.iter().find(|l| l.0 == uid).unwrap().1.clone();
+    assert_eq!(status(&segs[N]), "unusable", "{direct:?}");
+    assert_eq!(status(&segs[N + 1]), "unmatched", "{direct:?}");
     // each SEG fetched once (a retrieve), no metadata call, the geometry and the index listed
     let lines = proxy.requests.lock().unwrap().clone();
     let retrieves = lines
@@ -150,7 +157,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .iter()
         .filter(|l| l.contains("SeriesInstanceUID=") && l.contains("%2C"))
         .count();
-    assert_eq!(retrieves, N + 1, "{lines:#?}");
+    assert_eq!(retrieves, N + 2, "{lines:#?}"); // every SEG fetched once
     assert_eq!(metadata, 0, "{lines:#?}");
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());

@@ -3,6 +3,7 @@
 //! is complete (only a complete listing may turn "not seen" into "gone").
 
 pub mod dicomweb;
+pub mod filter;
 pub mod folder;
 pub mod orthanc;
 

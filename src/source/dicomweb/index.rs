@@ -61,9 +61,14 @@ impl DicomWeb {
                 };
                 let study = hit.study().filter(|s| is_uid(s)).unwrap_or_default();
                 let modality = hit.modality().unwrap_or_default();
-                let passes = match &self.image_filter {
-                    None => true,
-                    Some(f) => {
+                let local = self
+                    .image_filter
+                    .as_deref()
+                    .and_then(crate::source::filter::ModalityFilter::local);
+                let passes = match (&self.image_filter, local) {
+                    (None, _) => true,
+                    (Some(_), Some(l)) => l.allows(&modality),
+                    (Some(f), None) => {
                         let q = Endpoint::at(&["series"])
                             .query("SeriesInstanceUID", &uid)
                             .filter(f);
@@ -151,8 +156,15 @@ impl DicomWeb {
         let listable: Vec<&str> = listable.into_iter().map(String::as_str).collect();
         let want: HashSet<&str> = listable.iter().copied().collect();
         let found = find_by_uids(rest, "Series", "SeriesInstanceUID", &listable).await?;
+        // a plain Modality filter is checked on the Modality the answer already holds: a second
+        // find with the filter costs Orthanc a scan (1.2 s per 500 UIDs at 10,000 series)
+        let local = self
+            .image_filter
+            .as_deref()
+            .and_then(crate::source::filter::ModalityFilter::local);
         let passing: Option<HashSet<String>> = match &self.image_filter {
             None => None,
+            Some(_) if local.is_some() => None,
             Some(f) => {
                 let mut q = serde_json::Map::new();
                 for pair in f.split('&') {
@@ -184,7 +196,10 @@ impl DicomWeb {
                 continue;
             };
             let modality = s.tags.modality.unwrap_or_default();
-            let passes = passing.as_ref().is_none_or(|p| p.contains(&s.id));
+            let passes = match &local {
+                Some(l) => l.allows(&modality),
+                None => passing.as_ref().is_none_or(|p| p.contains(&s.id)),
+            };
             out.insert(uid, (study.clone(), modality, passes));
         }
         Ok((out, odd.into_iter().cloned().collect()))
@@ -220,8 +235,20 @@ impl DicomWeb {
                 None => ask.extend(batch),
             }
         }
+        let local = self
+            .image_filter
+            .as_deref()
+            .and_then(crate::source::filter::ModalityFilter::local);
         let passing: Option<HashSet<String>> = match &self.image_filter {
             None => None,
+            // a plain Modality filter: the Modality of the first answer says it
+            Some(_) if local.is_some() => Some(
+                found
+                    .iter()
+                    .filter(|(_, (_, m))| local.as_ref().is_some_and(|l| l.allows(m)))
+                    .map(|(u, _)| u.clone())
+                    .collect(),
+            ),
             Some(f) => {
                 let listed: Vec<String> = found.keys().cloned().collect();
                 let filtered = |at: Endpoint| at.filter(f);

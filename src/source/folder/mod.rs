@@ -181,65 +181,7 @@ pub fn list_cached(root: &Path, cache: &mut HeaderCache) -> Result<Listing, Fold
     Ok(listing)
 }
 
-/// The dataset's image filter as a folder can apply it: the folder knows each image series'
-/// Modality from its headers, so `Modality=CT` (or a QIDO list, `Modality=CT,MR`) is understood;
-/// any other attribute is refused when the settings are read, never silently ignored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModalityFilter {
-    query: String,
-    allowed: Vec<String>,
-}
-
-impl ModalityFilter {
-    /// Parses a QIDO-style filter; `Err` names what a folder cannot apply.
-    pub fn parse(query: &str) -> Result<ModalityFilter, String> {
-        let mut allowed = Vec::new();
-        for part in query.split('&').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((key, value)) = part.split_once('=') else {
-                return Err(format!("image filter {query:?}: {part:?} is not KEY=VALUE"));
-            };
-            let key = key.trim();
-            if !(key.eq_ignore_ascii_case("Modality")
-                || key == crate::dicom::json::json_key(dicom_dictionary_std::tags::MODALITY))
-            {
-                return Err(format!(
-                    "image filter {query:?}: a folder source can filter only on Modality, not {key}"
-                ));
-            }
-            allowed.extend(
-                value
-                    .split(',')
-                    .map(|v| v.trim().to_ascii_uppercase())
-                    .filter(|v| !v.is_empty()),
-            );
-        }
-        if allowed.is_empty() {
-            return Err(format!("image filter {query:?}: no Modality value"));
-        }
-        Ok(ModalityFilter {
-            query: query.to_string(),
-            allowed,
-        })
-    }
-
-    /// The filter as it was given.
-    pub fn query(&self) -> &str {
-        &self.query
-    }
-
-    /// Marks the index's image series whose modality the filter does not allow.
-    pub fn apply(&self, index: &mut crate::dicom::ImageIndex) {
-        let out: Vec<String> = index
-            .series_modalities()
-            .into_iter()
-            .filter(|(_, m)| !self.allowed.iter().any(|a| a.eq_ignore_ascii_case(m)))
-            .map(|(s, _)| s.to_string())
-            .collect();
-        for s in out {
-            index.exclude(&s, self.query.clone());
-        }
-    }
-}
+pub use crate::source::filter::ModalityFilter;
 
 /// Lists a folder and matches what it holds (no quality gate).
 pub fn scan_folder(root: &Path) -> Result<crate::model::scan::Scan, FolderError> {
@@ -500,21 +442,5 @@ impl FolderSource {
             stow_ready(&mut scan, &stow.client, &known).await;
         }
         Ok(scan)
-    }
-}
-
-#[cfg(test)]
-mod filter_tests {
-    use super::ModalityFilter;
-
-    #[test]
-    fn a_folder_understands_modality_and_refuses_the_rest() {
-        let f = ModalityFilter::parse("Modality=ct,MR").unwrap();
-        assert_eq!(f.allowed, vec!["CT", "MR"]);
-        assert!(ModalityFilter::parse("00080060=CT").is_ok());
-        let e = ModalityFilter::parse("StudyDescription=abdomen").unwrap_err();
-        assert!(e.contains("only on Modality"), "{e}");
-        assert!(ModalityFilter::parse("Modality=").is_err());
-        assert!(ModalityFilter::parse("CT").is_err());
     }
 }
