@@ -493,8 +493,9 @@ fn orthanc_bulk_lookups_agree_with_one_query_per_series() {
     lab.orthanc.stow(&files);
 
     let scan = |source: &[String]| {
-        let o = lab
-            .cmd("scan", &args(source))
+        let o = segbridge(lab.dir.path())
+            .arg("scan")
+            .args(source)
             .args(["--json", "--no-validate", "--image-filter", "Modality=CT"])
             .output()
             .unwrap();

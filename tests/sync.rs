@@ -399,7 +399,7 @@ fn config_errors_exit_2_with_one_clear_line() {
     }
     // a config file with a typo names the file
     std::fs::write(f.join("bad.toml"), "datset = 'x'\n").unwrap();
-    let o = run(&["--config", "bad.toml", "scan", "--folder", "."], false);
+    let o = run(&["scan", "--config", "bad.toml", "--folder", "."], false);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml"));
 }
@@ -421,7 +421,7 @@ fn config_file_and_env_supply_settings() {
     .unwrap();
     let o = segbridge(c.dir.path())
         .env("MONAI_API_KEY", &c.emu.key)
-        .args(["--config", "segbridge.toml", "sync"])
+        .args(["sync", "--config", "segbridge.toml"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -430,7 +430,7 @@ fn config_file_and_env_supply_settings() {
     // env beats the file
     let o = segbridge(c.dir.path())
         .env("SEGBRIDGE_STATE", "from-env.db")
-        .args(["--config", "segbridge.toml", "status"])
+        .args(["status", "--config", "segbridge.toml"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

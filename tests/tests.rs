@@ -15,6 +15,7 @@
 
 mod common;
 
+mod api;
 mod attacks_files;
 mod attacks_http;
 mod attacks_pacs;
