@@ -272,6 +272,26 @@ fn basic_auth_and_a_wrong_password() {
     assert!(all.contains("401"), "{all}");
     assert!(!all.contains("wrong-pw-123"), "password leaked: {all}");
     assert!(lab.got().is_empty());
+    // the error names the fix, and no count line pretends the source was listed
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused user \"bridge\"") && err.contains("DICOMWEB_PASSWORD"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    for source in [lab.rest(), lab.dicomweb()] {
+        let o = segbridge(lab.dir.path())
+            .arg("scan")
+            .args(&source)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        for fix in ["--dicomweb-user", "DICOMWEB_PASSWORD", "DICOMWEB_TOKEN"] {
+            assert!(err.contains(fix), "{source:?}: {err}");
+        }
+        assert!(o.stdout.is_empty(), "{source:?}: {}", text(&o));
+    }
     let o = lab
         .cmd("sync", &src)
         .env("DICOMWEB_PASSWORD", "s3cret-pw")

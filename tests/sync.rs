@@ -561,4 +561,24 @@ fn demo_runs_offline_and_starts_rounds() {
     assert!(out.contains("notified 6 labels"), "{out}");
     assert!(out.contains("round 1") && out.contains("round 2"), "{out}");
     assert!(out.contains("0 changes, 0 notify calls"), "{out}");
+    // two rounds of two: the CL job is over, and says so rather than promise a next round
+    assert!(
+        out.contains("rounds 2 of 2 (max_rounds reached: no further round)"),
+        "{out}"
+    );
+    assert!(!out.contains("next round"), "{out}");
+    // the scan table's columns hold the longest UIDs: every IMAGE SERIES starts in one column
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("ready ") || l.starts_with("superseded ") || l.starts_with("invalid ")
+        })
+        .collect();
+    let header = out.lines().find(|l| l.starts_with("STATUS")).unwrap();
+    let col = header.find("IMAGE SERIES").unwrap();
+    assert!(rows.len() > 3, "{out}");
+    for r in rows {
+        assert_eq!(r.as_bytes()[col - 1], b' ', "{r}");
+        assert_ne!(r.as_bytes()[col], b' ', "{r}");
+    }
 }
