@@ -20,6 +20,7 @@ mod attacks_files;
 mod attacks_http;
 mod attacks_pacs;
 mod bulk;
+mod cli;
 mod corpus;
 mod determinism;
 mod emulator;
