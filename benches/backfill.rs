@@ -804,7 +804,7 @@ fn accept_of(path: &str) -> &'static str {
     } else if path.contains("/dicom-web/studies/") && !path.ends_with("/metadata") {
         "multipart/related; type=\\\"application/dicom\\\"; transfer-syntax=*"
     } else {
-        "application/dicom+json, application/json"
+        "application/dicom+json"
     }
 }
 

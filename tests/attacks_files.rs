@@ -406,9 +406,9 @@ fn small_ones_status_read_only_modes_and_bad_ports() {
         let cfg = dir.path().join(format!("c{i}.toml"));
         std::fs::write(&cfg, line).unwrap();
         let o = segbridge(dir.path())
+            .arg("status")
             .arg("--config")
             .arg(&cfg)
-            .args(["status"])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));

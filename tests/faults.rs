@@ -433,7 +433,7 @@ fn secrets_never_appear_in_any_output() {
             .env("DICOMWEB_PASSWORD", "pacs-SECRET-pw-4471")
             .env("SEGBRIDGE_HOOK_TOKEN", "hook-SECRET-tok-1234")
             .env("RUST_LOG", "segbridge=trace")
-            .args(["--api", &emu.url]);
+            .env("SEGBRIDGE_API", &emu.url);
     };
     let runs: Vec<Vec<String>> = vec![
         vec![

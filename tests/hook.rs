@@ -280,6 +280,25 @@ fn a_restart_while_orthanc_keeps_storing_loses_nothing() {
     // the reconcile on start finds them
     h.wait_entries(3, Duration::from_secs(10), "the SEGs stored while down");
     stop(serve);
+    // started again with nothing new to send: /healthz still knows the last success (from
+    // the ledger; it was in memory only, and said "never" after every restart)
+    let serve = h.serve();
+    let (code, hz) = h.get("/healthz").unwrap();
+    assert_eq!(code, 200, "{hz}");
+    let hz: serde_json::Value = serde_json::from_str(&hz).unwrap();
+    assert!(hz["last_successful_notify"].is_string(), "{hz}");
+    assert!(
+        hz["seconds_since_last_success"].as_i64().unwrap() >= 0,
+        "{hz}"
+    );
+    let m = h.metric("segbridge_seconds_since_last_success ");
+    assert!(m.is_some(), "not a count of seconds");
+    assert_eq!(
+        h.metric("segbridge_entries_sent_total "),
+        Some(0),
+        "something was sent"
+    );
+    stop(serve);
 }
 
 #[test]

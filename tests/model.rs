@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use segbridge::app::settings::{ApiLayer, Layers, Settings, SourceLayer};
+use segbridge::app::settings::{Layers, Settings, SourceLayer, StateLayer};
 use segbridge::dicom::quality::Validator;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
 use segbridge::ledger::Ledger;
@@ -314,9 +314,8 @@ impl World {
                 image_filter: self.filter.map(str::to_string),
                 ..Default::default()
             },
-            api: ApiLayer {
+            state: StateLayer {
                 state: Some(state.clone()),
-                ..Default::default()
             },
             ..Default::default()
         })

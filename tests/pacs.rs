@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::common::orthanc::Orthanc;
 use crate::common::*;
-use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
+use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
 use serde_json::json;
 
 /// A real Orthanc, the emulator and a state dir (tests/deletions.rs uses it too).
@@ -283,6 +283,26 @@ fn basic_auth_and_a_wrong_password() {
     assert!(all.contains("401"), "{all}");
     assert!(!all.contains("wrong-pw-123"), "password leaked: {all}");
     assert!(lab.got().is_empty());
+    // the error names the fix, and no count line pretends the source was listed
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refused user \"bridge\"") && err.contains("DICOMWEB_PASSWORD"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+    for source in [lab.rest(), lab.dicomweb()] {
+        let o = segbridge(lab.dir.path())
+            .arg("scan")
+            .args(&source)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        for fix in ["--dicomweb-user", "DICOMWEB_PASSWORD", "DICOMWEB_TOKEN"] {
+            assert!(err.contains(fix), "{source:?}: {err}");
+        }
+        assert!(o.stdout.is_empty(), "{source:?}: {}", text(&o));
+    }
     let o = lab
         .cmd("sync", &src)
         .env("DICOMWEB_PASSWORD", "s3cret-pw")
@@ -504,8 +524,9 @@ fn orthanc_bulk_lookups_agree_with_one_query_per_series() {
     lab.orthanc.stow(&files);
 
     let scan = |source: &[String]| {
-        let o = lab
-            .cmd("scan", &args(source))
+        let o = segbridge(lab.dir.path())
+            .arg("scan")
+            .args(source)
             .args(["--json", "--no-validate", "--image-filter", "Modality=CT"])
             .output()
             .unwrap();
@@ -527,4 +548,37 @@ fn orthanc_bulk_lookups_agree_with_one_query_per_series() {
         (14, 4, 3),
         "{by_rest:#?}"
     );
+}
+
+/// Every request segbridge makes is one Orthanc serves without complaint: the Accept header
+/// was "application/dicom+json, application/json", and Orthanc's DICOMweb plugin logged
+/// "Unsupported return MIME type" for every QIDO and metadata request.
+#[test]
+fn orthanc_logs_no_error_for_segbridge_requests() {
+    let lab = Lab::new();
+    let a = lab.ct("a", true);
+    lab.stored_seg("s", &a, "20240101");
+    // a SEG without ReferencedSeriesSequence: its frames' instances are looked up
+    let noref = lab.ct("noref", true);
+    let mut s = SegSpec::new("noref-seg", &noref);
+    s.refs = Refs::SourceOnly;
+    lab.orthanc
+        .stow(&write_seg(&lab.gen().join("segs"), &s, "noref-seg").unwrap());
+    for source in [lab.dicomweb(), lab.rest()] {
+        let o = segbridge(lab.dir.path())
+            .arg("scan")
+            .args(&source)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("2 SEG series matched to 2 image series"),
+            "{out}"
+        );
+    }
+    lab.sync_ok(&args(&lab.dicomweb()));
+    let log = lab.orthanc.log();
+    assert!(!log.contains("Unsupported return MIME type"), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with('E')), "{log}");
 }

@@ -280,9 +280,9 @@ fn experiment_labels_come_from_the_api() {
     let o = segbridge(tmp.path())
         .env("MONAI_API_KEY", &emu.key)
         .args([
+            "scan",
             "--api",
             &emu.url,
-            "scan",
             "--json",
             "--strict-labels",
             "--experiment",

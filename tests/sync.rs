@@ -399,7 +399,7 @@ fn config_errors_exit_2_with_one_clear_line() {
     }
     // a config file with a typo names the file
     std::fs::write(f.join("bad.toml"), "datset = 'x'\n").unwrap();
-    let o = run(&["--config", "bad.toml", "scan", "--folder", "."], false);
+    let o = run(&["scan", "--config", "bad.toml", "--folder", "."], false);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml"));
 }
@@ -421,7 +421,7 @@ fn config_file_and_env_supply_settings() {
     .unwrap();
     let o = segbridge(c.dir.path())
         .env("MONAI_API_KEY", &c.emu.key)
-        .args(["--config", "segbridge.toml", "sync"])
+        .args(["sync", "--config", "segbridge.toml"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -430,7 +430,7 @@ fn config_file_and_env_supply_settings() {
     // env beats the file
     let o = segbridge(c.dir.path())
         .env("SEGBRIDGE_STATE", "from-env.db")
-        .args(["--config", "segbridge.toml", "status"])
+        .args(["status", "--config", "segbridge.toml"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -561,4 +561,24 @@ fn demo_runs_offline_and_starts_rounds() {
     assert!(out.contains("notified 6 labels"), "{out}");
     assert!(out.contains("round 1") && out.contains("round 2"), "{out}");
     assert!(out.contains("0 changes, 0 notify calls"), "{out}");
+    // two rounds of two: the CL job is over, and says so rather than promise a next round
+    assert!(
+        out.contains("rounds 2 of 2 (max_rounds reached: no further round)"),
+        "{out}"
+    );
+    assert!(!out.contains("next round"), "{out}");
+    // the scan table's columns hold the longest UIDs: every IMAGE SERIES starts in one column
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            l.starts_with("ready ") || l.starts_with("superseded ") || l.starts_with("invalid ")
+        })
+        .collect();
+    let header = out.lines().find(|l| l.starts_with("STATUS")).unwrap();
+    let col = header.find("IMAGE SERIES").unwrap();
+    assert!(rows.len() > 3, "{out}");
+    for r in rows {
+        assert_eq!(r.as_bytes()[col - 1], b' ', "{r}");
+        assert_ne!(r.as_bytes()[col], b' ', "{r}");
+    }
 }

@@ -15,10 +15,12 @@
 
 mod common;
 
+mod api;
 mod attacks_files;
 mod attacks_http;
 mod attacks_pacs;
 mod bulk;
+mod cli;
 mod corpus;
 mod deletions;
 mod determinism;

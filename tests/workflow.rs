@@ -12,34 +12,36 @@ use segbridge::emulator::EmulatorConfig;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, SegSpec};
 use serde_json::Value;
 
-struct W<'a> {
-    emu: &'a Emu,
-    dir: &'a Path,
+/// `segbridge` against the emulator, run in `dir` (also used by `api.rs`).
+pub(crate) struct W<'a> {
+    pub emu: &'a Emu,
+    pub dir: &'a Path,
 }
 
 impl W<'_> {
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         segbridge(self.dir)
             .env("MONAI_API_KEY", &self.emu.key)
             .env("AWS_ACCESS_KEY_ID", "AKIA-TEST-ID")
             .env("AWS_SECRET_ACCESS_KEY", "aws-secret-never-printed")
+            .arg(args[0])
             .args(["--api", &self.emu.url, "--retry-for", "3"])
-            .args(args)
+            .args(&args[1..])
             .output()
             .unwrap()
     }
-    fn ok(&self, args: &[&str]) -> String {
+    pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).to_string()
     }
-    fn json(&self, args: &[&str]) -> Value {
+    pub fn json(&self, args: &[&str]) -> Value {
         let mut a = vec!["api", "--json"];
         a.extend_from_slice(args);
         let out = self.ok(&a);
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
     }
-    fn fails(&self, args: &[&str], code: i32, needle: &str) {
+    pub fn fails(&self, args: &[&str], code: i32, needle: &str) {
         let o = self.run(args);
         assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
         let err = String::from_utf8_lossy(&o.stderr);
@@ -70,7 +72,7 @@ fn the_guide_workflow_end_to_end() {
     // login: a bad key is a clear error, a good one prints the user id and never the token
     let o = segbridge(tmp.path())
         .env("MONAI_API_KEY", "bad-key-77")
-        .args(["--api", &emu.url, "api", "login"])
+        .args(["api", "login", "--api", &emu.url])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -95,8 +97,7 @@ fn the_guide_workflow_end_to_end() {
     assert_eq!(bases[0]["version"], "0.5.8", "newest first: {bases:?}");
     assert!(bases.iter().all(|b| b["network_arch"] == "monai_vista3d"));
     let base = bases[0]["id"].as_str().unwrap().to_string();
-    let ws_out = w.ok(&[
-        "api",
+    let ws_args = [
         "workspace",
         "create",
         "--name",
@@ -105,13 +106,27 @@ fn the_guide_workflow_end_to_end() {
         "aws",
         "--bucket",
         "wf-bucket",
-    ]);
+    ];
+    let ws_out = w.ok(&[&["api"][..], &ws_args].concat());
     assert!(!ws_out.contains("aws-secret-never-printed"), "{ws_out}");
     let ws = ws_out
         .trim()
         .strip_prefix("workspace ")
         .unwrap()
         .to_string();
+    // like every create, the JSON is the object created (its credentials never shown)
+    let ws_json = w.json(&ws_args);
+    assert_eq!(ws_json["name"], "wf", "{ws_json}");
+    assert_eq!(
+        ws_json["cloud_specific_details"]["cloud_bucket_name"],
+        "wf-bucket"
+    );
+    assert!(ws_json["id"].is_string(), "{ws_json}");
+    let shown = ws_json.to_string();
+    assert!(
+        !shown.contains("aws-secret-never-printed") && !shown.contains("AKIA-TEST-ID"),
+        "{shown}"
+    );
     std::fs::write(
         tmp.path().join("labels.json"),
         r#"{"1": "liver", "2": "kidney"}"#,
@@ -149,10 +164,20 @@ fn the_guide_workflow_end_to_end() {
         "--mlflow-experiment",
         "wf",
     ]);
-    let cl = cl["job"].as_str().unwrap().to_string();
+    // the job created, read back (the server answers its id alone)
+    assert_eq!(cl["action"], "annotation", "{cl}");
+    assert!(cl["status"].is_string(), "{cl}");
+    let cl = cl["id"].as_str().unwrap().to_string();
 
-    // the server recommends an image of the dataset
-    let next = w.json(&["next-image", "--dataset", &ds]);
+    // the server recommends an image of the dataset, named by SEGBRIDGE_DATASET as for sync
+    let o = segbridge(tmp.path())
+        .env("MONAI_API_KEY", &emu.key)
+        .env("SEGBRIDGE_DATASET", &ds)
+        .args(["api", "--json", "next-image", "--api", &emu.url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let next: Value = serde_json::from_slice(&o.stdout).unwrap();
     let img = next["image"].as_str().unwrap().to_string();
     assert!(cts.iter().any(|c| c.series == img), "{next}");
     assert!(next["meta"]["RetrieveURL"].as_str().unwrap().contains(&img));
@@ -245,6 +270,37 @@ fn the_guide_workflow_end_to_end() {
     ]);
     let st = w.json(&["job", "status", "--experiment", &exp, &train]);
     assert_eq!(st["status"], "Done");
+    // like the guide's wait_for_job: a job past the status waited for fails, clearly
+    w.fails(
+        &[
+            "api",
+            "job",
+            "wait",
+            "--experiment",
+            &exp,
+            &train,
+            "--until",
+            "Running",
+            "--interval",
+            "0.1",
+        ],
+        6,
+        "is already Done: it has passed Running",
+    );
+    w.fails(
+        &[
+            "api",
+            "job",
+            "wait",
+            "--experiment",
+            &exp,
+            &train,
+            "--until",
+            "Canceled",
+        ],
+        2,
+        "Canceled",
+    );
     assert!(w
         .ok(&["api", "job", "logs", "--experiment", &exp, &cl])
         .contains("round 1"));
@@ -336,89 +392,4 @@ fn the_guide_workflow_end_to_end() {
         3,
         "not found",
     );
-}
-
-#[test]
-fn api_errors_are_clear() {
-    let emu = Emu::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let w = W {
-        emu: &emu,
-        dir: tmp.path(),
-    };
-    w.fails(
-        &["api", "dataset", "delete", "no-such-id"],
-        3,
-        "HTTP 404 (error_code 2: Dataset no-such-id not found)",
-    );
-    w.fails(
-        &["api", "job", "status", "--experiment", "nope", "j"],
-        3,
-        "Job j not found",
-    );
-    w.fails(
-        &[
-            "api",
-            "experiment",
-            "create",
-            "--name",
-            "x",
-            "--base",
-            "b",
-            "--dataset",
-            "d",
-            "--workspace",
-            "w",
-            "--labels",
-            "missing.json",
-        ],
-        2,
-        "missing.json",
-    );
-    std::fs::write(tmp.path().join("bad.json"), r#"["liver"]"#).unwrap();
-    w.fails(
-        &[
-            "api",
-            "experiment",
-            "create",
-            "--name",
-            "x",
-            "--base",
-            "b",
-            "--dataset",
-            "d",
-            "--workspace",
-            "w",
-            "--labels",
-            "bad.json",
-        ],
-        2,
-        "label numbers to names",
-    );
-    w.fails(
-        &[
-            "api",
-            "workspace",
-            "create",
-            "--name",
-            "x",
-            "--cloud",
-            "azure",
-            "--bucket",
-            "b",
-        ],
-        2,
-        "AZURE_STORAGE_ACCOUNT",
-    );
-    let ds = emu.create_dataset();
-    w.fails(
-        &["api", "next-image", "--dataset", &ds],
-        3,
-        "Unable to query DICOMweb server",
-    );
-    let o = segbridge(tmp.path())
-        .args(["--api", &emu.url, "api", "login"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

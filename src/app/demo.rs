@@ -116,10 +116,11 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
         .id
         .context("no experiment id")?;
     println!("experiment  {exp_id}");
+    let max_rounds = 2;
     let cl_specs = AnnotationSpecs {
         round_size: 2,
         stop_criteria: StopCriteria {
-            max_rounds: 2,
+            max_rounds,
             key_metric: Some(0.99),
         },
         train_spec: TrainSpec {
@@ -206,11 +207,21 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
                 j.key_metric().map_or(Value::Null, Value::from)
             );
         } else {
+            let rounds = shown(result, "rounds");
+            // once max_rounds is reached there is no next round to wait for
+            let next = if rounds.as_u64().is_some_and(|r| r >= max_rounds) {
+                "max_rounds reached: no further round".to_string()
+            } else if j.status.is_terminal() {
+                "the job has ended: no further round".to_string()
+            } else {
+                format!(
+                    "images waiting for the next round: {}",
+                    shown(result, "images_pending")
+                )
+            };
             println!(
-                "CL job   {id}  {:<8} rounds {} (images waiting for the next round: {})",
+                "CL job   {id}  {:<8} rounds {rounds} of {max_rounds} ({next})",
                 j.status.as_str(),
-                shown(result, "rounds"),
-                shown(result, "images_pending")
             );
         }
     }

@@ -116,6 +116,12 @@ pub async fn run_live(
     let mut armed = false;
     let mut depth = ledger.outbox_depth(Some(&opts.dataset))?;
     metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
+    // the last success survives a restart: /healthz and /metrics read it from the ledger
+    if let Some(t) = ledger.last_notify()? {
+        metrics
+            .last_success
+            .store(t.max(0) as u64, Ordering::Relaxed);
+    }
     client.set_cancel(shutdown.clone());
     loop {
         let deliver_at = tokio::time::Instant::from_std(next_delivery);

@@ -252,6 +252,29 @@ pub async fn deliver<N: Notifier>(
     }
 }
 
+/// `api notify`: one notify call by hand (the guide's "Notify Server" cell) through the same
+/// client, login and retries as the bridge; once the API accepted it, it is journalled in the
+/// ledger, marked by hand. Open the ledger before: an accepted call is then never left
+/// unjournalled for want of the state file's lock.
+pub async fn notify_by_hand(
+    ledger: &mut Ledger,
+    client: &mut Client,
+    dataset: &str,
+    change: &Change,
+) -> Result<NotifyBody, DeliveryError> {
+    let body = NotifyBody::one(change);
+    client.notify(dataset, &body).await?;
+    ledger.journal_by_hand(dataset, change)?;
+    info!(
+        dataset,
+        "notified by hand: {} {}<-{}",
+        change.section.as_str(),
+        change.image,
+        change.label
+    );
+    Ok(body)
+}
+
 fn entry_list(v: &[crate::monai::Entry]) -> Vec<String> {
     v.iter()
         .map(|e| format!("{}<-{}", e.image, e.label))

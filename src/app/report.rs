@@ -25,28 +25,36 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let files = if scan.listing.files_seen > 0 {
-        format!("{} files, ", scan.listing.files_seen)
-    } else {
-        String::new()
-    };
-    writeln!(
-        out,
-        "{}: {files}{} image series, {} SEG series",
-        scan.listing.source,
-        scan.listing.index.series_count(),
-        scan.labels.len()
-    )?;
-    if !scan.labels.is_empty() {
+    // no count line for sources that could not be listed: theirs would be zeros, not counts
+    if !scan.listing.source.is_empty() {
+        let files = if scan.listing.files_seen > 0 {
+            format!("{} files, ", scan.listing.files_seen)
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "\n{:<11} {:<18} {:<44} {:<44} ",
-            "STATUS", "MATCH", "LABEL (SEG SERIES)", "IMAGE SERIES"
+            "{}: {files}{} SEG series matched to {} image series",
+            scan.listing.source,
+            scan.labels.len(),
+            matched_images(scan)
+        )?;
+    }
+    if !scan.labels.is_empty() {
+        // columns as wide as their widest value: UIDs run from a few characters to 64
+        let label_w = width(
+            "LABEL (SEG SERIES)",
+            scan.labels.iter().map(|l| l.seg.uid()),
+        );
+        writeln!(
+            out,
+            "\n{:<11} {:<18} {:<label_w$} IMAGE SERIES",
+            "STATUS", "MATCH", "LABEL (SEG SERIES)"
         )?;
         for l in &scan.labels {
             writeln!(
                 out,
-                "{:<11} {:<18} {:<44} {:<44}",
+                "{:<11} {:<18} {:<label_w$} {}",
                 l.outcome.status(),
                 l.rule.as_str(),
                 l.seg.uid(),
@@ -93,4 +101,25 @@ pub fn print_scan(scan: &Scan, json_out: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The image series the labels are matched to (by either rule, whatever their status): the
+/// same count for every kind of source. (A folder's index holds every image series it read, a
+/// PACS's only those the labels named.)
+fn matched_images(scan: &Scan) -> usize {
+    let images: std::collections::HashSet<&str> = scan
+        .labels
+        .iter()
+        .filter_map(|l| l.outcome.image())
+        .collect();
+    images.len()
+}
+
+/// The width of a column: its header's or its widest value's.
+fn width<'a>(header: &str, values: impl Iterator<Item = &'a str>) -> usize {
+    values
+        .map(str::len)
+        .chain([header.len()])
+        .max()
+        .unwrap_or(0)
 }

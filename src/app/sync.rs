@@ -83,17 +83,11 @@ pub async fn collect_once(
 }
 
 /// Lists every source once (nothing known, nothing written) and merges what they sent into one
-/// scan, labels sorted by SEG series. Returns the sources that failed beside it.
+/// scan, labels sorted by SEG series, named after the sources listed completely (empty when
+/// none was). Returns the sources that failed beside it.
 pub async fn scan_once(sources: &[Source], chunk: usize) -> (Scan, Vec<SourceError>) {
     let mut merged = Scan {
-        listing: Listing {
-            source: sources
-                .iter()
-                .map(Source::name)
-                .collect::<Vec<_>>()
-                .join(", "),
-            ..Default::default()
-        },
+        listing: Listing::default(),
         labels: vec![],
     };
     let mut paths = std::collections::HashSet::new();
@@ -117,6 +111,12 @@ pub async fn scan_once(sources: &[Source], chunk: usize) -> (Scan, Vec<SourceErr
         Ok(e) => e,
         Err(never) => match never {},
     };
+    merged.listing.source = sources
+        .iter()
+        .map(Source::name)
+        .filter(|n| !errors.iter().any(|e| &e.source_name == n))
+        .collect::<Vec<_>>()
+        .join(", ");
     merged.labels.sort_by(|a, b| a.seg.uid().cmp(b.seg.uid()));
     (merged, errors)
 }
@@ -133,6 +133,13 @@ pub struct SyncRun {
     /// What the ledger holds after the run.
     pub summary: crate::ledger::Summary,
     pub delivery: Result<Delivery, DeliveryError>,
+}
+
+impl SyncRun {
+    /// Whether any source could be listed: when none could, there is nothing to count.
+    pub fn listed_any(&self) -> bool {
+        self.report.source_errors.len() < self.sources.len()
+    }
 }
 
 /// `sync`: lists every source once, records what changed, and delivers the outbox to the API.

@@ -1,14 +1,17 @@
 //! Every subcommand and its flags. The settings' flags are defined once, in
-//! `app/settings/layers.rs` (each is also a config-file key), and flattened in here;
-//! [`settings`] turns them into [`Settings`] (command line over environment over config file
-//! over defaults).
+//! `app/settings/layers.rs` (each is also a config-file key); each command flattens the layers
+//! it reads, and only those, so its `--help` lists what it uses. [`ConfigArg::settings`] turns
+//! them into [`Settings`] (command line over environment over config file over defaults).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::settings::{ApiLayer, ConfigError, Layers, LiveLayer, Settings, SourceLayer};
+use crate::app::settings::{
+    ApiLayer, ConfigError, DatasetLayer, DeliveryLayer, Layers, LiveLayer, Settings, SourceLayer,
+    StateLayer, WriterLayer,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,19 +27,45 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What every command takes: how it logs.
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// TOML config file (same names as the long flags)
-    #[arg(long, global = true, env = "SEGBRIDGE_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub api: ApiLayer,
     /// Log format on stderr
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"], help_heading = "Logging")]
     pub log_format: String,
-    /// More log output (-v info, -vv debug); RUST_LOG overrides
+    /// More log output (-v info, -vv debug; `watch` and `serve` log info without it); RUST_LOG
+    /// overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Logging")]
     pub verbose: u8,
+}
+
+/// The config file, for every command that reads settings.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConfigArg {
+    /// TOML config file (same names as the long flags)
+    #[arg(long, global = true, env = "SEGBRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The settings of a command: the layers it took from its flags (and the environment)
+    /// over the config file's.
+    pub fn settings(&self, cli: Layers) -> Result<Settings, ConfigError> {
+        Settings::resolve(self.merged(cli)?)
+    }
+
+    /// The settings of an interactive command (`api …`): a shorter default `--retry-for`.
+    pub fn interactive_settings(&self, cli: Layers) -> Result<Settings, ConfigError> {
+        Settings::resolve(self.merged(cli)?.interactive())
+    }
+
+    fn merged(&self, cli: Layers) -> Result<Layers, ConfigError> {
+        let file = match &self.config {
+            Some(p) => Layers::load(p)?,
+            None => Layers::default(),
+        };
+        Ok(cli.over(file))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -71,27 +100,101 @@ pub struct StatusArgs {
     /// Also show this experiment's continual-learning job: rounds, key metric, next round
     #[arg(long, env = "SEGBRIDGE_EXPERIMENT")]
     pub experiment: Option<String>,
+    // a command's own flags come first: a flattened layer's help heading covers what follows
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub state: StateLayer,
+    #[command(flatten)]
+    pub dataset: DatasetLayer,
+    #[command(flatten)]
+    pub api: ApiLayer,
+}
+
+impl StatusArgs {
+    pub fn layers(&self) -> Layers {
+        Layers {
+            api: self.api.clone(),
+            dataset: self.dataset.clone(),
+            state: self.state.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
-    #[command(flatten)]
-    pub sources: SourceLayer,
     /// One JSON object per line on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub sources: SourceLayer,
+    // for --experiment
+    #[command(flatten)]
+    pub api: ApiLayer,
+}
+
+impl ScanArgs {
+    pub fn layers(&self) -> Layers {
+        Layers {
+            api: self.api.clone(),
+            source: self.sources.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What the bridge commands (`sync`, `watch`, `serve`) read besides their sources.
+#[derive(Args, Debug)]
+pub struct BridgeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub api: ApiLayer,
+    #[command(flatten)]
+    pub dataset: DatasetLayer,
+    #[command(flatten)]
+    pub delivery: DeliveryLayer,
+    #[command(flatten)]
+    pub state: StateLayer,
+    #[command(flatten)]
+    pub writer: WriterLayer,
+}
+
+impl BridgeArgs {
+    /// The settings with these sources and this pacing.
+    pub fn settings(
+        &self,
+        source: &SourceLayer,
+        live: &LiveLayer,
+    ) -> Result<Settings, ConfigError> {
+        self.config.settings(Layers {
+            api: self.api.clone(),
+            dataset: self.dataset.clone(),
+            state: self.state.clone(),
+            writer: self.writer.clone(),
+            delivery: self.delivery.clone(),
+            source: source.clone(),
+            live: live.clone(),
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    #[command(flatten)]
-    pub sources: SourceLayer,
     /// Print the notify bodies that would be sent; change nothing, call nothing
     #[arg(long)]
     pub dry_run: bool,
     /// JSON output for scripts
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub sources: SourceLayer,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -100,15 +203,17 @@ pub struct WatchArgs {
     pub sources: SourceLayer,
     #[command(flatten)]
     pub live: LiveLayer,
+    #[command(flatten)]
+    pub bridge: BridgeArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub watch: WatchArgs,
     /// Address of the hook endpoint (a non-loopback address needs SEGBRIDGE_HOOK_TOKEN)
     #[arg(long, default_value = "127.0.0.1:8765")]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub watch: WatchArgs,
 }
 
 #[derive(Args, Debug)]
@@ -116,6 +221,14 @@ pub struct LuaArgs {
     /// Where `segbridge serve` listens, as Orthanc reaches it
     #[arg(long, default_value = "http://127.0.0.1:8765")]
     pub url: String,
+    /// Write the script to FILE (mode 0600: it holds the token) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    // the generated hook token is kept beside it (unless SEGBRIDGE_HOOK_TOKEN is set)
+    #[command(flatten)]
+    pub state: StateLayer,
 }
 
 #[derive(Args, Debug)]
@@ -152,23 +265,4 @@ pub struct FixturesArgs {
     /// Output folder
     #[arg(long, default_value = "fixtures/generated")]
     pub out: PathBuf,
-}
-
-/// The settings of a command: its flags (and the environment) over the config file's.
-pub fn settings(
-    g: &Global,
-    source: &SourceLayer,
-    live: &LiveLayer,
-) -> Result<Settings, ConfigError> {
-    let file = match &g.config {
-        Some(p) => Layers::load(p)?,
-        None => Layers::default(),
-    };
-    let cli = Layers {
-        api: g.api.clone(),
-        source: source.clone(),
-        live: live.clone(),
-        ..Default::default()
-    };
-    Settings::resolve(cli.over(file))
 }

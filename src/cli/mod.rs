@@ -11,8 +11,8 @@ use clap::Parser;
 
 use crate::app::exit::{self, Failure};
 use crate::app::live;
-use crate::app::settings::ConfigError;
-use args::{settings, Cli, Command, Global};
+use crate::app::settings::{ConfigError, Layers};
+use args::{Cli, Command, Global};
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -68,21 +68,16 @@ fn init_logging(g: &Global, daemon: bool) {
 }
 
 fn dispatch(cli: Cli) -> Result<(), Failure> {
-    let g = cli.global;
-    // commands that read no source
-    let plain = |g: &Global| settings(g, &Default::default(), &Default::default());
     match cli.command {
-        Command::Scan(a) => {
-            cmd::scan::scan(&settings(&g, &a.sources, &Default::default())?, a.json)
-        }
+        Command::Scan(a) => cmd::scan::scan(&a.config.settings(a.layers())?, a.json),
         Command::Sync(a) => {
-            let s = settings(&g, &a.sources, &Default::default())?;
+            let s = a.bridge.settings(&a.sources, &Default::default())?;
             cmd::sync::sync(&s, a.dry_run, a.json)
         }
-        Command::Watch(a) => live::run(&settings(&g, &a.sources, &a.live)?, None),
+        Command::Watch(a) => live::run(&a.bridge.settings(&a.sources, &a.live)?, None),
         Command::Serve(a) => {
-            let s = settings(&g, &a.watch.sources, &a.watch.live)?;
-            live::run(&s, Some(a.listen))
+            let w = &a.watch;
+            live::run(&w.bridge.settings(&w.sources, &w.live)?, Some(a.listen))
         }
         Command::OrthancLua(a) => {
             if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
@@ -93,16 +88,33 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
                 .into());
             }
             // the token serve uses: SEGBRIDGE_HOOK_TOKEN, else the one kept beside the state
-            let s = plain(&g)?;
+            let s = a.config.settings(Layers {
+                state: a.state.clone(),
+                ..Default::default()
+            })?;
             let token = crate::app::serve::token::hook_token(&s.state).map_err(ConfigError)?;
-            print!(
-                "{}",
-                crate::app::serve::orthanc_lua(&a.url, Some(&token.secret))
-            );
-            Ok(())
+            let script = crate::app::serve::orthanc_lua(&a.url, Some(&token.secret));
+            match &a.out {
+                Some(path) => crate::app::serve::write_private(path, &script)
+                    .with_context(|| format!("--out {}", path.display()))
+                    .map_err(|e| Failure {
+                        code: exit::CONFIG,
+                        error: e,
+                    }),
+                None => {
+                    print!("{script}");
+                    Ok(())
+                }
+            }
         }
-        Command::Status(a) => cmd::status::status(&plain(&g)?, a.json, a.experiment.as_deref()),
-        Command::Api(a) => cmd::api::run(&plain(&g)?, a),
+        Command::Status(a) => {
+            let s = a.config.settings(a.layers())?;
+            cmd::status::status(&s, a.json, a.experiment.as_deref())
+        }
+        Command::Api(a) => {
+            let s = a.config.interactive_settings(a.layers())?;
+            cmd::api::run(&s, a)
+        }
         Command::Emulator(a) => cmd::emulator::run(a),
         Command::Demo(a) => crate::app::demo::run(&a.folder, a.train_seconds),
         Command::Fixtures(a) => {

@@ -1,7 +1,7 @@
 //! The outbox and the sent journal: what waits to be told, merged per image as `rules::plan`
 //! says; delivery's confirm and failure records; and what was sent.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::{sql, Ledger, LedgerError};
 use crate::model::outbox::{Change, OutboxEntry, Section};
@@ -78,6 +78,68 @@ impl Ledger {
             .map_err(|e| sql(&p, e))?;
         }
         tx.commit().map_err(|e| sql(&p, e))
+    }
+
+    /// Journals a notify call made by hand (`api notify`) that the API accepted, marked as
+    /// such. The outbox and what segbridge believes the dataset holds (`images`) are left as
+    /// they are: segbridge's own plan stays the replay of what segbridge sent (README, "A
+    /// notify by hand"). The entry's id comes from the outbox's sequence, so that no later
+    /// outbox entry can take it in the journal.
+    pub fn journal_by_hand(&mut self, dataset: &str, change: &Change) -> Result<(), LedgerError> {
+        let p = self.path.clone();
+        let t = now();
+        let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
+        tx.execute(
+            "INSERT INTO outbox (dataset, section, image_uid, label_uid, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                dataset,
+                change.section.as_str(),
+                change.image,
+                change.label,
+                t
+            ],
+        )
+        .map_err(|e| sql(&p, e))?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO sent (id, dataset, section, image_uid, label_uid, created_at, sent_at,
+                               by_hand)
+             SELECT id, dataset, section, image_uid, label_uid, created_at, ?2, 1
+             FROM outbox WHERE id = ?1",
+            params![id, t],
+        )
+        .map_err(|e| sql(&p, e))?;
+        tx.execute("DELETE FROM outbox WHERE id = ?1", [id])
+            .map_err(|e| sql(&p, e))?;
+        tx.commit().map_err(|e| sql(&p, e))
+    }
+
+    /// The label segbridge last told `dataset` about for `image` (none: never, or removed).
+    pub fn told_label(&self, dataset: &str, image: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2",
+                params![dataset, image],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// When the API last accepted one of segbridge's deliveries (seconds since the epoch).
+    pub fn last_notify(&self) -> Result<Option<i64>, LedgerError> {
+        let v: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'last_notify'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql(&self.path, e))?;
+        Ok(v.and_then(|s| s.parse().ok()))
     }
 
     /// A delivery attempt failed: count it and keep the reason, for `status`.

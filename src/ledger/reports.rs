@@ -43,6 +43,8 @@ pub struct StatusReport {
     pub outbox_oldest: Option<String>,
     pub outbox_last_error: Option<String>,
     pub entries_sent: i64,
+    /// Of `entries_sent`, those sent by hand (`api notify`).
+    pub entries_sent_by_hand: i64,
     pub last_notify: Option<String>,
     pub attention: Vec<LabelRow>,
     pub problems: Vec<crate::model::scan::Problem>,
@@ -174,14 +176,7 @@ impl Ledger {
             .optional()
             .map_err(|e| sql(p, e))?
             .flatten();
-        let last_notify: Option<String> = c
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'last_notify'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sql(p, e))?;
+        let last_notify = self.last_notify()?;
         let summary = self.summary()?;
         Ok(StatusReport {
             state: self.path.clone(),
@@ -193,9 +188,8 @@ impl Ledger {
             outbox_oldest: oldest.map(fmt_time),
             outbox_last_error: last_error,
             entries_sent: one("SELECT COUNT(*) FROM sent")?,
-            last_notify: last_notify
-                .and_then(|s| s.parse::<i64>().ok())
-                .map(fmt_time),
+            entries_sent_by_hand: one("SELECT COUNT(*) FROM sent WHERE by_hand = 1")?,
+            last_notify: last_notify.map(fmt_time),
             attention: summary.attention,
             problems: summary.problems,
         })

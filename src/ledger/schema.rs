@@ -111,6 +111,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     //    NULL when the content was not read completely: never reused)
     "ALTER TABLE labels ADD COLUMN remote_stamp TEXT;
      ALTER TABLE labels ADD COLUMN verdict_key TEXT;",
+    // 5: the journal tells segbridge's own deliveries from notify calls made by hand
+    //    (`api notify`), which never change what segbridge believes the server holds
+    "ALTER TABLE sent ADD COLUMN by_hand INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// A status is stored as its name (see [`LabelStatus::as_str`]).

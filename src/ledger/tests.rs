@@ -404,6 +404,7 @@ fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
                  DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
                  DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
                  ALTER TABLE labels DROP COLUMN verdict_key;
+                 ALTER TABLE sent DROP COLUMN by_hand;
                  PRAGMA user_version = 2;",
             )
             .unwrap();
@@ -489,4 +490,45 @@ fn known_labels_are_looked_up_for_the_listed_uids_only() {
     assert_eq!(few.len(), 2);
     assert!(KnownLookup::Nothing.among(["L5"]).is_empty());
     assert!(lookup.among(std::iter::empty()).is_empty());
+}
+
+#[test]
+fn a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = Ledger::open(&dir.path().join("s.db"), Duration::ZERO).unwrap();
+    run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    let first: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
+    l.confirm(&first).unwrap();
+    let last = l.last_notify().unwrap();
+    assert!(last.is_some());
+    assert_eq!(l.told_label("ds", "A").unwrap().as_deref(), Some("L1"));
+    // the operator removes it by hand: journalled, marked, and nothing else moves
+    l.journal_by_hand("ds", &Change::new(Section::Removed, "A", "L1"))
+        .unwrap();
+    assert_eq!(l.told_label("ds", "A").unwrap().as_deref(), Some("L1"));
+    assert_eq!(l.outbox_depth(None).unwrap(), 0);
+    assert_eq!(
+        l.last_notify().unwrap(),
+        last,
+        "not a delivery of segbridge's"
+    );
+    let st = l.status().unwrap();
+    assert_eq!((st.entries_sent, st.entries_sent_by_hand), (2, 1));
+    // it counts toward the next round, as the server counts it
+    assert_eq!(l.images_notified_since(Some("ds"), None).unwrap(), 1);
+    l.journal_by_hand("ds", &Change::new(Section::Added, "B", "L9"))
+        .unwrap();
+    assert_eq!(l.images_notified_since(Some("ds"), None).unwrap(), 2);
+    // segbridge's own next entry still finds a free id in the journal
+    run(
+        &mut l,
+        &[("L1", "A", "1", &["L1.1"]), ("L2", "C", "1", &["L2.1"])],
+        &["A", "C"],
+    );
+    let next: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(next.len(), 1);
+    l.confirm(&next).unwrap();
+    let st = l.status().unwrap();
+    assert_eq!((st.entries_sent, st.entries_sent_by_hand), (4, 2));
+    assert_eq!(l.told_label("ds", "B").unwrap(), None);
 }

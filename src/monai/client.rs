@@ -246,7 +246,11 @@ impl Client {
         })
     }
 
-    /// Sends one request with retries on transient failures, within the retry budget.
+    /// Sends one request with retries on transient failures (connection errors, timeouts,
+    /// 5xx, 408, 429), within the retry budget `retry_for`. Any other answer is final: a 400
+    /// or a 404 (a wrong ID) fails at once. The first attempt may take the whole request
+    /// timeout; a retry only what is left of the budget, so a call gives up within about
+    /// `retry_for` however the API fails.
     async fn send_retrying(
         &self,
         method: Method,
@@ -257,30 +261,26 @@ impl Client {
         let url = self.url(path);
         let start = Instant::now();
         let mut attempt: u32 = 0;
-        let mut not_found_attempts = 0;
         loop {
             attempt += 1;
-            let res = self.send_once(&method, &url, body, auth).await;
-            let (retry, wait_hint, err) = match res {
+            let timeout = match attempt {
+                1 => self.cfg.timeout,
+                _ => self
+                    .cfg
+                    .timeout
+                    .min(self.cfg.retry_for.saturating_sub(start.elapsed())),
+            };
+            let (wait_hint, err) = match self.send_once(&method, &url, body, auth, timeout).await {
                 Ok(a) => return Ok(a),
                 Err(Failure::Final(e)) => return Err(e),
-                Err(Failure::Retry { err, after }) => {
-                    if let ApiError::Http { status: 404, .. } = &err {
-                        // The server answers many failures as 404; retry a few times only.
-                        not_found_attempts += 1;
-                        (not_found_attempts < 3, after, err)
-                    } else {
-                        (true, after, err)
-                    }
-                }
+                Err(Failure::Retry { err, after }) => (after, err),
             };
             let elapsed = start.elapsed();
-            if !retry {
-                return Err(err);
-            }
             let backoff = self.backoff(attempt);
             let wait = wait_hint.map(|h| h.max(backoff)).unwrap_or(backoff);
-            if elapsed + wait > self.cfg.retry_for || self.cancelled() {
+            // a retry with less than this left of the budget could not get an answer
+            const SHORTEST_TRY: Duration = Duration::from_millis(250);
+            if elapsed + wait + SHORTEST_TRY > self.cfg.retry_for || self.cancelled() {
                 return Err(ApiError::GaveUp {
                     method: method.to_string(),
                     url,
@@ -309,8 +309,9 @@ impl Client {
         url: &str,
         body: Option<&Value>,
         auth: bool,
+        timeout: Duration,
     ) -> Result<Answer, Failure> {
-        let mut req = self.http.request(method.clone(), url);
+        let mut req = self.http.request(method.clone(), url).timeout(timeout);
         if auth {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t.expose());
@@ -375,10 +376,12 @@ impl Client {
             error_code,
             error_desc,
         };
+        // the server answers many failures as 404 whatever their cause, but retrying a wrong
+        // ID only delays its error: a 404 is final here, and the bridge's entries stay in the
+        // outbox for the next run or the daemon's next attempt
         let retryable = status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || (status == StatusCode::NOT_FOUND && error_code.is_some());
+            || status == StatusCode::REQUEST_TIMEOUT;
         if retryable {
             Err(Failure::Retry {
                 err,

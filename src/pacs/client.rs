@@ -62,6 +62,9 @@ pub enum PacsError {
         status: u16,
         body: String,
     },
+    /// A 401: the credentials sent (or their absence), and how to fix them.
+    #[error("{url}: HTTP 401: {fix}")]
+    Unauthorized { url: String, fix: String },
     #[error("{url}: answer larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
     #[error("{url}: unexpected answer: {reason}")]
@@ -178,7 +181,7 @@ impl PacsClient {
             let status = resp.status();
             if !status.is_success() {
                 let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
-                return Err(http_error(&url, status, &body));
+                return Err(http_error(&self.opts.auth, &url, status, &body));
             }
             read_capped(resp, &url, limit).await
         })
@@ -196,7 +199,7 @@ impl PacsClient {
         let status = resp.status();
         let body = read_capped(resp, url, self.opts.max_body).await?;
         if !status.is_success() {
-            return Err(http_error(url, status, &body));
+            return Err(http_error(&self.opts.auth, url, status, &body));
         }
         Ok((status, body))
     }
@@ -215,7 +218,7 @@ impl PacsClient {
         let status = resp.status();
         if !status.is_success() {
             let body = read_capped(resp, &url, 4096).await.unwrap_or_default();
-            return Err(http_error(&url, status, &body));
+            return Err(http_error(&self.opts.auth, &url, status, &body));
         }
         let ct = resp
             .headers()
@@ -316,7 +319,7 @@ impl PacsClient {
             let status = resp.status();
             if !status.is_success() {
                 let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
-                return Err(http_error(&url, status, &body));
+                return Err(http_error(&self.opts.auth, &url, status, &body));
             }
             read_capped(resp, &url, limit).await
         })
@@ -390,13 +393,42 @@ pub fn boundary_of(content_type: &str) -> Option<String> {
     })
 }
 
-fn http_error(url: &str, status: StatusCode, body: &[u8]) -> PacsError {
+fn http_error(auth: &Auth, url: &str, status: StatusCode, body: &[u8]) -> PacsError {
+    if status == StatusCode::UNAUTHORIZED {
+        return PacsError::Unauthorized {
+            url: url.to_string(),
+            fix: credentials_fix(auth),
+        };
+    }
     PacsError::Http {
         url: url.to_string(),
         status: status.as_u16(),
         body: String::from_utf8_lossy(&body[..body.len().min(300)])
             .trim()
             .to_string(),
+    }
+}
+
+/// What to do about a 401, given the credentials that were sent (never their values).
+fn credentials_fix(auth: &Auth) -> String {
+    match auth {
+        Auth::None => "the PACS requires credentials: give --dicomweb-user USER with the \
+                       password in env DICOMWEB_PASSWORD, or a bearer token in env DICOMWEB_TOKEN"
+            .into(),
+        Auth::Basic {
+            user,
+            password: None,
+        } => format!(
+            "the PACS refused user {user:?} without a password: set env DICOMWEB_PASSWORD (or \
+             give a bearer token in env DICOMWEB_TOKEN instead of --dicomweb-user)"
+        ),
+        Auth::Basic { user, .. } => format!(
+            "the PACS refused user {user:?} and its password: check --dicomweb-user and env \
+             DICOMWEB_PASSWORD (or give a bearer token in env DICOMWEB_TOKEN)"
+        ),
+        Auth::Bearer(_) => "the PACS refused the bearer token: check env DICOMWEB_TOKEN (or \
+                            unset it and give --dicomweb-user with env DICOMWEB_PASSWORD)"
+            .into(),
     }
 }
 
@@ -479,7 +511,36 @@ fn load_ca(path: &Path) -> Result<reqwest::Certificate, PacsError> {
 
 #[cfg(test)]
 mod tests {
-    use super::boundary_of;
+    use super::*;
+
+    #[test]
+    fn a_401_names_the_credentials_to_give_never_their_values() {
+        let msg =
+            |auth: Auth| http_error(&auth, "http://p/x", StatusCode::UNAUTHORIZED, b"").to_string();
+        let none = msg(Auth::None);
+        for want in [
+            "HTTP 401",
+            "--dicomweb-user",
+            "DICOMWEB_PASSWORD",
+            "DICOMWEB_TOKEN",
+        ] {
+            assert!(none.contains(want), "{want}: {none}");
+        }
+        let basic = msg(Auth::Basic {
+            user: "bridge".into(),
+            password: Some(Secret::new("pw-never-shown")),
+        });
+        assert!(
+            basic.contains("\"bridge\"") && basic.contains("DICOMWEB_PASSWORD"),
+            "{basic}"
+        );
+        assert!(!basic.contains("pw-never-shown"), "{basic}");
+        let bearer = msg(Auth::Bearer(Secret::new("tok-never-shown")));
+        assert!(bearer.contains("DICOMWEB_TOKEN") && !bearer.contains("tok-never-shown"));
+        // other refusals keep their status and body
+        let other = http_error(&Auth::None, "http://p/x", StatusCode::FORBIDDEN, b"no").to_string();
+        assert_eq!(other, "http://p/x: HTTP 403: no");
+    }
 
     #[test]
     fn boundaries_of_multipart_types() {

@@ -189,7 +189,7 @@ impl Orthanc {
         self.rt.block_on(async {
             let r = self
                 .req(reqwest::Method::GET, path)
-                .header("accept", "application/dicom+json, application/json")
+                .header("accept", "application/dicom+json")
                 .send()
                 .await
                 .unwrap();

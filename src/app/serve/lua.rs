@@ -63,6 +63,23 @@ end
 }
 
 /// A Lua string literal of any text (quotes, backslashes and control bytes escaped).
+/// Writes the script to `path` with mode 0600 (it holds the token), replacing the file whole:
+/// written beside it, then renamed over it, so that no reader ever sees half a script and an
+/// older file's wider mode does not carry over.
+pub fn write_private(path: &std::path::Path, script: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    // tempfile creates its files 0600
+    let mut f = tempfile::NamedTempFile::new_in(dir)?;
+    f.write_all(script.as_bytes())?;
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 fn lua_string(s: &str) -> String {
     let mut out = String::from("'");
     for b in s.bytes() {
@@ -93,5 +110,23 @@ mod tests {
         for path in ["stored-instance", "stable-series", "deleted-series"] {
             assert!(lua.contains(&format!("'/hooks/orthanc/{path}'")), "{path}");
         }
+    }
+
+    #[test]
+    fn the_script_file_is_0600_even_over_a_readable_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("segbridge.lua");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "-- script").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "-- script");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 }

@@ -30,7 +30,7 @@ mod metrics;
 pub mod token;
 mod worker;
 pub use body::{parse_hook, HookBody, HookEvent, HookKind, StoredBody};
-pub use lua::orthanc_lua;
+pub use lua::{orthanc_lua, write_private};
 use metrics::metrics_text;
 pub use metrics::render_metrics;
 pub use worker::{worker, WorkerOutputs};

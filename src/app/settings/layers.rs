@@ -54,10 +54,12 @@ macro_rules! layer {
 }
 
 layer! {
-    /// What every command that calls the API or keeps a ledger reads.
+    /// How to reach the MONAI API: every command that calls it (for `scan`, `--experiment`).
+    /// Its flags are global below the command that takes them (`api --api URL login` and
+    /// `api login --api URL` both work).
     #[derive(Args, Debug, Default, Clone, Deserialize)]
     #[serde(default, rename_all = "kebab-case")]
-    #[command(next_help_heading = "API and state")]
+    #[command(next_help_heading = "MONAI API")]
     pub struct ApiLayer {
         /// MONAI API host [default: https://api.monai.ngc.nvidia.com]
         #[arg(long, global = true, env = "SEGBRIDGE_API")]
@@ -65,25 +67,62 @@ layer! {
         /// Organisation [default: iasixjqzw1hj]
         #[arg(long, global = true, env = "SEGBRIDGE_ORG")]
         pub org: Option<String>,
-        /// Dataset ID to notify
-        #[arg(long, global = true, env = "SEGBRIDGE_DATASET")]
-        pub dataset: Option<String>,
-        /// State file (SQLite) [default: segbridge.db]
-        #[arg(long, global = true, env = "SEGBRIDGE_STATE")]
-        pub state: Option<PathBuf>,
-        /// Largest number of entries in one notify call [default: 100]
-        #[arg(long, global = true)]
-        pub batch: Option<usize>,
         /// Seconds to keep retrying a failing API call before giving up for this run
-        /// [default: 120]
+        /// [default: 120; 15 for `api` commands]
         #[arg(long, global = true)]
         pub retry_for: Option<f64>,
         /// Seconds before one request (API or PACS) times out [default: 30]
         #[arg(long, global = true)]
         pub request_timeout: Option<f64>,
+    }
+}
+
+layer! {
+    /// The dataset notified: `sync`, `watch`, `serve`, `status`, `api next-image`, `api notify`.
+    #[derive(Args, Debug, Default, Clone, Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    #[command(next_help_heading = "MONAI API")]
+    pub struct DatasetLayer {
+        /// Dataset ID to notify
+        #[arg(long, env = "SEGBRIDGE_DATASET")]
+        pub dataset: Option<String>,
+    }
+}
+
+layer! {
+    /// Where the ledger is: every command that reads or writes it (`orthanc-lua` keeps the
+    /// generated hook token beside it).
+    #[derive(Args, Debug, Default, Clone, Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    #[command(next_help_heading = "State")]
+    pub struct StateLayer {
+        /// State file (SQLite) [default: segbridge.db]
+        #[arg(long, env = "SEGBRIDGE_STATE")]
+        pub state: Option<PathBuf>,
+    }
+}
+
+layer! {
+    /// What a command that writes the ledger reads: one writer process per state file.
+    #[derive(Args, Debug, Default, Clone, Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    #[command(next_help_heading = "State")]
+    pub struct WriterLayer {
         /// Seconds to wait for another segbridge process to release the state file [default: 5]
-        #[arg(long, global = true)]
+        #[arg(long)]
         pub lock_wait: Option<f64>,
+    }
+}
+
+layer! {
+    /// How the outbox is delivered: `sync`, `watch`, `serve`.
+    #[derive(Args, Debug, Default, Clone, Deserialize)]
+    #[serde(default, rename_all = "kebab-case")]
+    #[command(next_help_heading = "MONAI API")]
+    pub struct DeliveryLayer {
+        /// Largest number of entries in one notify call [default: 100]
+        #[arg(long)]
+        pub batch: Option<usize>,
     }
 }
 
@@ -192,6 +231,10 @@ const FLAG_ONLY: [(&str, &str); 1] = [(
 #[derive(Debug, Default, Clone)]
 pub struct Layers {
     pub api: ApiLayer,
+    pub dataset: DatasetLayer,
+    pub state: StateLayer,
+    pub writer: WriterLayer,
+    pub delivery: DeliveryLayer,
     pub source: SourceLayer,
     pub live: LiveLayer,
     pub secrets: FileSecrets,
@@ -202,11 +245,23 @@ impl Layers {
     pub fn over(self, file: Layers) -> Layers {
         Layers {
             api: self.api.over(file.api),
+            dataset: self.dataset.over(file.dataset),
+            state: self.state.over(file.state),
+            writer: self.writer.over(file.writer),
+            delivery: self.delivery.over(file.delivery),
             source: self.source.over(file.source),
             live: self.live.over(file.live),
             // secrets never come from the command line
             secrets: file.secrets,
         }
+    }
+
+    /// An interactive command's defaults under these merged layers: a person waits for it, so
+    /// a failing API call is retried for [`super::INTERACTIVE_RETRY_FOR`] seconds unless the
+    /// command line, the environment or the file sets `retry-for`.
+    pub fn interactive(mut self) -> Layers {
+        self.api.retry_for = self.api.retry_for.or(Some(super::INTERACTIVE_RETRY_FOR));
+        self
     }
 
     /// Reads a TOML config file whose keys are the long flags' names. An unknown key is an
@@ -240,6 +295,10 @@ impl Layers {
         }
         let layers = Layers {
             api: toml::from_str(text).map_err(err)?,
+            dataset: toml::from_str(text).map_err(err)?,
+            state: toml::from_str(text).map_err(err)?,
+            writer: toml::from_str(text).map_err(err)?,
+            delivery: toml::from_str(text).map_err(err)?,
             source: toml::from_str(text).map_err(err)?,
             live: toml::from_str(text).map_err(err)?,
             secrets: toml::from_str(text).map_err(err)?,
@@ -262,6 +321,10 @@ pub fn known_keys() -> Vec<String> {
             .collect()
     }
     let mut keys = longs::<ApiLayer>();
+    keys.extend(longs::<DatasetLayer>());
+    keys.extend(longs::<StateLayer>());
+    keys.extend(longs::<WriterLayer>());
+    keys.extend(longs::<DeliveryLayer>());
     keys.extend(longs::<SourceLayer>());
     keys.extend(longs::<LiveLayer>());
     keys.extend(SECRET_KEYS.iter().map(|k| k.to_string()));
@@ -401,14 +464,11 @@ mod tests {
             parse("folder = 'f'\nbatch = 7\nno-validate = true\npoll = 3\napi-key = 'k'").unwrap();
         assert_eq!(file.source.folder, vec![PathBuf::from("f")]);
         let cli = Layers {
-            api: ApiLayer {
-                batch: Some(9),
-                ..Default::default()
-            },
+            delivery: DeliveryLayer { batch: Some(9) },
             ..Default::default()
         };
         let m = cli.over(file);
-        assert_eq!(m.api.batch, Some(9));
+        assert_eq!(m.delivery.batch, Some(9));
         assert!(m.source.no_validate);
         assert_eq!(m.live.poll, Some(3.0));
         assert_eq!(m.source.folder, vec![PathBuf::from("f")]);

@@ -8,12 +8,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::monai::{ApiConfig, Secret};
-pub use layers::{ApiLayer, Layers, LiveLayer, SourceLayer};
+pub use layers::{
+    ApiLayer, DatasetLayer, DeliveryLayer, Layers, LiveLayer, SourceLayer, StateLayer, WriterLayer,
+};
 
 pub const DEFAULT_API: &str = "https://api.monai.ngc.nvidia.com";
 pub const DEFAULT_ORG: &str = "iasixjqzw1hj";
 pub const DEFAULT_STATE: &str = "segbridge.db";
 pub const DEFAULT_BATCH: usize = 100;
+/// How long the bridge (`sync`, `watch`, `serve`) keeps retrying a failing API call.
+pub const DEFAULT_RETRY_FOR: f64 = 120.0;
+/// How long an interactive `api` command keeps retrying: a person is waiting.
+pub const INTERACTIVE_RETRY_FOR: f64 = 15.0;
 
 /// A configuration problem: shown as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +123,10 @@ impl Settings {
     pub fn resolve(l: Layers) -> Result<Settings, ConfigError> {
         let Layers {
             api: a,
+            dataset,
+            state,
+            writer,
+            delivery,
             source: src,
             live,
             secrets,
@@ -126,7 +136,7 @@ impl Settings {
             .filter(|k| !k.trim().is_empty())
             .or(secrets.api_key)
             .map(Secret::new);
-        let batch = a.batch.unwrap_or(DEFAULT_BATCH);
+        let batch = delivery.batch.unwrap_or(DEFAULT_BATCH);
         if batch == 0 {
             return Err(ConfigError("--batch must be at least 1".into()));
         }
@@ -161,14 +171,14 @@ impl Settings {
         Ok(Settings {
             api,
             org: a.org.unwrap_or_else(|| DEFAULT_ORG.into()),
-            dataset: a.dataset.filter(|d| !d.is_empty()),
-            state: a.state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+            dataset: dataset.dataset.filter(|d| !d.is_empty()),
+            state: state.state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
             batch,
             folder,
             key,
-            retry_for: secs(a.retry_for.unwrap_or(120.0), "--retry-for")?,
+            retry_for: secs(a.retry_for.unwrap_or(DEFAULT_RETRY_FOR), "--retry-for")?,
             timeout: secs(a.request_timeout.unwrap_or(30.0), "--request-timeout")?,
-            lock_wait: secs(a.lock_wait.unwrap_or(5.0), "--lock-wait")?,
+            lock_wait: secs(writer.lock_wait.unwrap_or(5.0), "--lock-wait")?,
             pacs,
         })
     }
@@ -217,9 +227,8 @@ mod tests {
     fn cli_beats_file_beats_default() {
         let file = layers("org = \"fileorg\"\ndataset = \"d1\"\nbatch = 7");
         let cli = Layers {
-            api: ApiLayer {
+            dataset: DatasetLayer {
                 dataset: Some("d2".into()),
-                ..Default::default()
             },
             ..Default::default()
         };
@@ -233,6 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn an_interactive_command_retries_for_15_s_unless_a_layer_says_otherwise() {
+        let resolve = |l: Layers| Settings::resolve(l).unwrap().retry_for;
+        assert_eq!(resolve(Layers::default()), Duration::from_secs(120));
+        assert_eq!(
+            resolve(Layers::default().interactive()),
+            Duration::from_secs(15)
+        );
+        let file = layers("retry-for = 40");
+        assert_eq!(
+            resolve(Layers::default().over(file).interactive()),
+            Duration::from_secs(40)
+        );
+    }
+
+    #[test]
     fn the_shipped_sample_config_parses() {
         let cfg = layers(include_str!("../../../contrib/segbridge.toml"));
         assert_eq!(cfg.source.orthanc.as_deref(), Some("http://127.0.0.1:8042"));
@@ -243,13 +267,13 @@ mod tests {
     #[test]
     fn bad_values_are_config_errors() {
         let mut l = Layers::default();
-        l.api.batch = Some(0);
+        l.delivery.batch = Some(0);
         assert!(Settings::resolve(l).unwrap_err().0.contains("--batch"));
         let mut l = Layers::default();
         l.api.api = Some("ftp://x".into());
         assert!(Settings::resolve(l).unwrap_err().0.contains("http"));
         let mut l = Layers::default();
-        l.api.lock_wait = Some(-1.0);
+        l.writer.lock_wait = Some(-1.0);
         assert!(Settings::resolve(l).unwrap_err().0.contains("--lock-wait"));
     }
 }

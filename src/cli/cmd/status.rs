@@ -80,7 +80,14 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
         &mut out,
         format!("images told     {}", report.images_notified),
     )?;
-    w(&mut out, format!("entries sent    {}", report.entries_sent))?;
+    let by_hand = match report.entries_sent_by_hand {
+        0 => String::new(),
+        n => format!(" ({n} by hand, `api notify`)"),
+    };
+    w(
+        &mut out,
+        format!("entries sent    {}{by_hand}", report.entries_sent),
+    )?;
     w(
         &mut out,
         format!(

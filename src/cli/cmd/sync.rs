@@ -17,8 +17,9 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
             org_url: format!("{}/api/v1/orgs/{}", s.api, s.org),
         };
         let run = crate::app::sync::dry_run(s, &mut printer)?;
+        let listed_any = run.listed_any();
         let done = run.delivery.map_err(anyhow::Error::from)?;
-        if !json_out {
+        if !json_out && listed_any {
             writeln!(
                 printer.out,
                 "dry run: {} new changes, {} entries in {} notify call(s) to dataset {}; \
@@ -54,7 +55,7 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
             "error": result.as_ref().err().map(|e| e.to_string()),
         });
         writeln!(out, "{summary}").map_err(anyhow::Error::from)?;
-    } else {
+    } else if run.listed_any() {
         writeln!(
             out,
             "{seg_series} SEG series: {} ready, {} superseded, {} unusable, {} unmatched, {} invalid; {} unreadable",
@@ -78,6 +79,14 @@ pub fn sync(s: &Settings, dry_run: bool, json_out: bool) -> Result<(), Failure> 
             )
             .map_err(anyhow::Error::from)?;
         }
+    } else if let Some(d) = result.as_ref().ok().filter(|d| d.calls > 0) {
+        // no source could be listed (the error says why); what waited in the outbox was sent
+        writeln!(
+            out,
+            "{} entries from earlier runs sent in {} notify call(s); outbox: {}",
+            d.entries_sent, d.calls, run.remaining
+        )
+        .map_err(anyhow::Error::from)?;
     }
     match run.delivery {
         Ok(_) => super::source_errors(run.report.source_errors),

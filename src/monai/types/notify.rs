@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{OutboxEntry, Section};
+use crate::model::{Change, OutboxEntry, Section};
 
 /// One `{"image", "label"}` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,19 @@ impl NotifyBody {
             action: "notify".into(),
             specs,
         }
+    }
+
+    /// A body of one entry (a notify by hand, `api notify`).
+    pub fn one(change: &Change) -> NotifyBody {
+        NotifyBody::from_entries(&[OutboxEntry {
+            id: 0,
+            dataset: String::new(),
+            section: change.section,
+            image: change.image.clone(),
+            label: change.label.clone(),
+            attempts: 0,
+            last_error: None,
+        }])
     }
 
     pub fn len(&self) -> usize {

@@ -99,7 +99,10 @@ impl DicomWeb {
     }
 }
 
-const DICOM_JSON: &str = "application/dicom+json, application/json";
+/// The one type asked of QIDO-RS and WADO-RS metadata: DICOMweb's own JSON, which every server
+/// serves. A list (`application/dicom+json, application/json`) made Orthanc's plugin log an
+/// error ("Unsupported return MIME type") on every request, though it answered.
+const DICOM_JSON: &str = "application/dicom+json";
 
 impl DicomWeb {
     pub fn new(
@@ -277,7 +280,7 @@ impl DicomWeb {
         let path = metadata_at(study, series);
         let v = self
             .client
-            .get_at_most(&path, "application/dicom+json", MAX_JSON)
+            .get_at_most(&path, DICOM_JSON, MAX_JSON)
             .await
             .map_err(|e| e.to_string())?;
         Ok((path, v))

@@ -13,23 +13,29 @@ use crate::monai::{
 pub enum DatasetCmd {
     /// Create a DICOMweb dataset (password from env DICOMWEB_PASSWORD)
     Create {
+        /// Dataset name
         #[arg(long)]
         name: String,
         /// The DICOMweb root the server reads images and labels from
         #[arg(long)]
         dicomweb: String,
+        /// Basic-auth user the server reads the DICOMweb root as (password from env
+        /// DICOMWEB_PASSWORD)
         #[arg(long)]
         dicomweb_user: Option<String>,
         /// QIDO query string selecting the dataset's images
         #[arg(long, default_value = DEFAULT_FILTERS)]
         filters: String,
+        /// Free text
         #[arg(long, default_value = "")]
         description: String,
         /// Dataset format ("monai"; some server versions name it "medical")
         #[arg(long, default_value = DatasetSpec::FORMAT)]
         format: String,
     },
+    /// Delete a dataset
     Delete {
+        /// Dataset ID
         id: String,
     },
 }
@@ -39,16 +45,22 @@ pub enum WorkspaceCmd {
     /// Create a workspace. aws: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; azure:
     /// AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY (from the environment)
     Create {
+        /// Workspace name
         #[arg(long)]
         name: String,
+        /// The cloud of the bucket
         #[arg(long, value_parser = ["aws", "azure"])]
         cloud: String,
+        /// The bucket (aws) or container (azure) results go to
         #[arg(long)]
         bucket: String,
+        /// The bucket's region
         #[arg(long)]
         region: Option<String>,
     },
+    /// Delete a workspace
     Delete {
+        /// Workspace ID
         id: String,
     },
 }
@@ -106,9 +118,8 @@ pub(super) async fn workspace(c: &mut Client, out: &Out, cmd: WorkspaceCmd) -> R
                 })
             };
             let w = c.create_workspace(&WorkspaceSpec { name, cloud }).await?;
-            // only the id: the answer may echo what was sent
-            let id = w.id;
-            out.show(&json!({"id": id}), || format!("workspace {id}"))
+            // the answer as any create's; the credentials it may echo are never shown
+            out.show(&w, || format!("workspace {}", w.id))
         }
         WorkspaceCmd::Delete { id } => {
             c.delete(Resource::Workspace, &id).await?;

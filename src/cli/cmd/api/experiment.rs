@@ -23,33 +23,44 @@ pub enum ExperimentCmd {
         #[arg(long)]
         arch: Option<String>,
     },
+    /// Create an experiment: a base model fine-tuned on a dataset, its results in a workspace
     Create {
+        /// Experiment name
         #[arg(long)]
         name: String,
-        /// Base experiment ID
+        /// Base experiment ID (`api experiment bases`)
         #[arg(long)]
         base: String,
+        /// Dataset ID: trained on, evaluated on and inferred on
         #[arg(long)]
         dataset: String,
+        /// Workspace ID (where results go)
         #[arg(long)]
         workspace: String,
         /// JSON object of label numbers to names, e.g. {"1": "liver"}
         #[arg(long)]
         labels: PathBuf,
+        /// Network architecture of the base experiment
         #[arg(long, default_value = VISTA3D_ARCH)]
         arch: String,
+        /// Serve realtime inference (`api infer`); turning it off later cannot be undone
         #[arg(long)]
         realtime_infer: bool,
+        /// Free text
         #[arg(long, default_value = "")]
         description: String,
     },
     /// Turn realtime inference off (irreversible): asks to confirm unless --yes
     StopRealtime {
+        /// Experiment ID
         id: String,
+        /// Do not ask: turn it off
         #[arg(long)]
         yes: bool,
     },
+    /// Delete an experiment
     Delete {
+        /// Experiment ID
         id: String,
     },
 }
@@ -58,22 +69,28 @@ pub enum ExperimentCmd {
 pub enum ClCmd {
     /// Start the continual-learning (annotation) job
     Start {
+        /// Experiment ID
         #[arg(long)]
         experiment: String,
+        /// A training round starts after this many newly notified images
         #[arg(long)]
         round_size: u64,
+        /// The job ends after this many rounds
         #[arg(long)]
         max_rounds: u64,
-        /// Stop when a round reaches this key metric (optional: else only --max-rounds stops)
+        /// ... or once the key metric reaches this (optional: else only --max-rounds stops)
         #[arg(long)]
         key_metric: Option<f64>,
+        /// Epochs per round
         #[arg(long, default_value_t = 1)]
         epochs: u64,
+        /// Validate every this many epochs
         #[arg(long, default_value_t = 1)]
         val_interval: u64,
         /// MLflow tracking URI
         #[arg(long, requires = "mlflow_experiment")]
         mlflow: Option<String>,
+        /// MLflow experiment name
         #[arg(long, requires = "mlflow")]
         mlflow_experiment: Option<String>,
     },
@@ -198,10 +215,20 @@ pub(super) async fn cl(c: &mut Client, out: &Out, cmd: ClCmd) -> Result<(), Fail
                 },
                 train_spec,
             };
-            let job = c.start_cl(&experiment, specs).await?;
-            out.show(&json!({"job": job}), || {
-                format!("continual-learning job {job}")
-            })
+            let id = c.start_cl(&experiment, specs).await?;
+            // the server answers only the id: the job is read back, to show what any create
+            // shows, the object created
+            let (job, status) = match c.job(&experiment, &id).await {
+                Ok(j) => (
+                    serde_json::to_value(&j).map_err(anyhow::Error::from)?,
+                    format!(" ({})", j.status),
+                ),
+                Err(e) => {
+                    tracing::warn!("continual-learning job {id} started; reading it back: {e}");
+                    (json!({"id": id}), String::new())
+                }
+            };
+            out.show(&job, || format!("continual-learning job {id}{status}"))
         }
     }
 }

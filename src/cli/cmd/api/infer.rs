@@ -13,6 +13,7 @@ use crate::monai::{BundleParams, Client, InferenceSpecs};
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
+    /// Experiment ID (realtime inference on)
     #[arg(long)]
     pub experiment: String,
     /// Image series UID
@@ -27,6 +28,7 @@ pub struct InferArgs {
     /// A point prompt x,y,z:label (label 1 = inside, 0 = outside); may be repeated
     #[arg(long = "point")]
     pub points: Vec<String>,
+    /// Where to write the label volume (.nrrd)
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -15,6 +15,7 @@ use crate::monai::{Client, Job, JobControl, JobStatus};
 pub enum JobsCmd {
     /// Table of jobs: id, action, status, key metric
     List {
+        /// Experiment ID
         #[arg(long)]
         experiment: String,
     },
@@ -22,24 +23,33 @@ pub enum JobsCmd {
 
 #[derive(Args, Debug)]
 pub struct JobRef {
+    /// Experiment ID
     #[arg(long)]
     pub experiment: String,
+    /// Job ID
     pub job: String,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
+    /// The job's status (and key metric)
     Status(JobRef),
+    /// The job's logs
     Logs(JobRef),
+    /// Cancel the job
     Cancel(JobRef),
+    /// Pause the job
     Pause(JobRef),
+    /// Resume a paused job
     Resume(JobRef),
-    /// Wait until the job reaches a status (like the guide's wait_for_job)
+    /// Wait until the job reaches a status (like the guide's wait_for_job); fails when it ends
+    /// otherwise or has passed that status
     Wait {
         #[command(flatten)]
         job: JobRef,
-        #[arg(long, default_value = "Done")]
-        until: String,
+        /// The status to wait for
+        #[arg(long, value_enum, ignore_case = true, default_value = "Done")]
+        until: WaitFor,
         /// e.g. 30m, 90s
         #[arg(long, default_value = "30m")]
         timeout: String,
@@ -47,6 +57,66 @@ pub enum JobCmd {
         #[arg(long, default_value_t = 5.0)]
         interval: f64,
     },
+}
+
+/// What `job wait --until` waits for: a job goes Pending → Running → Done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum WaitFor {
+    #[value(name = "Pending")]
+    Pending,
+    #[value(name = "Running")]
+    Running,
+    #[value(name = "Done")]
+    Done,
+}
+
+impl WaitFor {
+    pub fn status(self) -> JobStatus {
+        match self {
+            WaitFor::Pending => JobStatus::Pending,
+            WaitFor::Running => JobStatus::Running,
+            WaitFor::Done => JobStatus::Done,
+        }
+    }
+}
+
+/// Where a wait stands after one poll.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited {
+    Reached,
+    /// Not yet: poll again.
+    Waiting,
+    /// It never will: the job ended otherwise, or is past the status (why).
+    Missed(String),
+}
+
+/// What `status` means for a wait for `until`. A job passes Pending, then Running (pausing,
+/// paused, resuming and canceling are Running's, as the job has started), then ends Done,
+/// Error or Canceled; a job already past `until`, or ended otherwise, will never reach it.
+pub fn waited(status: &JobStatus, until: WaitFor) -> Waited {
+    if *status == until.status() {
+        return Waited::Reached;
+    }
+    let phase = match status {
+        JobStatus::Pending => Some(WaitFor::Pending),
+        JobStatus::Running
+        | JobStatus::Pausing
+        | JobStatus::Paused
+        | JobStatus::Resuming
+        | JobStatus::Canceling => Some(WaitFor::Running),
+        JobStatus::Done => Some(WaitFor::Done),
+        _ => None,
+    };
+    if status.is_terminal() && *status != JobStatus::Done {
+        return Waited::Missed(format!("ended {status}, not {}", until.status()));
+    }
+    match phase {
+        Some(p) if p > until => Waited::Missed(format!(
+            "is already {status}: it has passed {}",
+            until.status()
+        )),
+        _ => Waited::Waiting,
+    }
 }
 
 pub(super) async fn jobs(c: &mut Client, out: &Out, cmd: JobsCmd) -> Result<(), Failure> {
@@ -115,7 +185,7 @@ pub(super) async fn job(c: &mut Client, out: &Out, cmd: JobCmd) -> Result<(), Fa
                 c,
                 out,
                 &job,
-                &JobStatus::parse(&until),
+                until,
                 timeout,
                 Duration::from_secs_f64(interval.max(0.05)),
             )
@@ -137,7 +207,7 @@ async fn wait(
     c: &mut Client,
     out: &Out,
     j: &JobRef,
-    until: &JobStatus,
+    until: WaitFor,
     timeout: Duration,
     every: Duration,
 ) -> Result<(), Failure> {
@@ -156,11 +226,9 @@ async fn wait(
                 start.elapsed()
             ));
         }
-        // a job waited for to run may already be done
-        let reached =
-            status == *until || (*until == JobStatus::Running && status == JobStatus::Done);
-        let ended = status.is_terminal();
-        if reached || ended {
+        let w = waited(&status, until);
+        if w != Waited::Waiting {
+            let reached = w == Waited::Reached;
             if let Some(s) = spinner {
                 s.finish_and_clear();
             }
@@ -168,13 +236,12 @@ async fn wait(
             out.show(&body, || {
                 format!("job {} is {status} after {:.1?}", j.job, start.elapsed())
             })?;
-            return if reached {
-                Ok(())
-            } else {
-                Err(Failure {
+            return match w {
+                Waited::Missed(why) => Err(Failure {
                     code: exit::WAIT,
-                    error: anyhow::anyhow!("job {} ended {status}, not {until}", j.job),
-                })
+                    error: anyhow::anyhow!("job {} {why}", j.job),
+                }),
+                _ => Ok(()),
             };
         }
         if start.elapsed() >= timeout {
@@ -184,11 +251,41 @@ async fn wait(
             return Err(Failure {
                 code: exit::WAIT,
                 error: anyhow::anyhow!(
-                    "job {} is still {status} after {timeout:?} (waiting for {until})",
-                    j.job
+                    "job {} is still {status} after {timeout:?} (waiting for {})",
+                    j.job,
+                    until.status()
                 ),
             });
         }
         tokio::time::sleep(every.min(timeout.saturating_sub(start.elapsed()))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_fails_once_the_job_has_passed_the_status_or_ended_otherwise() {
+        use JobStatus as S;
+        use WaitFor as W;
+        assert_eq!(waited(&S::Running, W::Running), Waited::Reached);
+        assert_eq!(waited(&S::Pending, W::Running), Waited::Waiting);
+        assert_eq!(waited(&S::Paused, W::Done), Waited::Waiting);
+        assert_eq!(waited(&S::Other("Queued".into()), W::Done), Waited::Waiting);
+        let missed = |s: S, w: W| match waited(&s, w) {
+            Waited::Missed(why) => why,
+            other => panic!("{s} for {w:?}: {other:?}"),
+        };
+        assert_eq!(
+            missed(S::Done, W::Running),
+            "is already Done: it has passed Running"
+        );
+        assert_eq!(
+            missed(S::Running, W::Pending),
+            "is already Running: it has passed Pending"
+        );
+        assert_eq!(missed(S::Canceled, W::Done), "ended Canceled, not Done");
+        assert_eq!(missed(S::Error, W::Running), "ended Error, not Running");
     }
 }

@@ -9,26 +9,53 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::app::exit::{self, Failure};
-use crate::app::settings::{ConfigError, Settings};
+use crate::app::settings::{ApiLayer, ConfigError, DatasetLayer, Layers, Settings};
+use crate::cli::args::ConfigArg;
 use crate::monai::{Client, Resource, Secret};
 
 pub mod dataset;
 pub mod experiment;
 pub mod infer;
 pub mod job;
+pub mod notify;
 
 pub use dataset::{DatasetCmd, WorkspaceCmd};
 pub use experiment::{cl_summary, ClCmd, ClProgress, ClSummary, ExperimentCmd};
 pub use infer::{nrrd_part, parse_point, InferArgs};
 pub use job::{JobCmd, JobRef, JobsCmd};
+pub use notify::NotifyArgs;
 
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// JSON output for scripts
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub api: ApiLayer,
     #[command(subcommand)]
     pub command: ApiCommand,
+}
+
+impl ApiArgs {
+    /// The settings' layers the command line gives: the API's, and what the subcommand reads.
+    pub fn layers(&self) -> Layers {
+        let mut l = Layers {
+            api: self.api.clone(),
+            ..Default::default()
+        };
+        match &self.command {
+            ApiCommand::NextImage { dataset } => l.dataset = dataset.clone(),
+            ApiCommand::Notify(n) => {
+                l.dataset = n.dataset.clone();
+                l.state = n.state.clone();
+                l.writer = n.writer.clone();
+            }
+            _ => {}
+        }
+        l
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,17 +82,23 @@ pub enum ApiCommand {
     Job(JobCmd),
     /// The image the server recommends labelling next
     NextImage {
-        #[arg(long)]
-        dataset: String,
+        #[command(flatten)]
+        dataset: DatasetLayer,
     },
+    /// Notify the dataset of one label by hand (the guide's "Notify Server"), journalled in
+    /// the ledger
+    Notify(NotifyArgs),
     /// Realtime inference: writes the label volume (.nrrd) to --out
     Infer(InferArgs),
     /// Delete the experiment, the dataset and the workspace
     Cleanup {
+        /// Experiment ID to delete
         #[arg(long)]
         experiment: Option<String>,
+        /// Dataset ID to delete (never taken from SEGBRIDGE_DATASET or the config file)
         #[arg(long)]
         dataset: Option<String>,
+        /// Workspace ID to delete
         #[arg(long)]
         workspace: Option<String>,
     },
@@ -75,12 +108,39 @@ struct Out {
     json: bool,
 }
 
+/// Keys whose values are credentials: an answer that echoes one never shows it.
+const SECRET_KEYS: [&str; 6] = [
+    "client_secret",
+    "secret_key",
+    "access_key",
+    "ngc_api_key",
+    "token",
+    "password",
+];
+
+/// `v` without the credentials an answer may echo (see [`SECRET_KEYS`]), at any depth.
+fn without_secrets(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| !SECRET_KEYS.contains(&k.as_str()))
+                .map(|(k, v)| (k, without_secrets(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_secrets).collect()),
+        other => other,
+    }
+}
+
 impl Out {
+    /// One answer: JSON (one object per kind: a create or start prints the object created,
+    /// a delete `{"deleted": ID}`), or text.
     fn show(&self, v: &impl Serialize, text: impl FnOnce() -> String) -> Result<(), Failure> {
         let mut o = std::io::stdout().lock();
         if self.json {
-            let v = serde_json::to_string(v).map_err(anyhow::Error::from)?;
-            writeln!(o, "{v}").map_err(anyhow::Error::from)?;
+            let v = serde_json::to_value(v).map_err(anyhow::Error::from)?;
+            writeln!(o, "{}", without_secrets(v)).map_err(anyhow::Error::from)?;
         } else {
             writeln!(o, "{}", text()).map_err(anyhow::Error::from)?;
         }
@@ -105,11 +165,11 @@ pub fn run(s: &Settings, args: ApiArgs) -> Result<(), Failure> {
     let rt = crate::app::runtime()?;
     rt.block_on(async move {
         let mut c = Client::new(s.api_config())?;
-        dispatch(&mut c, &out, args.command).await
+        dispatch(&mut c, s, &out, args.command).await
     })
 }
 
-async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Failure> {
+async fn dispatch(c: &mut Client, s: &Settings, out: &Out, cmd: ApiCommand) -> Result<(), Failure> {
     match cmd {
         ApiCommand::Login => {
             c.login().await?;
@@ -124,8 +184,8 @@ async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Fail
         ApiCommand::Cl(cmd) => experiment::cl(c, out, cmd).await,
         ApiCommand::Jobs(cmd) => job::jobs(c, out, cmd).await,
         ApiCommand::Job(cmd) => job::job(c, out, cmd).await,
-        ApiCommand::NextImage { dataset } => {
-            let next = c.next_image(&dataset).await?;
+        ApiCommand::NextImage { .. } => {
+            let next = c.next_image(s.require_dataset()?).await?;
             out.show(&next, || {
                 let m = next.meta.clone().unwrap_or_default();
                 let unk = |f: Option<String>| f.unwrap_or_else(|| "UNK".into());
@@ -141,6 +201,7 @@ async fn dispatch(c: &mut Client, out: &Out, cmd: ApiCommand) -> Result<(), Fail
             })
         }
         ApiCommand::Infer(a) => infer::infer(c, out, a).await,
+        ApiCommand::Notify(a) => notify::notify(c, s, out, a).await,
         ApiCommand::Cleanup {
             experiment,
             dataset,
