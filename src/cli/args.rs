@@ -1,12 +1,14 @@
 //! Every subcommand and its flags. The settings' flags are defined once, in
 //! `app/settings/layers.rs` (each is also a config-file key); each command flattens the layers
-//! it reads, and only those, so its `--help` lists what it uses. [`ConfigArg::settings`] turns
+//! it reads, and only those, so its `--help` lists what it uses. `ConfigArg::settings` (`cli/config.rs`) turns
 //! them into [`Settings`] (command line over environment over config file over defaults).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use super::config::ConfigArg;
 
 use crate::app::settings::{
     ApiLayer, ConfigError, DatasetLayer, DeliveryLayer, Layers, LiveLayer, Settings, SourceLayer,
@@ -37,35 +39,6 @@ pub struct Global {
     /// overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Logging")]
     pub verbose: u8,
-}
-
-/// The config file, for every command that reads settings.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ConfigArg {
-    /// TOML config file (same names as the long flags)
-    #[arg(long, global = true, env = "SEGBRIDGE_CONFIG")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    /// The settings of a command: the layers it took from its flags (and the environment)
-    /// over the config file's.
-    pub fn settings(&self, cli: Layers) -> Result<Settings, ConfigError> {
-        Settings::resolve(self.merged(cli)?)
-    }
-
-    /// The settings of an interactive command (`api …`): a shorter default `--retry-for`.
-    pub fn interactive_settings(&self, cli: Layers) -> Result<Settings, ConfigError> {
-        Settings::resolve(self.merged(cli)?.interactive())
-    }
-
-    fn merged(&self, cli: Layers) -> Result<Layers, ConfigError> {
-        let file = match &self.config {
-            Some(p) => Layers::load(p)?,
-            None => Layers::default(),
-        };
-        Ok(cli.over(file))
-    }
 }
 
 #[derive(Subcommand, Debug)]

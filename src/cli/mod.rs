@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod cmd;
+pub mod config;
 
 use std::process::ExitCode;
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::app::exit::{self, Failure};
 use crate::app::settings::{ApiLayer, ConfigError, DatasetLayer, Layers, Settings};
-use crate::cli::args::ConfigArg;
+use crate::cli::config::ConfigArg;
 use crate::monai::{Client, Resource, Secret};
 
 pub mod dataset;
