@@ -174,16 +174,29 @@ impl PacsClient {
         limit: usize,
     ) -> Result<Vec<u8>, PacsError> {
         let url = self.url(at);
+        self.capped(&url, limit, || {
+            self.request(Method::GET, &url).header("accept", accept)
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes (again on a quick retry) and reads an answer of at most
+    /// `limit` bytes; a non-2xx answer is an error carrying the start of its body.
+    async fn capped(
+        &self,
+        url: &str,
+        limit: usize,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, PacsError> {
         let limit = limit.min(self.opts.max_body);
         retrying(|| async {
-            let req = self.request(Method::GET, &url).header("accept", accept);
-            let resp = req.send().await.map_err(|e| transport(&url, &e))?;
+            let resp = build().send().await.map_err(|e| transport(url, &e))?;
             let status = resp.status();
             if !status.is_success() {
-                let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
-                return Err(http_error(&self.opts.auth, &url, status, &body));
+                let body = read_capped(resp, url, 64 * 1024).await.unwrap_or_default();
+                return Err(http_error(&self.opts.auth, url, status, &body));
             }
-            read_capped(resp, &url, limit).await
+            read_capped(resp, url, limit).await
         })
         .await
     }
@@ -309,19 +322,10 @@ impl PacsClient {
         limit: usize,
     ) -> Result<Vec<u8>, PacsError> {
         let url = self.url(at);
-        let limit = limit.min(self.opts.max_body);
-        retrying(|| async {
-            let req = self
-                .request(Method::POST, &url)
+        self.capped(&url, limit, || {
+            self.request(Method::POST, &url)
                 .header("accept", accept)
-                .json(body);
-            let resp = req.send().await.map_err(|e| transport(&url, &e))?;
-            let status = resp.status();
-            if !status.is_success() {
-                let body = read_capped(resp, &url, 64 * 1024).await.unwrap_or_default();
-                return Err(http_error(&self.opts.auth, &url, status, &body));
-            }
-            read_capped(resp, &url, limit).await
+                .json(body)
         })
         .await
     }
