@@ -5,6 +5,7 @@
 pub mod guard;
 pub mod j2k;
 pub mod json;
+mod labels;
 pub mod open;
 pub mod pixels;
 pub mod quality;
