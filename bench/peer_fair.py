@@ -17,7 +17,6 @@ usage:
 The API key comes from MONAI_API_KEY. Prints one JSON line of what it did.
 """
 import json
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -25,24 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from dicomweb_client.api import DICOMwebClient
 
+# login and notify exactly as the sequential peer does (the script's folder is on sys.path)
+from peer import api_session, notify
+
 THREADS = 8
 PAGE = 1000
-ORG = "iasixjqzw1hj"
-
-
-def api_session(api):
-    s = requests.Session()
-    r = s.post(f"{api}/api/v1/login", json={"ngc_api_key": os.environ["MONAI_API_KEY"]})
-    r.raise_for_status()
-    s.headers["Authorization"] = "Bearer " + r.json()["token"]
-    return s
-
-
-def notify(s, api, dataset, entries):
-    for i in range(0, len(entries), 100):
-        body = {"action": "notify",
-                "specs": {"added": entries[i:i + 100], "updated": [], "removed": []}}
-        s.post(f"{api}/api/v1/orgs/{ORG}/datasets/{dataset}/jobs", json=body).raise_for_status()
 
 
 def uid(item, tag):

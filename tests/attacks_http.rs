@@ -10,15 +10,6 @@ use serde_json::{json, Value};
 /// bytes of DICOM JSON (one real-looking SEG series plus padding a parser must walk).
 fn bloated_pacs(size: usize) -> (String, tokio::runtime::Runtime) {
     use axum::extract::Request;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}/dw", listener.local_addr().unwrap());
     let padding = |n: usize| {
         let mut items = Vec::new();
         let mut total = 0;
@@ -59,10 +50,8 @@ fn bloated_pacs(size: usize) -> (String, tokio::runtime::Runtime) {
             ([("content-type", "application/dicom+json")], body)
         }
     });
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, rt)
+    let (root, rt) = serve(app);
+    (format!("{root}/dw"), rt)
 }
 
 /// Peak RSS (KiB) of a segbridge run, through GNU time.
@@ -115,15 +104,6 @@ fn large_json_answers_cost_bounded_memory() {
 fn an_endless_qido_listing_is_bounded_and_reported_once() {
     use axum::extract::Request;
     use std::time::{Duration, Instant};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}/dw", listener.local_addr().unwrap());
     let app = axum::Router::new().fallback(|req: Request| async move {
         let q = req.uri().query().unwrap_or("").to_string();
         let body = if req.uri().path().ends_with("/series") && q.contains("Modality=SEG") {
@@ -142,9 +122,8 @@ fn an_endless_qido_listing_is_bounded_and_reported_once() {
         };
         ([("content-type", "application/dicom+json")], body)
     });
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (root, _rt) = serve(app);
+    let url = format!("{root}/dw");
     let dir = tempfile::tempdir().unwrap();
     let mut child = segbridge(dir.path())
         .args(["scan", "--json", "--page-size", "1", "--dicomweb", &url])
@@ -172,10 +151,6 @@ fn an_endless_qido_listing_is_bounded_and_reported_once() {
         "{err}"
     );
 }
-
-/// A server answering every request with a 307 to `to`, and one recording every request
-/// (line and body) it gets: (redirecting URL, recorder URL, recorded, runtime).
-type Recorded = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 fn redirect_pair() -> (String, String, Recorded, tokio::runtime::Runtime) {
     use axum::body::Bytes;

@@ -24,25 +24,23 @@ enum Lists {
     Literal,
 }
 
-/// A DICOMweb server that passes everything to Orthanc's but treats UID lists its own way.
-fn list_breaking_proxy(upstream: String, how: Lists) -> (String, tokio::runtime::Runtime) {
+/// A DICOMweb server that passes everything to Orthanc's but treats UID lists its own way, and
+/// records the query strings it was asked.
+fn list_breaking_proxy(
+    upstream: String,
+    how: Lists,
+) -> (String, Recorded, tokio::runtime::Runtime) {
     use axum::extract::Request;
     use axum::response::IntoResponse;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
     let client = reqwest::Client::new();
+    let seen: Recorded = Default::default();
+    let log = seen.clone();
     let app = axum::Router::new().fallback(move |req: Request| {
-        let (client, upstream) = (client.clone(), upstream.clone());
+        let (client, upstream, log) = (client.clone(), upstream.clone(), log.clone());
         async move {
             let path = req.uri().path().to_string();
             let query = req.uri().query().unwrap_or("").to_string();
+            log.lock().unwrap().push(query.clone());
             let listed = query.split('&').any(|kv| {
                 kv.starts_with("SeriesInstanceUID=") && (kv.contains("%2C") || kv.contains(','))
             });
@@ -70,10 +68,8 @@ fn list_breaking_proxy(upstream: String, how: Lists) -> (String, tokio::runtime:
             (status, [("content-type", ct)], body).into_response()
         }
     });
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/dicom-web"), rt)
+    let (root, rt) = serve(app);
+    (format!("{root}/dicom-web"), seen, rt)
 }
 
 fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
@@ -180,8 +176,19 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     assert_eq!(rest, direct);
     // servers that do not honour UID lists: one query per series, the same verdicts
     for how in [Lists::Ignored, Lists::Literal] {
-        let (url, _rt) = list_breaking_proxy(orthanc.url.clone(), how);
+        let (url, seen, _rt) = list_breaking_proxy(orthanc.url.clone(), how);
         let (got, _) = scan(dir.path(), &["--dicomweb", &url]);
         assert_eq!(got, direct);
+        // the lists were given up after one query each, and every image series asked alone
+        let seen = seen.lock().unwrap().clone();
+        let lists = seen
+            .iter()
+            .filter(|q| q.contains("SeriesInstanceUID=") && q.contains("%2C"));
+        assert!(lists.count() <= 4, "{seen:#?}");
+        let alone = seen
+            .iter()
+            .filter(|q| q.contains("SeriesInstanceUID=") && !q.contains("%2C"))
+            .count();
+        assert!(alone >= N, "{alone} series asked alone: {seen:#?}");
     }
 }

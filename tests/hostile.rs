@@ -172,11 +172,6 @@ fn a_fifo_and_unreadable_entries_do_not_hang_a_scan() {
 /// A DICOMweb server that answers the listing normally and the metadata with `body`.
 fn hostile_dicomweb(body: &'static str, huge: bool) -> (String, tokio::runtime::Runtime) {
     use axum::routing::get;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let listing = r#"[{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]}, "00201209": {"vr": "IS", "Value": [1]}}]"#;
     let app = axum::Router::new()
         .route(
@@ -198,14 +193,8 @@ fn hostile_dicomweb(body: &'static str, huge: bool) -> (String, tokio::runtime::
                 }
             }),
         );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}/dicom-web", listener.local_addr().unwrap());
-    rt.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, rt)
+    let (root, rt) = serve(app);
+    (format!("{root}/dicom-web"), rt)
 }
 
 #[test]

@@ -577,3 +577,24 @@ pub fn non_image(like: &Path, sop_class: &str, modality: &str, sop: &str) -> Vec
     o.with_exact_meta(meta).write_all(&mut out).unwrap();
     out
 }
+
+/// What a stand-in server recorded of the requests it got, in order.
+pub type Recorded = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Serves `app` on a free loopback port from a runtime of its own: the server's root URL
+/// (`http://127.0.0.1:PORT`) and the runtime, which stops the server when dropped.
+pub fn serve(app: axum::Router) -> (String, tokio::runtime::Runtime) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, rt)
+}
