@@ -814,7 +814,11 @@ fn synthetic_ledger(path: &Path, n: usize) {
     use segbridge::model::ImageIndex;
     use segbridge::rules::pair::pair_ungated as match_all;
     use segbridge::source::Listing;
-    let mut ledger = segbridge::ledger::Ledger::open(path, Duration::from_secs(5)).unwrap();
+    let mut ledger = segbridge::ledger::Ledger::open(
+        &segbridge::ledger::StateAt::File(path.to_path_buf()),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     if n == 0 {
         return;
     }

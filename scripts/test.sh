@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: runs every test.
-# Installs what is missing (a real Orthanc with the DICOMweb plugin, from Debian's packages;
+# Installs what is missing (a real Orthanc with the DICOMweb plugin and PostgreSQL, from Debian's packages;
 # a Python venv; node with the corpus's npm packages), then runs `cargo test`. Tests that need Orthanc start their own instance on free loopback
 # ports with a temporary storage dir and stop it when they end; they FAIL, never skip, when
 # Orthanc is missing.
@@ -78,4 +78,8 @@ if [ "${SEGBRIDGE_SKIP_BENCH_SMOKE:-}" != 1 ]; then
   }
   echo "scripts/test.sh: benchmark smoke test ok (target/bench-smoke.log)" >&2
 fi
-exec cargo test --locked "$@"
+# PostgreSQL for the shared-ledger tests: a throwaway server on loopback, stopped at the end
+# shellcheck source=scripts/pg-test-server.sh
+source scripts/pg-test-server.sh
+pg_test_server_start
+cargo test --locked "$@"

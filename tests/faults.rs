@@ -192,7 +192,10 @@ fn kill9_sync_at_random_points_50_times() {
             kills += 1;
         }
         child.wait().unwrap();
-        let ledger = segbridge::ledger::Ledger::open_read_only(&state).unwrap();
+        let ledger = segbridge::ledger::Ledger::open_read_only(&segbridge::ledger::StateAt::File(
+            state.clone(),
+        ))
+        .unwrap();
         assert_eq!(ledger.integrity_check().unwrap(), "ok", "round {round}");
     }
     lab.emu.clear_faults();
@@ -252,7 +255,9 @@ fn kill9_watch_while_labels_arrive() {
     assert!(lab.sync(&[]).status.success());
     assert_exactly(&lab.emu, &want, kills * 2);
     let state = lab.dir.path().join("segbridge.db");
-    let ledger = segbridge::ledger::Ledger::open_read_only(&state).unwrap();
+    let ledger =
+        segbridge::ledger::Ledger::open_read_only(&segbridge::ledger::StateAt::File(state.clone()))
+            .unwrap();
     assert_eq!(ledger.integrity_check().unwrap(), "ok");
 }
 

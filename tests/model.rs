@@ -24,7 +24,8 @@ use rand::{Rng, SeedableRng};
 use segbridge::app::settings::{Layers, Settings, SourceLayer, StateLayer};
 use segbridge::dicom::quality::Validator;
 use segbridge::fixtures::{write_ct, write_seg, CtSeries, Refs, SegSpec};
-use segbridge::ledger::Ledger;
+use segbridge::ledger::testing::{new_database, test_server};
+use segbridge::ledger::{Ledger, StateAt};
 use segbridge::monai::{Client, Secret};
 
 use crate::common::orthanc::Orthanc;
@@ -60,6 +61,13 @@ impl Seg {
     }
 }
 
+/// Where the ledger is kept.
+#[derive(Clone, Copy)]
+enum Kept {
+    File,
+    Postgres,
+}
+
 /// Where the files go.
 enum Store {
     Folder,
@@ -69,6 +77,8 @@ enum Store {
 struct World {
     rng: StdRng,
     dir: tempfile::TempDir,
+    /// The ledger: a file in `dir`, or a PostgreSQL database of the world's own.
+    state: String,
     store: Store,
     images: Vec<(CtSeries, bool)>,
     segs: Vec<Seg>,
@@ -87,7 +97,7 @@ struct World {
 }
 
 impl World {
-    fn new(seed: u64, store: Store, images: usize) -> World {
+    fn new(seed: u64, store: Store, images: usize, ledger: Kept) -> World {
         let emu = Emu::start();
         let dataset = emu.create_dataset();
         let mut cfg =
@@ -103,9 +113,15 @@ impl World {
                 (ct, false)
             })
             .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let state = match ledger {
+            Kept::File => dir.path().join("segbridge.db").display().to_string(),
+            Kept::Postgres => new_database(&test_server()),
+        };
         World {
             rng: StdRng::seed_from_u64(seed),
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            state,
             store,
             images,
             segs: Vec::new(),
@@ -301,7 +317,7 @@ impl World {
     }
 
     fn sync(&mut self) {
-        let state = self.dir.path().join("segbridge.db");
+        let state = StateAt::parse(&self.state).unwrap();
         let (folder, orthanc) = match &self.store {
             Store::Folder => (Some(self.folder()), None),
             Store::Orthanc(o) => (None, Some(o.url.clone())),
@@ -315,7 +331,7 @@ impl World {
                 ..Default::default()
             },
             state: StateLayer {
-                state: Some(state.clone()),
+                state: Some(self.state.clone()),
             },
             ..Default::default()
         })
@@ -439,11 +455,18 @@ fn steps(default: usize) -> usize {
 
 /// Runs `steps` operations, a sync and the checks after each, in worlds of `images` images;
 /// a world is renewed every `per_world` steps so that folders stay small.
-fn run(seed: u64, steps: usize, per_world: usize, images: usize, store: impl Fn() -> Store) {
+fn run(
+    seed: u64,
+    steps: usize,
+    per_world: usize,
+    images: usize,
+    ledger: Kept,
+    store: impl Fn() -> Store,
+) {
     let mut done = 0;
     let mut world_no = 0u64;
     while done < steps {
-        let mut w = World::new(seed * 1_000_003 + world_no, store(), images);
+        let mut w = World::new(seed * 1_000_003 + world_no, store(), images, ledger);
         for _ in 0..per_world.min(steps - done) {
             w.step();
             w.check(done);
@@ -458,9 +481,23 @@ fn folder() {
     let n = steps(300);
     for seed in seeds(&[1, 2]) {
         let t = std::time::Instant::now();
-        run(seed, n, 60, 4, || Store::Folder);
+        run(seed, n, 60, 4, Kept::File, || Store::Folder);
         eprintln!(
             "model, folder: seed {seed}, {n} steps in {:.1?}",
+            t.elapsed()
+        );
+    }
+}
+
+/// The same operations with the ledger in PostgreSQL: the server's view must be the same.
+#[test]
+fn folder_postgres() {
+    let n = steps(150);
+    for seed in seeds(&[4]) {
+        let t = std::time::Instant::now();
+        run(seed, n, 50, 4, Kept::Postgres, || Store::Folder);
+        eprintln!(
+            "model, folder, PostgreSQL ledger: seed {seed}, {n} steps in {:.1?}",
             t.elapsed()
         );
     }
@@ -471,7 +508,7 @@ fn orthanc() {
     let n = steps(40);
     for seed in seeds(&[3]) {
         let t = std::time::Instant::now();
-        run(seed, n, 40, 3, || {
+        run(seed, n, 40, 3, Kept::File, || {
             Store::Orthanc(Box::new(Orthanc::start(serde_json::json!({}))))
         });
         eprintln!(

@@ -150,7 +150,10 @@ async fn demo(folder: &Path, tmp: &Path, train_seconds: f64) -> Result<(), Failu
 
     step("sync: ledger → outbox → notify");
     let state = tmp.join("segbridge.db");
-    let mut ledger = Ledger::open(&state, Duration::from_secs(5))?;
+    let mut ledger = Ledger::open(
+        &crate::ledger::StateAt::File(state.clone()),
+        Duration::from_secs(5),
+    )?;
     let changes = pipeline::record(&mut ledger, &scan, &dataset_id)?;
     println!("{} changes queued in {}", changes.len(), state.display());
     let delivery = pipeline::deliver(&mut ledger, &mut client, &dataset_id, 100).await?;

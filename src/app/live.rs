@@ -94,7 +94,7 @@ pub async fn run_live(
     let (tx, mut rx) = mpsc::channel::<Scan>(8);
     let ctx = LiveCtx {
         metrics: metrics.clone(),
-        known: std::sync::Arc::new(crate::ledger::KnownLookup::State(ledger.path().into())),
+        known: std::sync::Arc::new(crate::ledger::KnownLookup::State(ledger.at().clone())),
         chunk: opts.chunk,
         reconcile: opts.reconcile,
         poll: opts.poll,
@@ -298,10 +298,10 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
             let listener = serve::bind(listen, &explicit_token)
                 .await
                 .map_err(ConfigError)?;
-            if explicit_token.is_none() {
+            if let (None, Some(file)) = (&explicit_token, state.file()) {
                 info!(
                     "hook token: {} (generated; `segbridge orthanc-lua` puts it in the script)",
-                    token::token_path(&state).display()
+                    token::token_path(file).display()
                 );
             }
             let (ev_tx, ev_rx) = mpsc::channel(1024);

@@ -59,7 +59,7 @@ pub async fn collect_once(
     reporter: &mut Reporter,
 ) -> Result<SyncReport, LedgerError> {
     // each source asks the ledger about what it listed, not about everything it holds
-    let known = KnownLookup::State(ledger.path().into());
+    let known = KnownLookup::State(ledger.at().clone());
     let mut report = SyncReport::default();
     let errors = list_once(sources, &known, chunk, |scan| {
         reporter.report(&scan);

@@ -1,11 +1,8 @@
 //! What sources ask the ledger before reading: the known labels among a listing's UIDs (to
 //! skip unchanged series), the unmatched labels, a series by the source's own ID.
 
-use std::path::PathBuf;
-
-use rusqlite::OptionalExtension;
-
-use super::{sql, Ledger, LedgerError};
+use super::db::{args, Val};
+use super::{sql, Ledger, LedgerError, StateAt};
 use crate::model::known::{Known, KnownLabel};
 use crate::model::status::LabelStatus;
 
@@ -17,23 +14,23 @@ pub enum KnownLookup {
     /// Nothing is known: everything listed is read (a first run, the demo).
     #[default]
     Nothing,
-    /// The state file, opened read-only for each lookup (it never takes the writer's lock, and
+    /// The ledger, opened read-only for each lookup (it never takes the writer's lock, and
     /// with WAL it reads beside a writer).
-    State(PathBuf),
+    State(StateAt),
 }
 
 impl KnownLookup {
     /// The known labels among `uids`. A state file that cannot be read (not there yet, locked
     /// too long) means nothing known: series are read again, never skipped wrongly.
     pub fn among<'a>(&self, uids: impl IntoIterator<Item = &'a str>) -> Known {
-        let KnownLookup::State(path) = self else {
+        let KnownLookup::State(at) = self else {
             return Known::default();
         };
         let mut uids = uids.into_iter().peekable();
-        if uids.peek().is_none() || !path.exists() {
+        if uids.peek().is_none() || at.file().is_some_and(|p| !p.exists()) {
             return Known::default();
         }
-        match Ledger::open_read_only(path).and_then(|l| l.known_among(uids)) {
+        match Ledger::open_read_only(at).and_then(|l| l.known_among(uids)) {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!("{e}; reading every listed series again");
@@ -51,7 +48,7 @@ impl crate::model::known::KnownLabels for KnownLookup {
     fn unmatched(&self) -> Vec<(String, String)> {
         match self {
             KnownLookup::Nothing => Vec::new(),
-            KnownLookup::State(path) => Ledger::open_read_only(path)
+            KnownLookup::State(at) => Ledger::open_read_only(at)
                 .and_then(|l| l.unmatched_labels())
                 .unwrap_or_default(),
         }
@@ -72,32 +69,28 @@ impl Ledger {
         let mut known = Known::with_capacity(uids.len());
         for part in uids.chunks(PER_QUERY) {
             let marks = vec!["?"; part.len()].join(",");
-            let mut st = self
-                .conn
-                .prepare_cached(&format!(
-                    "SELECT label_uid, instances, status, reason, remote_stamp, verdict_key FROM labels
-                     WHERE label_uid IN ({marks}) AND present = 1 AND status != ?"
-                ))
-                .map_err(|e| sql(&self.path, e))?;
-            let unmatched = LabelStatus::Unmatched.as_str();
-            let args = part.iter().copied().chain([unmatched]);
-            let rows = st
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((
-                        r.get(0)?,
+            let q = format!(
+                "SELECT label_uid, instances, status, reason, remote_stamp, verdict_key FROM labels
+                 WHERE label_uid IN ({marks}) AND present = 1 AND status != ?"
+            );
+            let mut a: Vec<Val> = part.iter().map(|u| Val::from(*u)).collect();
+            a.push(LabelStatus::Unmatched.into());
+            let rows = self.db.rows(&q, &a).map_err(|e| sql(&self.path, e))?;
+            for r in rows {
+                let k = (|| {
+                    Ok::<_, super::DbError>((
+                        r.text(0)?,
                         KnownLabel {
-                            instances: r.get(1)?,
-                            status: r.get(2)?,
-                            reason: r.get(3)?,
-                            stamp: r.get(4)?,
-                            verdict_key: r.get(5)?,
+                            instances: r.int(1)?,
+                            status: r.status(2)?,
+                            reason: r.text(3)?,
+                            stamp: r.opt_text(4)?,
+                            verdict_key: r.opt_text(5)?,
                         },
                     ))
-                })
+                })()
                 .map_err(|e| sql(&self.path, e))?;
-            for row in rows {
-                let (uid, k): (String, KnownLabel) = row.map_err(|e| sql(&self.path, e))?;
-                known.insert(uid, k);
+                known.insert(k.0, k.1);
             }
         }
         Ok(known)
@@ -105,28 +98,23 @@ impl Ledger {
 
     /// Present labels that are unmatched (their image may have arrived since).
     pub fn unmatched_labels(&self) -> Result<Vec<(String, String)>, LedgerError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.db
+            .rows(
                 "SELECT label_uid, study_uid FROM labels WHERE present = 1 AND status = ?1",
+                &args![LabelStatus::Unmatched],
             )
-            .map_err(|e| sql(&self.path, e))?;
-        let rows = st
-            .query_map([LabelStatus::Unmatched], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| sql(&self.path, e))?;
-        rows.collect::<Result<_, _>>()
+            .and_then(|rows| rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect())
             .map_err(|e| sql(&self.path, e))
     }
 
     /// The label UID of a series known by the source's own ID (Orthanc's), if any.
     pub fn label_by_remote_id(&self, remote_id: &str) -> Result<Option<String>, LedgerError> {
-        self.conn
-            .query_row(
+        self.db
+            .row(
                 "SELECT label_uid FROM labels WHERE remote_id = ?1",
-                [remote_id],
-                |r| r.get(0),
+                &args![remote_id],
             )
-            .optional()
+            .and_then(|r| r.map(|r| r.text(0)).transpose())
             .map_err(|e| sql(&self.path, e))
     }
 }

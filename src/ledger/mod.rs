@@ -12,16 +12,24 @@
 //! ask before reading). The policy itself (what to send) is `rules::plan`.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub(crate) mod db;
 mod labels;
 mod lookup;
 mod outbox;
+mod pg;
 mod reports;
 mod schema;
+mod schema_pg;
+mod sqlite;
+#[cfg(test)]
+mod test_stores;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
@@ -30,18 +38,56 @@ mod tests;
 pub use crate::model::known::{is_unchanged, Known, KnownLabel};
 pub use crate::model::outbox::{Change, OutboxEntry, Section};
 pub use crate::util::time::{fmt_time, now};
+pub use db::{DbError, Dialect};
 pub use lookup::KnownLookup;
+pub use pg::Dsn;
 pub use reports::{LabelRow, StatusReport, Summary};
 
+use db::Sql;
 use schema::{acquire_lock, private_file, read_only_dir_fallback, MIGRATIONS};
+
+/// Where the ledger lives: a SQLite file (the default) or a PostgreSQL database that several
+/// segbridge processes share (`--state postgres://user@host/db`).
+#[derive(Debug, Clone)]
+pub enum StateAt {
+    File(PathBuf),
+    Postgres(Dsn),
+}
+
+impl StateAt {
+    /// A `postgres://` or `postgresql://` URL names PostgreSQL; anything else is a file path.
+    pub fn parse(s: &str) -> Result<StateAt, String> {
+        if Dsn::is_dsn(s) {
+            Dsn::parse(s).map(StateAt::Postgres)
+        } else {
+            Ok(StateAt::File(PathBuf::from(s)))
+        }
+    }
+
+    /// What logs and errors show: the path, or the DSN without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            StateAt::File(p) => p.display().to_string(),
+            StateAt::Postgres(d) => d.shown().to_string(),
+        }
+    }
+
+    /// The state file, when the ledger is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            StateAt::File(p) => Some(p),
+            StateAt::Postgres(_) => None,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("state file {path}: {source}")]
+    #[error("state {path}: {source}")]
     Sql {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error(
         "state file {path} is in use by another segbridge process{holder}; waited {waited:?}. \
@@ -72,17 +118,25 @@ pub enum LedgerError {
 
 /// The durable state of one segbridge installation.
 pub struct Ledger {
-    conn: Connection,
+    db: Box<dyn Sql>,
+    at: StateAt,
     path: String,
     /// Held for the ledger's lifetime: one writer process per state file.
     _lock: Option<File>,
+    /// A dry run on PostgreSQL: everything happens inside one transaction that is never
+    /// committed (each write is a savepoint in it).
+    dry: bool,
 }
 
 impl Ledger {
-    /// Opens (creating and migrating when needed) the state file for writing. Only one process
+    /// Opens (creating and migrating when needed) the ledger for writing. Only one process
     /// may write a state file: a second one waits up to `lock_wait`, then fails with
-    /// [`LedgerError::Locked`].
-    pub fn open(path: &Path, lock_wait: Duration) -> Result<Ledger, LedgerError> {
+    /// [`LedgerError::Locked`]. PostgreSQL is shared: who does what is decided by leases.
+    pub fn open(at: &StateAt, lock_wait: Duration) -> Result<Ledger, LedgerError> {
+        let path = match at {
+            StateAt::Postgres(dsn) => return Ledger::postgres(dsn, false),
+            StateAt::File(p) => p,
+        };
         let shown = path.display().to_string();
         let lock = acquire_lock(path, lock_wait)?;
         private_file(path).map_err(|e| LedgerError::LockFile {
@@ -90,46 +144,89 @@ impl Ledger {
             lock: shown.clone(),
             source: e,
         })?;
-        let conn = Connection::open(path).map_err(|e| sql(&shown, e))?;
-        let mut ledger = Ledger {
-            conn,
-            path: shown,
-            _lock: Some(lock),
-        };
+        let conn = Connection::open(path).map_err(|e| sql(&shown, e.into()))?;
+        schema::writer_pragmas(&conn).map_err(|e| sql(&shown, e.into()))?;
+        let mut ledger = Ledger::on(conn, at, Some(lock));
         ledger.init()?;
         Ok(ledger)
     }
 
-    /// A private in-memory ledger: a copy of the state file when it exists, else empty. Used by
-    /// `--dry-run`, which must change nothing and take no lock.
-    pub fn snapshot(path: &Path) -> Result<Ledger, LedgerError> {
-        let shown = path.display().to_string();
-        let mut conn = Connection::open_in_memory().map_err(|e| sql(&shown, e))?;
-        if path.exists() {
-            let src = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| sql(&shown, e))?;
-            src.busy_timeout(Duration::from_secs(5))
-                .map_err(|e| sql(&shown, e))?;
-            let backup =
-                rusqlite::backup::Backup::new(&src, &mut conn).map_err(|e| sql(&shown, e))?;
-            backup
-                .run_to_completion(1000, Duration::ZERO, None)
-                .map_err(|e| sql(&shown, e))?;
+    fn on(conn: Connection, at: &StateAt, lock: Option<File>) -> Ledger {
+        Ledger {
+            db: Box::new(sqlite::Sqlite(conn)),
+            at: at.clone(),
+            path: at.shown(),
+            _lock: lock,
+            dry: false,
         }
+    }
+
+    fn postgres(dsn: &Dsn, dry: bool) -> Result<Ledger, LedgerError> {
+        let shown = dsn.shown().to_string();
+        let db = pg::Pg::connect(dsn).map_err(|e| sql(&shown, e))?;
         let mut ledger = Ledger {
-            conn,
+            db: Box::new(db),
+            at: StateAt::Postgres(dsn.clone()),
             path: shown,
             _lock: None,
+            dry: false,
         };
+        if dry {
+            ledger.batch("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
+            ledger.dry = true;
+        }
+        ledger.init_pg()?;
+        Ok(ledger)
+    }
+
+    /// A private ledger for `--dry-run`, which must change nothing and take no lock: an
+    /// in-memory copy of the state file (empty when there is none), or on PostgreSQL one
+    /// transaction that is rolled back.
+    pub fn snapshot(at: &StateAt) -> Result<Ledger, LedgerError> {
+        let path = match at {
+            StateAt::Postgres(dsn) => return Ledger::postgres(dsn, true),
+            StateAt::File(p) => p,
+        };
+        let shown = path.display().to_string();
+        let e = |e: rusqlite::Error| sql(&shown, e.into());
+        let mut conn = Connection::open_in_memory().map_err(e)?;
+        if path.exists() {
+            let src =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
+            src.busy_timeout(Duration::from_secs(5)).map_err(e)?;
+            let backup = rusqlite::backup::Backup::new(&src, &mut conn).map_err(e)?;
+            backup
+                .run_to_completion(1000, Duration::ZERO, None)
+                .map_err(e)?;
+        }
+        schema::writer_pragmas(&conn).map_err(e)?;
+        let mut ledger = Ledger::on(conn, at, None);
         ledger.init()?;
         Ok(ledger)
     }
 
-    /// Opens the state file read-only, without the writer lock (for `status` while a watcher runs).
-    pub fn open_read_only(path: &Path) -> Result<Ledger, LedgerError> {
+    /// Opens the ledger to read, without the writer lock (for `status` while a watcher runs).
+    pub fn open_read_only(at: &StateAt) -> Result<Ledger, LedgerError> {
+        let path = match at {
+            StateAt::Postgres(dsn) => {
+                let shown = dsn.shown().to_string();
+                let db = pg::Pg::connect(dsn).map_err(|e| sql(&shown, e))?;
+                let ledger = Ledger {
+                    db: Box::new(db),
+                    at: at.clone(),
+                    path: shown,
+                    _lock: None,
+                    dry: false,
+                };
+                ledger.check_version()?;
+                return Ok(ledger);
+            }
+            StateAt::File(p) => p,
+        };
         let shown = path.display().to_string();
-        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| sql(&shown, e))?;
+        let e = |e: rusqlite::Error| sql(&shown, e.into());
+        let mut conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(e)?;
         // SQLite opens lazily: the first read says whether the WAL's files could be made
         if conn
             .query_row("PRAGMA schema_version", [], |_| Ok(()))
@@ -139,43 +236,117 @@ impl Ledger {
                 conn = c;
             }
         }
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| sql(&shown, e))?;
-        let ledger = Ledger {
-            conn,
-            path: shown,
-            _lock: None,
-        };
-        let v = ledger.schema_version()?;
-        if v > MIGRATIONS.len() as i64 {
-            return Err(LedgerError::TooNew {
-                path: ledger.path.clone(),
-                found: v,
-                known: MIGRATIONS.len() as i64,
-            });
-        }
+        conn.busy_timeout(Duration::from_secs(5)).map_err(e)?;
+        let ledger = Ledger::on(conn, at, None);
+        ledger.check_version()?;
         Ok(ledger)
     }
 
-    pub fn schema_version(&self) -> Result<i64, LedgerError> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| sql(&self.path, e))
+    fn check_version(&self) -> Result<(), LedgerError> {
+        let v = self.schema_version()?;
+        let known = self.migrations_known();
+        if v > known {
+            return Err(LedgerError::TooNew {
+                path: self.path.clone(),
+                found: v,
+                known,
+            });
+        }
+        Ok(())
     }
 
+    fn migrations_known(&self) -> i64 {
+        match self.db.dialect() {
+            Dialect::Sqlite => MIGRATIONS.len() as i64,
+            Dialect::Postgres => schema_pg::MIGRATIONS.len() as i64,
+        }
+    }
+
+    pub fn schema_version(&self) -> Result<i64, LedgerError> {
+        match self.db.dialect() {
+            Dialect::Sqlite => self.db.one("PRAGMA user_version", &[]),
+            Dialect::Postgres => self.pg_schema_version(),
+        }
+        .map_err(|e| sql(&self.path, e))
+    }
+
+    /// The ledger's path (or DSN without its password), as shown.
     pub fn path(&self) -> &str {
         &self.path
     }
 
-    /// SQLite's own integrity check; `ok` when the file is sound.
+    /// Where the ledger lives.
+    pub fn at(&self) -> &StateAt {
+        &self.at
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
+    }
+
+    /// The store's own consistency check; `ok` when sound (SQLite's integrity check; on
+    /// PostgreSQL, the server keeps its own).
     pub fn integrity_check(&self) -> Result<String, LedgerError> {
-        self.conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| sql(&self.path, e))
+        match self.db.dialect() {
+            Dialect::Sqlite => self
+                .db
+                .row("PRAGMA integrity_check", &[])
+                .and_then(|r| r.map_or(Ok("no answer".into()), |r| r.text(0)))
+                .map_err(|e| sql(&self.path, e)),
+            Dialect::Postgres => Ok("ok".into()),
+        }
+    }
+
+    fn batch(&self, q: &str) -> Result<(), LedgerError> {
+        self.db.batch(q).map_err(|e| sql(&self.path, e))
+    }
+
+    /// Runs `f` in one transaction: committed when it returns Ok, rolled back otherwise. On
+    /// PostgreSQL the transaction is serializable, and run again (up to five times) when the
+    /// server gave up on it because of another process's.
+    fn tx<T>(&mut self, f: impl Fn(&dyn Sql) -> Result<T, DbError>) -> Result<T, LedgerError> {
+        let (begin, commit, rollback) = match (self.dry, self.db.dialect()) {
+            (true, _) => (
+                "SAVEPOINT w",
+                "RELEASE SAVEPOINT w",
+                "ROLLBACK TO SAVEPOINT w",
+            ),
+            (false, Dialect::Sqlite) => ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"),
+            (false, Dialect::Postgres) => {
+                ("BEGIN ISOLATION LEVEL SERIALIZABLE", "COMMIT", "ROLLBACK")
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .db
+                .batch(begin)
+                .and_then(|()| f(&*self.db))
+                .and_then(|v| self.db.batch(commit).map(|()| v));
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let _ = self.db.batch(rollback);
+                    if !(e.is_retryable() && attempt < 5) {
+                        return Err(sql(&self.path, e));
+                    }
+                    std::thread::sleep(Duration::from_millis(10 << attempt));
+                }
+            }
+        }
     }
 }
 
-fn sql(path: &str, e: rusqlite::Error) -> LedgerError {
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if self.dry {
+            let _ = self.db.batch("ROLLBACK");
+        }
+    }
+}
+
+fn sql(path: &str, e: DbError) -> LedgerError {
     LedgerError::Sql {
         path: path.to_string(),
         source: e,

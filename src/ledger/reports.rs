@@ -1,9 +1,9 @@
 //! What the ledger reports: a run's summary (from the trigger-kept counters), `status`, and
 //! label listings. Read-only; the cost follows what is reported, not the size of the ledger.
 
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
+use super::db::{args, DbError, Dialect, Row, Val};
 use super::{sql, Ledger, LedgerError};
 use crate::model::status::LabelStatus;
 use crate::util::time::fmt_time;
@@ -62,84 +62,70 @@ pub struct LabelRow {
     pub source: String,
 }
 
+fn label_row(r: &Row) -> Result<LabelRow, DbError> {
+    Ok(LabelRow {
+        label: r.text(0)?,
+        image: r.opt_text(1)?,
+        status: r.status(2)?,
+        rule: r.text(3)?,
+        reason: r.text(4)?,
+        source: r.text(5)?,
+    })
+}
+
 impl Ledger {
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
         self.label_rows(
             "SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE ?1 END, rule,
                     reason, source FROM labels ORDER BY label_uid",
-            &[&LabelStatus::Gone],
+            &args![LabelStatus::Gone],
         )
     }
 
-    fn label_rows(
-        &self,
-        q: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<LabelRow>, LedgerError> {
-        let mut st = self.conn.prepare(q).map_err(|e| sql(&self.path, e))?;
-        let rows = st
-            .query_map(args, |r| {
-                Ok(LabelRow {
-                    label: r.get(0)?,
-                    image: r.get(1)?,
-                    status: r.get(2)?,
-                    rule: r.get(3)?,
-                    reason: r.get(4)?,
-                    source: r.get(5)?,
-                })
-            })
-            .map_err(|e| sql(&self.path, e))?;
-        rows.collect::<Result<Vec<_>, _>>()
+    fn label_rows(&self, q: &str, a: &[Val]) -> Result<Vec<LabelRow>, LedgerError> {
+        self.db
+            .rows(q, a)
+            .and_then(|rows| rows.iter().map(label_row).collect())
             .map_err(|e| sql(&self.path, e))
     }
 
     /// A run's summary, from the counters and the status index (no scan of every label).
     pub fn summary(&self) -> Result<Summary, LedgerError> {
         let p = &self.path;
-        let c = &self.conn;
         let mut labels_by_status = Vec::new();
         let mut labels_gone = 0;
-        {
-            // a file an older segbridge wrote, opened read-only (not migrated): count by hand
-            let counts = if self.schema_version()? >= 3 {
-                "SELECT present, status, n FROM label_counts WHERE n > 0 ORDER BY status"
+        // SQLite keeps counters (version 3 on); PostgreSQL and a file an older segbridge wrote,
+        // opened read-only (not migrated), count from the status index
+        let counts = if self.dialect() == Dialect::Sqlite && self.schema_version()? >= 3 {
+            "SELECT present, status, n FROM label_counts WHERE n > 0 ORDER BY status"
+        } else {
+            "SELECT present, status, COUNT(*) FROM labels GROUP BY present, status ORDER BY status"
+        };
+        for r in self.db.rows(counts, &[]).map_err(|e| sql(p, e))? {
+            let (present, status, n) =
+                (|| Ok::<_, DbError>((r.int(0)?, r.status(1)?, r.int(2)?)))()
+                    .map_err(|e| sql(p, e))?;
+            if present == 1 {
+                labels_by_status.push((status, n));
             } else {
-                "SELECT present, status, COUNT(*) FROM labels GROUP BY present, status ORDER BY status"
-            };
-            let mut st = c.prepare_cached(counts).map_err(|e| sql(p, e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, LabelStatus>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .map_err(|e| sql(p, e))?;
-            for r in rows {
-                let (present, status, n) = r.map_err(|e| sql(p, e))?;
-                if present == 1 {
-                    labels_by_status.push((status, n));
-                } else {
-                    labels_gone += n;
-                }
+                labels_gone += n;
             }
         }
-        let problems = {
-            let mut st = c
-                .prepare_cached("SELECT path, reason FROM problems ORDER BY path")
-                .map_err(|e| sql(p, e))?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok(crate::model::scan::Problem {
-                        path: r.get(0)?,
-                        reason: r.get(1)?,
+        let problems = self
+            .db
+            .rows("SELECT path, reason FROM problems ORDER BY path", &[])
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok(crate::model::scan::Problem {
+                            path: r.text(0)?,
+                            reason: r.text(1)?,
+                        })
                     })
-                })
-                .map_err(|e| sql(p, e))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(|e| sql(p, e))?
-        };
+                    .collect()
+            })
+            .map_err(|e| sql(p, e))?;
         Ok(Summary {
             labels_by_status,
             labels_gone,
@@ -147,10 +133,10 @@ impl Ledger {
                 "SELECT label_uid, image_uid, status, rule, reason, source FROM labels
                  WHERE status IN (?1, ?2, ?3) AND present = 1
                  ORDER BY status, label_uid",
-                &[
-                    &LabelStatus::Unusable,
-                    &LabelStatus::Unmatched,
-                    &LabelStatus::Invalid,
+                &args![
+                    LabelStatus::Unusable,
+                    LabelStatus::Unmatched,
+                    LabelStatus::Invalid,
                 ],
             )?,
             problems,
@@ -160,20 +146,21 @@ impl Ledger {
     /// Everything the ledger knows, for `status`: the summary plus the outbox and the journal.
     pub fn status(&self) -> Result<StatusReport, LedgerError> {
         let p = &self.path;
-        let c = &self.conn;
-        let one = |q: &str| -> Result<i64, LedgerError> {
-            c.query_row(q, [], |r| r.get(0)).map_err(|e| sql(p, e))
-        };
-        let oldest: Option<i64> = c
-            .query_row("SELECT MIN(created_at) FROM outbox", [], |r| r.get(0))
-            .map_err(|e| sql(p, e))?;
-        let last_error: Option<String> = c
-            .query_row(
+        let one =
+            |q: &str| -> Result<i64, LedgerError> { self.db.one(q, &[]).map_err(|e| sql(p, e)) };
+        let oldest = self
+            .db
+            .row("SELECT MIN(created_at) FROM outbox", &[])
+            .and_then(|r| r.map(|r| r.opt_int(0)).transpose())
+            .map_err(|e| sql(p, e))?
+            .flatten();
+        let last_error = self
+            .db
+            .row(
                 "SELECT last_error FROM outbox WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
+                &[],
             )
-            .optional()
+            .and_then(|r| r.map(|r| r.opt_text(0)).transpose())
             .map_err(|e| sql(p, e))?
             .flatten();
         let last_notify = self.last_notify()?;

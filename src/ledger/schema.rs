@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{sql, Ledger, LedgerError};
-use crate::model::status::LabelStatus;
+use super::{Ledger, LedgerError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
@@ -116,51 +115,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sent ADD COLUMN by_hand INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// A status is stored as its name (see [`LabelStatus::as_str`]).
-impl rusqlite::ToSql for LabelStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for LabelStatus {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let s = v.as_str()?;
-        s.parse()
-            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
-    }
+/// A connection that writes: WAL lets `status` read while a watcher writes; FULL makes a
+/// commit survive power loss.
+pub(super) fn writer_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")
 }
 
 impl Ledger {
+    /// Applies the SQLite migrations not applied yet, each in its own transaction.
     pub(super) fn init(&mut self) -> Result<(), LedgerError> {
-        let p = self.path.clone();
-        self.conn
-            .busy_timeout(Duration::from_secs(5))
-            .map_err(|e| sql(&p, e))?;
-        // WAL lets `status` read while a watcher writes; FULL makes a commit survive power loss.
-        self.conn
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| sql(&p, e))?;
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| sql(&p, e))?;
-        self.conn
-            .pragma_update(None, "foreign_keys", "ON")
-            .map_err(|e| sql(&p, e))?;
         let version = self.schema_version()?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(LedgerError::TooNew {
-                path: p,
-                found: version,
-                known: MIGRATIONS.len() as i64,
-            });
-        }
+        self.check_version()?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(|e| sql(&p, e))?;
-            tx.execute_batch(m).map_err(|e| sql(&p, e))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| sql(&p, e))?;
-            tx.commit().map_err(|e| sql(&p, e))?;
+            let to = (i + 1) as i64;
+            self.tx(|db| db.batch(&format!("{m};\nPRAGMA user_version = {to};")))?;
         }
         Ok(())
     }

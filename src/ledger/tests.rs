@@ -1,11 +1,11 @@
 //! The ledger's unit tests: the transition table played through SQLite, the outbox's merge
 //! rule, removals, locking, migrations and the counters.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
 
+use super::test_stores::{on_both_stores, Stores};
 use super::*;
 use crate::dicom::reader::{SegInstance, SegSeries, SortKey};
 use crate::dicom::MatchedLabel;
@@ -78,22 +78,44 @@ fn c(s: Section, i: &str, l: &str) -> (Section, String, String) {
     (s, i.into(), l.into())
 }
 
-fn fresh() -> Ledger {
-    Ledger::snapshot(Path::new("/nonexistent/segbridge-test.db")).unwrap()
-}
+on_both_stores!(
+    first_label_is_added_then_nothing,
+    newer_label_is_updated_and_changed_instances_too,
+    removed_newest_label_falls_back_to_the_older_one_and_says_so,
+    an_older_label_that_arrived_later_is_told_when_the_newer_goes,
+    replaced_label_is_updated,
+    the_outbox_keeps_one_setting_entry_per_image,
+    a_removal_after_an_unconfirmed_update_waits_behind_it,
+    incomplete_listing_or_unreadable_location_never_removes,
+    unmatched_label_becomes_added_when_its_image_arrives,
+    outbox_entries_leave_only_on_confirm_and_are_journaled,
+    datasets_are_told_separately,
+    summary_counters_follow_every_kind_of_change,
+    known_labels_are_looked_up_for_the_listed_uids_only,
+    a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from,
+);
 
 #[test]
-fn first_label_is_added_then_nothing() {
-    let mut l = fresh();
+fn a_dry_run_snapshot_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = StateAt::File(dir.path().join("s.db"));
+    let mut snap = Ledger::snapshot(&at).unwrap();
+    run(&mut snap, &[("L1", "A", "1", &["L1.1"])], &["A"]);
+    assert_eq!(snap.outbox_depth(None).unwrap(), 1);
+    drop(snap);
+    assert!(!dir.path().join("s.db").exists(), "no file made");
+}
+
+fn first_label_is_added_then_nothing(b: &Stores) {
+    let mut l = b.fresh();
     let ls: &[L] = &[("L1", "A", "1", &["L1.1"])];
     assert_eq!(run(&mut l, ls, &["A"]), vec![c(Section::Added, "A", "L1")]);
     assert_eq!(run(&mut l, ls, &["A"]), vec![]);
     assert_eq!(l.pending("ds", 10).unwrap().len(), 1);
 }
 
-#[test]
-fn newer_label_is_updated_and_changed_instances_too() {
-    let mut l = fresh();
+fn newer_label_is_updated_and_changed_instances_too(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     assert_eq!(
         run(
@@ -129,9 +151,8 @@ fn newer_label_is_updated_and_changed_instances_too() {
     );
 }
 
-#[test]
-fn removed_newest_label_falls_back_to_the_older_one_and_says_so() {
-    let mut l = fresh();
+fn removed_newest_label_falls_back_to_the_older_one_and_says_so(b: &Stores) {
+    let mut l = b.fresh();
     run(
         &mut l,
         &[("L1", "A", "1", &["L1.1"]), ("L2", "A", "2", &["L2.1"])],
@@ -154,9 +175,8 @@ fn removed_newest_label_falls_back_to_the_older_one_and_says_so() {
     );
 }
 
-#[test]
-fn an_older_label_that_arrived_later_is_told_when_the_newer_goes() {
-    let mut l = fresh();
+fn an_older_label_that_arrived_later_is_told_when_the_newer_goes(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
     // L1 arrives later but is dated older: nothing changes for the server
     assert_eq!(
@@ -173,9 +193,8 @@ fn an_older_label_that_arrived_later_is_told_when_the_newer_goes() {
     );
 }
 
-#[test]
-fn replaced_label_is_updated() {
-    let mut l = fresh();
+fn replaced_label_is_updated(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     assert_eq!(
         run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]),
@@ -191,9 +210,8 @@ fn outbox(l: &Ledger) -> Vec<(Section, String, String)> {
         .collect()
 }
 
-#[test]
-fn the_outbox_keeps_one_setting_entry_per_image() {
-    let mut l = fresh();
+fn the_outbox_keeps_one_setting_entry_per_image(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     run(&mut l, &[("L2", "A", "2", &["L2.1"])], &["A"]);
     // never confirmed: the server may know nothing of A, so it is still an addition
@@ -206,9 +224,8 @@ fn the_outbox_keeps_one_setting_entry_per_image() {
     assert_eq!(outbox(&l), vec![c(Section::Updated, "A", "L3")]);
 }
 
-#[test]
-fn a_removal_after_an_unconfirmed_update_waits_behind_it() {
-    let mut l = fresh();
+fn a_removal_after_an_unconfirmed_update_waits_behind_it(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     let ids: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
     l.confirm(&ids).unwrap();
@@ -227,9 +244,8 @@ fn a_removal_after_an_unconfirmed_update_waits_behind_it() {
     assert_eq!(bodies.len(), 2);
 }
 
-#[test]
-fn incomplete_listing_or_unreadable_location_never_removes() {
-    let mut l = fresh();
+fn incomplete_listing_or_unreadable_location_never_removes(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     let (mut listing, matched) = listing(&[], &["A"]);
     listing.incomplete_reasons.push("cannot list /f/sub".into());
@@ -244,9 +260,8 @@ fn incomplete_listing_or_unreadable_location_never_removes() {
     assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
 }
 
-#[test]
-fn unmatched_label_becomes_added_when_its_image_arrives() {
-    let mut l = fresh();
+fn unmatched_label_becomes_added_when_its_image_arrives(b: &Stores) {
+    let mut l = b.fresh();
     assert!(run(&mut l, &[("L1", "A", "1", &["L1.1"])], &[]).is_empty());
     assert_eq!(
         run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]),
@@ -254,9 +269,8 @@ fn unmatched_label_becomes_added_when_its_image_arrives() {
     );
 }
 
-#[test]
-fn outbox_entries_leave_only_on_confirm_and_are_journaled() {
-    let mut l = fresh();
+fn outbox_entries_leave_only_on_confirm_and_are_journaled(b: &Stores) {
+    let mut l = b.fresh();
     run(
         &mut l,
         &[("L1", "A", "1", &["L1.1"]), ("L9", "B", "1", &["L9.1"])],
@@ -274,9 +288,8 @@ fn outbox_entries_leave_only_on_confirm_and_are_journaled() {
     assert_eq!(l.integrity_check().unwrap(), "ok");
 }
 
-#[test]
-fn datasets_are_told_separately() {
-    let mut l = fresh();
+fn datasets_are_told_separately(b: &Stores) {
+    let mut l = b.fresh();
     let (listing, matched) = listing(&[("L1", "A", "1", &["L1.1"])], &["A"]);
     assert_eq!(l.apply(&listing, &matched, "ds").unwrap().len(), 1);
     assert_eq!(l.apply(&listing, &matched, "other").unwrap().len(), 1);
@@ -286,7 +299,7 @@ fn datasets_are_told_separately() {
 #[test]
 fn second_writer_waits_then_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
+    let path = StateAt::File(dir.path().join("s.db"));
     let _first = Ledger::open(&path, Duration::from_millis(10)).unwrap();
     let err = Ledger::open(&path, Duration::from_millis(300))
         .err()
@@ -304,45 +317,40 @@ fn second_writer_waits_then_fails_clearly() {
 fn migrations_are_versioned_and_newer_files_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
+    let at = StateAt::File(path.clone());
     {
-        let l = Ledger::open(&path, Duration::ZERO).unwrap();
+        let l = Ledger::open(&at, Duration::ZERO).unwrap();
         assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
     }
     let c = Connection::open(&path).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
     assert!(matches!(
-        Ledger::open(&path, Duration::ZERO),
+        Ledger::open(&at, Duration::ZERO),
         Err(LedgerError::TooNew { found: 99, .. })
     ));
 }
 
-/// The counters kept by triggers against a count of every label, by hand.
+/// The label counts (kept by triggers on SQLite) against a count of every label, by hand.
 fn counts_by_hand(l: &Ledger) -> (Vec<(LabelStatus, i64)>, i64) {
-    let mut st = l
-        .conn
-        .prepare(
+    let present =
+        l.db.rows(
             "SELECT status, COUNT(*) FROM labels WHERE present = 1
              GROUP BY status ORDER BY status",
+            &[],
         )
-        .unwrap();
-    let present = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let gone = l
-        .conn
-        .query_row("SELECT COUNT(*) FROM labels WHERE present = 0", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+        .iter()
+        .map(|r| (r.status(0).unwrap(), r.int(1).unwrap()))
+        .collect();
+    let gone =
+        l.db.one("SELECT COUNT(*) FROM labels WHERE present = 0", &[])
+            .unwrap();
     (present, gone)
 }
 
-#[test]
-fn summary_counters_follow_every_kind_of_change() {
-    let mut l = fresh();
+fn summary_counters_follow_every_kind_of_change(b: &Stores) {
+    let mut l = b.fresh();
     let steps: &[(&[L], &[&str])] = &[
         // added, one unmatched (no image B yet)
         (
@@ -389,7 +397,7 @@ fn summary_counters_follow_every_kind_of_change() {
 #[test]
 fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
+    let path = StateAt::File(dir.path().join("s.db"));
     {
         let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
         run(
@@ -398,16 +406,15 @@ fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
             &["A"],
         );
         // back to what an older segbridge left: schema 2, no counters
-        l.conn
-            .execute_batch(
-                "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
+        l.db.batch(
+            "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                  DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
                  DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
                  ALTER TABLE labels DROP COLUMN verdict_key;
                  ALTER TABLE sent DROP COLUMN by_hand;
                  PRAGMA user_version = 2;",
-            )
-            .unwrap();
+        )
+        .unwrap();
     }
     let ro = Ledger::open_read_only(&path).unwrap();
     let by_hand = counts_by_hand(&ro);
@@ -424,13 +431,11 @@ fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
     );
 }
 
-#[test]
-fn known_labels_are_looked_up_for_the_listed_uids_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let lookup = KnownLookup::State(path.clone());
-    assert!(lookup.among(["L0"]).is_empty(), "no state file yet");
-    let mut l = Ledger::open(&path, Duration::ZERO).unwrap();
+fn known_labels_are_looked_up_for_the_listed_uids_only(b: &Stores) {
+    let at = b.store();
+    let lookup = KnownLookup::State(at.clone());
+    assert!(lookup.among(["L0"]).is_empty(), "no ledger yet");
+    let mut l = Ledger::open(&at, Duration::ZERO).unwrap();
     // 1,200 labels: more than one query's worth of UIDs
     let uids: Vec<String> = (0..1200).map(|i| format!("L{i}")).collect();
     let insts: Vec<Vec<String>> = uids.iter().map(|u| vec![format!("{u}.1")]).collect();
@@ -492,10 +497,8 @@ fn known_labels_are_looked_up_for_the_listed_uids_only() {
     assert!(lookup.among(std::iter::empty()).is_empty());
 }
 
-#[test]
-fn a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut l = Ledger::open(&dir.path().join("s.db"), Duration::ZERO).unwrap();
+fn a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from(b: &Stores) {
+    let mut l = b.fresh();
     run(&mut l, &[("L1", "A", "1", &["L1.1"])], &["A"]);
     let first: Vec<i64> = l.pending("ds", 10).unwrap().iter().map(|e| e.id).collect();
     l.confirm(&first).unwrap();

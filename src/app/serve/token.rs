@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::ledger::StateAt;
 use crate::monai::Secret;
 
 /// The token, and whether the operator set it (an explicit token is required off loopback).
@@ -31,13 +32,20 @@ pub fn token_path(state: &Path) -> PathBuf {
 
 /// The token in force for the state file `state`: the environment's, else the kept one
 /// (generated now when there is none yet).
-pub fn hook_token(state: &Path) -> Result<HookToken, String> {
+pub fn hook_token(state: &StateAt) -> Result<HookToken, String> {
     if let Some(secret) = from_env() {
         return Ok(HookToken {
             secret,
             explicit: true,
         });
     }
+    let Some(state) = state.file() else {
+        return Err(format!(
+            "with --state {} every segbridge process must share one hook token: set \
+             SEGBRIDGE_HOOK_TOKEN (the same in each, and in `segbridge orthanc-lua`)",
+            state.shown()
+        ));
+    };
     let path = token_path(state);
     let secret = match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Secret::new(t.trim()),
@@ -90,8 +98,8 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let state = d.path().join("s.db");
-        let a = hook_token(&state).unwrap();
-        let b = hook_token(&state).unwrap();
+        let a = hook_token(&StateAt::File(state.clone())).unwrap();
+        let b = hook_token(&StateAt::File(state.clone())).unwrap();
         assert!(!a.explicit);
         assert_eq!(a.secret.expose().len(), 64);
         assert_eq!(a.secret.expose(), b.secret.expose());

@@ -35,7 +35,7 @@ pub async fn worker(
     mut events: mpsc::Receiver<HookEvent>,
     orthanc: Option<Orthanc>,
     dicomweb: Option<DicomWeb>,
-    state: std::path::PathBuf,
+    state: crate::ledger::StateAt,
     out: WorkerOutputs,
 ) {
     let known = KnownLookup::State(state);

@@ -96,9 +96,10 @@ layer! {
     #[serde(default, rename_all = "kebab-case")]
     #[command(next_help_heading = "State")]
     pub struct StateLayer {
-        /// State file (SQLite) [default: segbridge.db]
+        /// The ledger: a SQLite file, or `postgres://user@host/db` to share it between
+        /// segbridge processes (password from the URL or PGPASSWORD) [default: segbridge.db]
         #[arg(long, env = "SEGBRIDGE_STATE")]
-        pub state: Option<PathBuf>,
+        pub state: Option<String>,
     }
 }
 

@@ -7,6 +7,7 @@ mod sources;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::ledger::StateAt;
 use crate::monai::{ApiConfig, Secret};
 pub use layers::{
     ApiLayer, DatasetLayer, DeliveryLayer, Layers, LiveLayer, SourceLayer, StateLayer, WriterLayer,
@@ -32,7 +33,7 @@ pub struct Settings {
     pub api: String,
     pub org: String,
     pub dataset: Option<String>,
-    pub state: PathBuf,
+    pub state: StateAt,
     pub batch: usize,
     pub folder: Option<PathBuf>,
     pub key: Option<Secret>,
@@ -172,7 +173,8 @@ impl Settings {
             api,
             org: a.org.unwrap_or_else(|| DEFAULT_ORG.into()),
             dataset: dataset.dataset.filter(|d| !d.is_empty()),
-            state: state.state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+            state: StateAt::parse(state.state.as_deref().unwrap_or(DEFAULT_STATE))
+                .map_err(|e| ConfigError(format!("--state: {e}")))?,
             batch,
             folder,
             key,
@@ -237,7 +239,7 @@ mod tests {
         assert_eq!(s.dataset.as_deref(), Some("d2"));
         assert_eq!(s.batch, 7);
         assert_eq!(s.api, DEFAULT_API);
-        assert_eq!(s.state, PathBuf::from(DEFAULT_STATE));
+        assert_eq!(s.state.file(), Some(std::path::Path::new(DEFAULT_STATE)));
         assert_eq!(s.lock_wait, Duration::from_secs(5));
     }
 

@@ -10,10 +10,10 @@ use crate::ledger::Ledger;
 use crate::monai::Client;
 
 pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<(), Failure> {
-    if !s.state.exists() {
+    if let Some(file) = s.state.file().filter(|f| !f.exists()) {
         return Err(ConfigError(format!(
             "state file {} does not exist yet: run `segbridge sync` first (or give --state)",
-            s.state.display()
+            file.display()
         ))
         .into());
     }
