@@ -31,7 +31,7 @@ pub use crate::model::known::{is_unchanged, Known, KnownLabel};
 pub use crate::model::outbox::{Change, OutboxEntry, Section};
 pub use crate::util::time::{fmt_time, now};
 pub use lookup::KnownLookup;
-pub use reports::{LabelRow, StatusReport, Summary};
+pub use reports::{LabelRow, RecentLabel, StatusReport, Summary};
 
 use schema::{acquire_lock, private_file, read_only_dir_fallback, MIGRATIONS};
 

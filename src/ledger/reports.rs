@@ -62,7 +62,57 @@ pub struct LabelRow {
     pub source: String,
 }
 
+/// A label and when the ledger first saw it, for the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentLabel {
+    #[serde(flatten)]
+    pub row: LabelRow,
+    /// Unix seconds.
+    pub first_seen: i64,
+}
+
 impl Ledger {
+    /// The `limit` labels first seen most recently; with `status`, only those with it (`Gone`:
+    /// those no longer present). How many there are in all is in [`Ledger::summary`]'s counts.
+    pub fn recent_labels(
+        &self,
+        status: Option<LabelStatus>,
+        limit: usize,
+    ) -> Result<Vec<RecentLabel>, LedgerError> {
+        let columns = "SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE ?1 END,
+                       rule, reason, source, first_seen FROM labels";
+        let order = "ORDER BY first_seen DESC, label_uid LIMIT ?2";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let gone = LabelStatus::Gone;
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&gone, &limit];
+        let q = match &status {
+            None => format!("{columns} {order}"),
+            Some(LabelStatus::Gone) => format!("{columns} WHERE present = 0 {order}"),
+            Some(s) => {
+                args.push(s);
+                format!("{columns} WHERE status = ?3 AND present = 1 {order}")
+            }
+        };
+        let mut st = self.conn.prepare(&q).map_err(|e| sql(&self.path, e))?;
+        let rows = st
+            .query_map(args.as_slice(), |r| {
+                Ok(RecentLabel {
+                    row: LabelRow {
+                        label: r.get(0)?,
+                        image: r.get(1)?,
+                        status: r.get(2)?,
+                        rule: r.get(3)?,
+                        reason: r.get(4)?,
+                        source: r.get(5)?,
+                    },
+                    first_seen: r.get(6)?,
+                })
+            })
+            .map_err(|e| sql(&self.path, e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| sql(&self.path, e))
+    }
+
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
         self.label_rows(
