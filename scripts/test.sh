@@ -64,6 +64,7 @@ fi
 echo "scripts/test.sh: $(Orthanc --version 2>/dev/null | head -1 || echo Orthanc), $(cargo --version)" >&2
 command -v openssl >/dev/null 2>&1 || apt_install openssl   # the TLS test's server
 [ -x /usr/bin/time ] || apt_install time                     # the benchmarks' peak-RSS meter
+command -v chromium >/dev/null 2>&1 || apt_install chromium  # renders the status page (tests/status_page.rs)
 
 # Known vulnerabilities in dependencies (offline; skipped with a message when no database)
 bash scripts/audit.sh

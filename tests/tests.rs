@@ -34,6 +34,7 @@ mod model;
 mod orthanc;
 mod pacs;
 mod quality;
+mod status_page;
 mod sync;
 mod tls;
 mod verdicts;

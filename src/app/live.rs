@@ -324,19 +324,31 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 settled: settled_tx,
                 removals: rm_tx,
             };
-            tokio::spawn(serve::worker(ev_rx, orthanc, dicomweb, state, outputs));
+            tokio::spawn(serve::worker(
+                ev_rx,
+                orthanc,
+                dicomweb,
+                state.clone(),
+                outputs,
+            ));
+            let page = serve::PageConfig {
+                state: state.clone(),
+                dataset: opts.dataset.clone(),
+                token: explicit_token.clone(),
+            };
             let app = serve::router(
                 token.clone(),
                 ev_tx,
                 io.metrics.clone(),
                 sources.iter().map(Source::name).collect(),
+                page,
             );
             let mut stop = shutdown.clone();
             let addr = listener.local_addr().map_err(anyhow::Error::from)?;
             info!(
                 "hook endpoint on http://{addr} (POST /hooks/orthanc/stored-instance, \
                  /hooks/orthanc/stable-series, /hooks/orthanc/deleted-series, /hooks/series; \
-                 GET /healthz, /metrics)"
+                 GET /healthz, /metrics; the status page: GET /)"
             );
             tokio::spawn(async move {
                 let graceful = async move {

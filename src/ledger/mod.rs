@@ -41,7 +41,7 @@ pub use crate::util::time::{fmt_time, now};
 pub use db::{DbError, Dialect};
 pub use lookup::KnownLookup;
 pub use pg::Dsn;
-pub use reports::{LabelRow, StatusReport, Summary};
+pub use reports::{LabelRow, RecentLabel, StatusReport, Summary};
 
 use db::Sql;
 use schema::{acquire_lock, private_file, read_only_dir_fallback, MIGRATIONS};

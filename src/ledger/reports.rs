@@ -62,6 +62,15 @@ pub struct LabelRow {
     pub source: String,
 }
 
+/// A label and when the ledger first saw it, for the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentLabel {
+    #[serde(flatten)]
+    pub row: LabelRow,
+    /// Unix seconds.
+    pub first_seen: i64,
+}
+
 fn label_row(r: &Row) -> Result<LabelRow, DbError> {
     Ok(LabelRow {
         label: r.text(0)?,
@@ -74,6 +83,40 @@ fn label_row(r: &Row) -> Result<LabelRow, DbError> {
 }
 
 impl Ledger {
+    /// The `limit` labels first seen most recently; with `status`, only those with it (`Gone`:
+    /// those no longer present). How many there are in all is in [`Ledger::summary`]'s counts.
+    pub fn recent_labels(
+        &self,
+        status: Option<LabelStatus>,
+        limit: usize,
+    ) -> Result<Vec<RecentLabel>, LedgerError> {
+        let columns = "SELECT label_uid, image_uid, CASE WHEN present = 1 THEN status ELSE ?1 END,
+                       rule, reason, source, first_seen FROM labels";
+        let order = "ORDER BY first_seen DESC, label_uid LIMIT ?2";
+        let mut a = args![LabelStatus::Gone, limit].to_vec();
+        let q = match status {
+            None => format!("{columns} {order}"),
+            Some(LabelStatus::Gone) => format!("{columns} WHERE present = 0 {order}"),
+            Some(s) => {
+                a.push(s.into());
+                format!("{columns} WHERE status = ?3 AND present = 1 {order}")
+            }
+        };
+        self.db
+            .rows(&q, &a)
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        Ok(RecentLabel {
+                            row: label_row(r)?,
+                            first_seen: r.int(6)?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| sql(&self.path, e))
+    }
+
     /// Every label the ledger has, for `status --json` and tests.
     pub fn labels(&self) -> Result<Vec<LabelRow>, LedgerError> {
         self.label_rows(

@@ -93,6 +93,7 @@ on_both_stores!(
     summary_counters_follow_every_kind_of_change,
     known_labels_are_looked_up_for_the_listed_uids_only,
     a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from,
+    recent_labels_come_newest_first_filtered_and_bounded,
 );
 
 #[test]
@@ -534,4 +535,54 @@ fn a_notify_by_hand_is_journalled_and_changes_nothing_segbridge_decides_from(b: 
     let st = l.status().unwrap();
     assert_eq!((st.entries_sent, st.entries_sent_by_hand), (4, 2));
     assert_eq!(l.told_label("ds", "B").unwrap(), None);
+}
+
+fn recent_labels_come_newest_first_filtered_and_bounded(b: &Stores) {
+    let mut l = b.fresh();
+    let all: &[L] = &[
+        ("L1", "A", "1", &["L1.1"]),
+        ("L2", "B", "1", &["L2.1"]),
+        ("L3", "C", "1", &["L3.1"]),
+    ];
+    run(&mut l, all, &["A", "C"]);
+    // L3 gone; L2 stays unmatched (no image B)
+    run(&mut l, &all[..2], &["A", "C"]);
+    for (uid, t) in [("L1", 100i64), ("L2", 200), ("L3", 300)] {
+        l.db.exec(
+            "UPDATE labels SET first_seen = ?2 WHERE label_uid = ?1",
+            &db::args![uid, t],
+        )
+        .unwrap();
+    }
+    let got = |status: Option<LabelStatus>, limit: usize| -> Vec<(String, LabelStatus, i64)> {
+        l.recent_labels(status, limit)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.row.label, r.row.status, r.first_seen))
+            .collect()
+    };
+    let row = |uid: &str, s: LabelStatus, t: i64| (uid.to_string(), s, t);
+    assert_eq!(
+        got(None, 10),
+        vec![
+            row("L3", LabelStatus::Gone, 300),
+            row("L2", LabelStatus::Unmatched, 200),
+            row("L1", LabelStatus::Ready, 100),
+        ]
+    );
+    assert_eq!(got(None, 2).len(), 2);
+    assert_eq!(
+        got(Some(LabelStatus::Unmatched), 10),
+        vec![row("L2", LabelStatus::Unmatched, 200)]
+    );
+    assert_eq!(
+        got(Some(LabelStatus::Gone), 10),
+        vec![row("L3", LabelStatus::Gone, 300)]
+    );
+    assert_eq!(
+        got(Some(LabelStatus::Ready), 10),
+        vec![row("L1", LabelStatus::Ready, 100)]
+    );
+    assert_eq!(got(Some(LabelStatus::Invalid), 10), vec![]);
+    assert_eq!(got(Some(LabelStatus::Ready), 0), vec![]);
 }

@@ -187,7 +187,8 @@ impl Health {
         }
     }
 
-    /// Counts this source in the `sources_down` gauge while it is down.
+    /// Counts this source in the `sources_down` gauge while it is down, and keeps its health
+    /// (up or down, since when, why) for the status page.
     pub fn counting(mut self, m: std::sync::Arc<crate::util::Metrics>) -> Health {
         self.gauge = Some(m);
         self
@@ -198,6 +199,9 @@ impl Health {
     }
 
     pub fn ok(&mut self) {
+        if let Some(g) = &self.gauge {
+            g.source(&self.name, None);
+        }
         if let Some(since) = self.down_since.take() {
             if let Some(g) = &self.gauge {
                 g.sources_down
@@ -215,6 +219,9 @@ impl Health {
     /// Records a failure; returns how long to wait before trying again.
     pub fn fail(&mut self, reason: &str) -> Duration {
         self.failures += 1;
+        if let Some(g) = &self.gauge {
+            g.source(&self.name, Some(reason));
+        }
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             if let Some(g) = &self.gauge {

@@ -1,5 +1,5 @@
-//! `serve`: the HTTP endpoint Orthanc's Lua hooks (or any PACS webhook) call, plus `/healthz`
-//! and `/metrics`. A hook call is checked (token, size, JSON), answered 202 at once, and its work
+//! `serve`: the HTTP endpoint Orthanc's Lua hooks (or any PACS webhook) call, plus `/healthz`,
+//! `/metrics` and the operators' status page at `/` (`page_route`, rendered by `page`). A hook call is checked (token, size, JSON), answered 202 at once, and its work
 //! done in the background: the hook never blocks Orthanc, and a lost call is caught by the
 //! changes feed and the periodic reconcile of the same pipeline. A refused call is answered with
 //! its reason and counted by reason (`/metrics`).
@@ -27,12 +27,15 @@ mod debounce;
 pub mod http;
 mod lua;
 mod metrics;
+pub mod page;
+mod page_route;
 pub mod token;
 mod worker;
 pub use body::{parse_hook, HookBody, HookEvent, HookKind, StoredBody};
 pub use lua::{orthanc_lua, write_private};
 use metrics::metrics_text;
 pub use metrics::render_metrics;
+pub use page_route::PageConfig;
 pub use worker::{worker, WorkerOutputs};
 
 /// Largest hook body accepted; the Lua script sends a few hundred bytes.
@@ -53,6 +56,7 @@ struct AppState {
     events: mpsc::Sender<HookEvent>,
     metrics: Arc<Metrics>,
     sources: Arc<Vec<String>>,
+    page: Arc<PageConfig>,
 }
 
 pub fn router(
@@ -60,14 +64,18 @@ pub fn router(
     events: mpsc::Sender<HookEvent>,
     metrics: Arc<Metrics>,
     sources: Vec<String>,
+    page: PageConfig,
 ) -> Router {
     let st = AppState {
         token,
         events,
         metrics,
         sources: Arc::new(sources),
+        page: Arc::new(page),
     };
     Router::new()
+        // read-only: any other method is 405
+        .route("/", get(page_route::status_page))
         .route("/hooks/orthanc/stored-instance", post(stored))
         .route("/hooks/orthanc/stable-series", post(stable))
         .route("/hooks/orthanc/deleted-series", post(deleted))
