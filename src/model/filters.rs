@@ -168,7 +168,10 @@ mod tests {
     fn values_are_decoded_for_comparing_and_kept_as_written_for_sending() {
         let f = DatasetFilters::parse("StudyDescription=Kidney%20CT&Modality=CT");
         assert_eq!(f.search()[0], ("StudyDescription", "Kidney CT"));
-        assert_eq!(f.seg_query().as_deref(), Some("StudyDescription=Kidney%20CT"));
+        assert_eq!(
+            f.seg_query().as_deref(),
+            Some("StudyDescription=Kidney%20CT")
+        );
         let g = DatasetFilters::parse("Modality=CT&StudyDescription=Kidney+CT&limit=3");
         assert!(f.same_search(&g));
         assert!(!f.same_search(&DatasetFilters::parse("Modality=CT")));

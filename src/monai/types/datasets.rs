@@ -199,7 +199,10 @@ mod tests {
         );
         assert_eq!(d.extra["created_on"], "x");
         let bare: Dataset = serde_json::from_value(json!({"id": "d2"})).unwrap();
-        assert_eq!(bare.read_filters().image_query().as_deref(), Some("Modality=CT"));
+        assert_eq!(
+            bare.read_filters().image_query().as_deref(),
+            Some("Modality=CT")
+        );
     }
 
     #[test]
