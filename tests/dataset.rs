@@ -9,7 +9,6 @@ use crate::common::*;
 use crate::pacs::Lab;
 use segbridge::fixtures::{write_ct, CtSeries, SegSpec};
 use segbridge::monai::DatasetSpec;
-use serde_json::json;
 
 const KIDNEY_ONLY: &str = "Modality=CT&StudyDescription=Kidney*&limit=1000";
 
