@@ -4,6 +4,7 @@
 //! dataset is warned once. A REAL Orthanc and the built-in emulator.
 
 use std::process::Output;
+use std::time::Duration;
 
 use crate::common::*;
 use crate::pacs::Lab;
@@ -172,4 +173,54 @@ fn an_unreachable_api_without_source_flags_fails_naming_the_dataset_and_the_fix(
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn watch_with_only_the_dataset_reads_its_pacs_and_notifies_what_the_service_sees() {
+    let lab = Lab::new();
+    let (kidney, kidney_seg) = study(&lab, "kidney3", "Kidney CT");
+    let id = dataset(&lab, &lab.orthanc.dicomweb(), KIDNEY_ONLY, None);
+    let log = lab.dir.path().join("watch.log");
+    let watch = segbridge(lab.dir.path())
+        .env("MONAI_API_KEY", &lab.emu.key)
+        .args(["watch", "--dataset", &id, "--api", &lab.emu.url])
+        .args(["--poll", "0.2", "--reconcile", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let got = || entries(&lab.emu.notifications());
+    wait_until("the kidney label", Duration::from_secs(30), || {
+        !got().is_empty()
+    });
+    // a label of a study the filters leave out, stored while watching, is never notified;
+    // one of a kidney study is
+    let (_, _) = study(&lab, "liver3", "Liver CT");
+    let (kidney4, kidney4_seg) = study(&lab, "kidney4", "Kidney CT");
+    wait_until("the second kidney label", Duration::from_secs(30), || {
+        got().len() >= 2
+    });
+    // the liver label judged (status reads the ledger beside the running watch)
+    let why = "SEG series is outside the dataset's filters (StudyDescription=Kidney*)";
+    let status = || {
+        let o = segbridge(lab.dir.path())
+            .args(["status", "--json"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    wait_until(
+        "the liver label judged invalid",
+        Duration::from_secs(30),
+        || status().contains(why),
+    );
+    terminate(watch);
+    let mut want = vec![
+        e("added", &kidney.series, &kidney_seg.series_uid()),
+        e("added", &kidney4.series, &kidney4_seg.series_uid()),
+    ];
+    want.sort();
+    let mut have = got();
+    have.sort();
+    assert_eq!(have, want, "{}", std::fs::read_to_string(&log).unwrap());
 }
