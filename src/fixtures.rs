@@ -37,6 +37,8 @@ pub struct CtSeries {
     pub rows: u16,
     pub cols: u16,
     pub modality: String,
+    /// The study's StudyDescription, written (by the series and its SEGs) when not empty.
+    pub study_description: String,
 }
 
 impl CtSeries {
@@ -53,6 +55,7 @@ impl CtSeries {
             rows: 16,
             cols: 16,
             modality: "CT".into(),
+            study_description: String::new(),
         }
     }
 
@@ -170,7 +173,7 @@ fn write(o: InMemDicomObject, path: &Path) -> io::Result<()> {
 }
 
 fn patient_study(ct: &CtSeries) -> Vec<DataElement<InMemDicomObject>> {
-    vec![
+    let mut e = vec![
         el(tags::PATIENT_NAME, VR::PN, format!("Fixture^{}", ct.name)),
         el(tags::PATIENT_ID, VR::LO, ct.patient.as_str()),
         el(tags::STUDY_INSTANCE_UID, VR::UI, ct.study.as_str()),
@@ -179,7 +182,15 @@ fn patient_study(ct: &CtSeries) -> Vec<DataElement<InMemDicomObject>> {
         el(tags::STUDY_ID, VR::SH, "1"),
         el(tags::ACCESSION_NUMBER, VR::SH, ""),
         el(tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
-    ]
+    ];
+    if !ct.study_description.is_empty() {
+        e.push(el(
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            ct.study_description.as_str(),
+        ));
+    }
+    e
 }
 
 /// Writes a CT series, one file per slice, named `{prefix}{n:04}` (no extension, as PACS exports

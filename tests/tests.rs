@@ -22,6 +22,7 @@ mod attacks_pacs;
 mod bulk;
 mod cli;
 mod corpus;
+mod dataset;
 mod deletions;
 mod determinism;
 mod emulator;

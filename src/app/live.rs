@@ -267,10 +267,12 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
 /// signal; with `listen`, the hook endpoint (and its worker) feed the same loop.
 pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let rt = crate::app::runtime()?;
+    s.require_key()?;
+    // the dataset fills in what the flags left open, once, before the sources start
+    let s = &rt.block_on(s.from_dataset(false))?;
     let validator = rt.block_on(s.validator())?;
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
-    s.require_key()?;
     let explicit_token = token::from_env();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
     // a token always: the operator's, else one generated beside the state file (orthanc-lua

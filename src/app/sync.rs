@@ -161,10 +161,12 @@ fn go<N: pipeline::Notifier>(
     notifier: Option<&mut N>,
 ) -> Result<SyncRun, crate::app::Failure> {
     let rt = crate::app::runtime()?;
+    let dry = notifier.is_some();
+    // the dataset fills in what the flags left open (a dry run reads it only when it must)
+    let s = &rt.block_on(s.from_dataset(dry))?;
     let validator = rt.block_on(s.validator())?;
     let sources = s.sources_with(validator)?;
     let dataset = s.require_dataset()?.to_string();
-    let dry = notifier.is_some();
     if !dry {
         s.require_key()?;
     }

@@ -158,7 +158,8 @@ impl BridgeArgs {
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// Print the notify bodies that would be sent; change nothing, call nothing
+    /// Print the notify bodies that would be sent; change nothing, call nothing (but read the
+    /// --dataset when no source flag is given)
     #[arg(long)]
     pub dry_run: bool,
     /// JSON output for scripts

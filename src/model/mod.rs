@@ -1,9 +1,10 @@
 //! Layer 1: the domain, no I/O. What DICOM headers say (series, instances, the newest-label
 //! key), what a source saw (listings, problems, scans), what matching decided (outcomes), the
-//! quality gate's findings, the outbox's sections and changes, the labels the ledger knows,
-//! label statuses, the UID grammar. Every layer above speaks these types; they import only
-//! `util`.
+//! quality gate's findings, a dataset's filters as the service reads them, the outbox's
+//! sections and changes, the labels the ledger knows, label statuses, the UID grammar. Every
+//! layer above speaks these types; they import only `util`.
 
+pub mod filters;
 pub mod index;
 pub mod known;
 pub mod outbox;
@@ -14,6 +15,7 @@ pub mod series;
 pub mod status;
 pub mod uid;
 
+pub use filters::DatasetFilters;
 pub use index::ImageIndex;
 pub use known::{Known, KnownLabel, KnownLabels};
 pub use outbox::{Change, OutboxEntry, Section};

@@ -77,6 +77,13 @@ impl Client {
         self.typed(Method::POST, "/datasets", Some(spec)).await
     }
 
+    /// `GET /datasets/{id}`: where the server reads the dataset's images (`client_url`, as
+    /// `client_id`) and which ones (`filters`).
+    pub async fn dataset(&mut self, id: &str) -> Result<Dataset, ApiError> {
+        self.typed(Method::GET, &format!("/datasets/{id}"), None::<&()>)
+            .await
+    }
+
     /// `POST /datasets/{id}/jobs` `{"action": "nextimage"}` → a random unlabeled image.
     pub async fn next_image(&mut self, dataset: &str) -> Result<NextImage, ApiError> {
         let rest = format!("/datasets/{dataset}/jobs");

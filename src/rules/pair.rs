@@ -3,10 +3,11 @@
 //! valid label per image ([`apply_newest`]). The gate runs before the newest-label rule so that
 //! an invalid newer label leaves the older one current. Every source pairs through [`pair`].
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use super::matcher::{apply_newest, match_each};
-use crate::model::{ImageIndex, MatchedLabel, SegSeries};
+use crate::model::{ImageIndex, MatchOutcome, MatchedLabel, SegSeries};
 
 /// The quality gate as the pairing sees it: judges the candidates among `labels` in place
 /// (a verdict, and `Invalid` for a label that must not be notified). A folder's gate reads
@@ -25,6 +26,34 @@ impl<G: Gate + Sync> Gate for Option<G> {
         if let Some(g) = self {
             g.judge(labels, index).await;
         }
+    }
+}
+
+/// SEG series the dataset's filters hide from the service (SEG UID → why), judged invalid
+/// before `gate` runs, whatever matching said: the service lists SEG series with the dataset's
+/// search filters, so it never sees these and never trains on them.
+pub struct Hidden<'a, G> {
+    pub hidden: &'a HashMap<String, String>,
+    pub gate: &'a G,
+}
+
+impl<G: Gate + Sync> Gate for Hidden<'_, G> {
+    async fn judge(&self, labels: &mut [MatchedLabel], index: &ImageIndex) {
+        for l in labels.iter_mut() {
+            if let Some(reason) = self.hidden.get(l.seg.uid()) {
+                let image = l
+                    .outcome
+                    .image()
+                    .map(str::to_string)
+                    .or_else(|| l.seg.first.referenced_series.first().cloned())
+                    .unwrap_or_default();
+                l.outcome = MatchOutcome::Invalid {
+                    image,
+                    reason: reason.clone(),
+                };
+            }
+        }
+        self.gate.judge(labels, index).await;
     }
 }
 

@@ -83,7 +83,9 @@ layer! {
     #[serde(default, rename_all = "kebab-case")]
     #[command(next_help_heading = "MONAI API")]
     pub struct DatasetLayer {
-        /// Dataset ID to notify
+        /// Dataset ID to notify. `sync`, `watch` and `serve` read it from the API and take its
+        /// client_url (the DICOMweb source), client_id (the user) and filters where no flag
+        /// gives them; a flag that differs is warned about
         #[arg(long, env = "SEGBRIDGE_DATASET")]
         pub dataset: Option<String>,
     }
@@ -138,7 +140,8 @@ layer! {
         #[arg(long)]
         #[serde(deserialize_with = "one_or_many")]
         pub folder: Vec<PathBuf>,
-        /// DICOMweb root of any server, e.g. http://pacs:8042/dicom-web
+        /// DICOMweb root of any server, e.g. http://pacs:8042/dicom-web [default with --dataset
+        /// and no other source: the dataset's client_url]
         #[arg(long)]
         pub dicomweb: Option<String>,
         /// Orthanc REST root, e.g. http://pacs:8042 (its DICOMweb root: URL/dicom-web, or
@@ -146,7 +149,8 @@ layer! {
         #[arg(long)]
         pub orthanc: Option<String>,
         /// Basic-auth user for the PACS (password from env DICOMWEB_PASSWORD; a bearer token
-        /// from env DICOMWEB_TOKEN instead)
+        /// from env DICOMWEB_TOKEN instead) [default with --dataset, reading its server: the
+        /// dataset's client_id]
         #[arg(long)]
         pub dicomweb_user: Option<String>,
         /// PEM file of a CA to trust for the PACS's TLS certificate
@@ -157,7 +161,10 @@ layer! {
         #[serde(skip)]
         pub insecure: bool,
         /// The dataset's image filter (QIDO query string, e.g. "Modality=CT"): labels of
-        /// images outside it are unusable
+        /// images outside it are unusable, SEG series outside its search filters other than
+        /// Modality are invalid (the service never sees them); includefield, limit, offset and
+        /// fuzzymatching are QIDO options, not filters [default with --dataset: the dataset's
+        /// filters, else Modality=CT]
         #[arg(long)]
         pub image_filter: Option<String>,
         /// Concurrent requests to the PACS at most [default: 8]

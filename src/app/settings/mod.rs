@@ -1,6 +1,7 @@
 //! Settings: command line, then environment, then the TOML config file, then defaults. Each
 //! setting is defined once, in [`layers`]; [`Settings::resolve`] checks and defaults them.
 
+mod dataset;
 pub mod layers;
 mod sources;
 
@@ -55,6 +56,8 @@ pub struct PacsSettings {
     pub ca_cert: Option<PathBuf>,
     pub insecure: bool,
     pub image_filter: Option<String>,
+    /// The image filter is the dataset's `filters` (no `--image-filter` was given).
+    pub filter_from_dataset: bool,
     pub concurrency: usize,
     pub page_size: usize,
     pub stow: Option<String>,
@@ -157,6 +160,7 @@ impl Settings {
             ca_cert: src.ca_cert,
             insecure: src.insecure,
             image_filter: src.image_filter.filter(|f| !f.trim().is_empty()),
+            filter_from_dataset: false,
             concurrency: src.concurrency.unwrap_or(8).clamp(1, 64),
             page_size: src.page_size.unwrap_or(500).max(1),
             stow: check_url("--stow", src.stow)?,

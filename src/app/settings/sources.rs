@@ -64,7 +64,7 @@ impl Settings {
         validator: Option<crate::dicom::quality::Validator>,
     ) -> Result<Vec<crate::source::Source>, ConfigError> {
         use crate::source::dicomweb::DicomWeb;
-        use crate::source::folder::{FolderSource, ModalityFilter};
+        use crate::source::folder::FolderSource;
         use crate::source::http::{Auth, PacsOptions};
         use crate::source::orthanc::Orthanc;
         use crate::source::Source;
@@ -110,7 +110,7 @@ impl Settings {
             if stow.is_none() {
                 // with --stow the images that count are on the server, which applies the filter
                 src.filter = match &p.image_filter {
-                    Some(q) => Some(ModalityFilter::parse(q).map_err(ConfigError)?),
+                    Some(q) => folder_filter(q, p.filter_from_dataset, f)?,
                     None => None,
                 };
             }
@@ -144,5 +144,34 @@ impl Settings {
             ));
         }
         Ok(out)
+    }
+}
+
+/// The image filter as folder `dir` applies it. A filter given on the command line that names
+/// more than Modality is refused (a folder cannot check it); the dataset's own filters are
+/// checked on Modality, with a warning that the rest is not.
+fn folder_filter(
+    q: &str,
+    from_dataset: bool,
+    dir: &std::path::Path,
+) -> Result<Option<crate::source::folder::ModalityFilter>, ConfigError> {
+    use crate::source::folder::ModalityFilter;
+    match ModalityFilter::parse(q) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if !from_dataset => Err(ConfigError(e)),
+        Err(_) => {
+            let filters = crate::model::DatasetFilters::parse(q);
+            tracing::warn!(
+                "folder {}: the dataset's filters {q} name more than Modality, which a folder \
+                 cannot check: a label the service does not see (outside {}) is notified \
+                 anyway; upload with --stow, or read the PACS instead (--dataset alone)",
+                dir.display(),
+                filters.seg_query().unwrap_or_default()
+            );
+            // no Modality in the filters: every image series passes on the folder
+            Ok(filters
+                .modality_query()
+                .and_then(|m| ModalityFilter::parse(&m).ok()))
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Datasets: the create body (the one place it is built, for the command line, the demo and
-//! the emulator), the create answer, and the dataset jobs the workflow sends besides notify
+//! the emulator), the dataset as the server answers it (create and get), how its `filters` are
+//! read ([`DatasetFilters`]), and the dataset jobs the workflow sends besides notify
 //! (`nextimage` and its answer).
 
 use serde::{Deserialize, Serialize};
@@ -7,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::Extra;
 use crate::util::Secret;
 
-/// The QIDO-RS query a dataset selects its image series with when none is given.
-pub const DEFAULT_FILTERS: &str = "Modality=CT";
+/// The QIDO-RS query a dataset selects its image series with when none is given, and how the
+/// service splits `filters` into QIDO options and search filters (one rule, in the model, so
+/// that sources, the bridge and the emulator read filters alike).
+pub use crate::model::filters::{DatasetFilters, DEFAULT_FILTERS};
 
 /// `POST /orgs/{org}/datasets` for a DICOMweb dataset: `{"name", "description", "type",
 /// "format", "client_url", "client_id", "client_secret", "filters"}`.
@@ -71,14 +74,37 @@ impl DatasetSpec {
             .filter(|f| !f.is_empty())
             .unwrap_or(DEFAULT_FILTERS)
     }
+
+    /// The filters split as the service splits them.
+    pub fn read_filters(&self) -> DatasetFilters {
+        DatasetFilters::of(self.filters.as_deref())
+    }
 }
 
-/// The create answer: `{"id", ...}` (the rest echoes the dataset, without its secret).
+/// A dataset as the server answers it, on create and on `GET /datasets/{id}`: `{"id", ...}`,
+/// the rest echoing the body without its secret. What the bridge reads from it (where the
+/// images are, as whom, which ones) is typed; the rest is kept as it came.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dataset {
     pub id: String,
+    /// The DICOMweb root the server reads images and labels from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    /// The basic-auth user the server reads it as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The QIDO-RS query string selecting the image series ([`DatasetFilters`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl Dataset {
+    /// The filters split as the service splits them (none: [`DEFAULT_FILTERS`]).
+    pub fn read_filters(&self) -> DatasetFilters {
+        DatasetFilters::of(self.filters.as_deref())
+    }
 }
 
 /// `POST /orgs/{org}/datasets/{id}/jobs` besides notify ([`super::NotifyBody`]).
@@ -157,6 +183,26 @@ mod tests {
         .unwrap();
         assert_eq!(min.filters_or_default(), "Modality=CT");
         assert_eq!((min.description.as_str(), &min.client_secret), ("", &None));
+    }
+
+    #[test]
+    fn a_dataset_answer_reads_where_and_which_and_keeps_the_rest() {
+        let d: Dataset = serde_json::from_value(json!({"id": "d1", "name": "n",
+            "client_url": "http://pacs/dicom-web", "client_id": "u",
+            "filters": "StudyDescription=Kidney*&limit=5", "created_on": "x"}))
+        .unwrap();
+        assert_eq!(d.client_url.as_deref(), Some("http://pacs/dicom-web"));
+        assert_eq!(d.client_id.as_deref(), Some("u"));
+        assert_eq!(
+            d.read_filters().image_query().as_deref(),
+            Some("StudyDescription=Kidney*")
+        );
+        assert_eq!(d.extra["created_on"], "x");
+        let bare: Dataset = serde_json::from_value(json!({"id": "d2"})).unwrap();
+        assert_eq!(
+            bare.read_filters().image_query().as_deref(),
+            Some("Modality=CT")
+        );
     }
 
     #[test]

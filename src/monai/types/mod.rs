@@ -14,7 +14,9 @@ mod notify;
 mod workspaces;
 
 pub use auth::{LoginAnswer, LoginRequest};
-pub use datasets::{Dataset, DatasetJob, DatasetSpec, ImageMeta, NextImage, DEFAULT_FILTERS};
+pub use datasets::{
+    Dataset, DatasetFilters, DatasetJob, DatasetSpec, ImageMeta, NextImage, DEFAULT_FILTERS,
+};
 pub use experiments::{
     newest_first, BaseExperiment, BaseExperiments, Experiment, ExperimentPatch, ExperimentSpec,
     Labels, ModelParams, VISTA3D_ARCH,

@@ -127,12 +127,17 @@ pub async fn backfill(
             }
         }
         let index = dw.resolve_index(&segs).await?;
+        let hidden = dw.hidden_segs(&segs).await?;
         let gate = dw.validator.as_ref().map(|v| RemoteGate {
             dw,
             v,
             known,
             files: &prefetched,
         });
+        let gate = crate::rules::pair::Hidden {
+            hidden: &hidden,
+            gate: &gate,
+        };
         let labels = crate::rules::pair::pair(segs, &index, &gate).await;
         let mut listing = Listing::partial(source);
         listing.index = index;

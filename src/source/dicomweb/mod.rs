@@ -33,6 +33,7 @@ use crate::model::{ImageIndex, MatchedLabel};
 
 mod backfill;
 mod fetch;
+mod filters;
 mod gate;
 mod geometry;
 pub use gate::RemoteGate;
@@ -77,8 +78,12 @@ impl RemoteSeries {
 pub struct DicomWeb {
     pub client: PacsClient,
     pub page_size: usize,
-    /// The dataset's image filter, a QIDO query string such as `Modality=CT`.
+    /// The dataset's image filter, a QIDO query string such as `Modality=CT` (its search
+    /// filters: QIDO options such as `limit` are left out).
     pub image_filter: Option<String>,
+    /// What a SEG series must match besides `Modality=SEG` for the service to see it: the
+    /// image filter's search filters other than Modality (`None`: every SEG is seen).
+    pub seg_filter: Option<String>,
     /// The quality gate (None: `--no-validate`).
     pub validator: Option<Validator>,
     /// Orthanc's REST root, when the server is Orthanc: many image checks become one request.
@@ -111,10 +116,14 @@ impl DicomWeb {
         page_size: usize,
         image_filter: Option<String>,
     ) -> Result<DicomWeb, PacsError> {
+        let filters = image_filter
+            .filter(|f| !f.trim().is_empty())
+            .map(|f| crate::model::DatasetFilters::parse(&f));
         Ok(DicomWeb {
             client: PacsClient::new(base, opts)?,
             page_size: page_size.max(1),
-            image_filter: image_filter.filter(|f| !f.trim().is_empty()),
+            image_filter: filters.as_ref().and_then(|f| f.image_query()),
+            seg_filter: filters.as_ref().and_then(|f| f.seg_query()),
             validator: None,
             orthanc_rest: None,
         })
