@@ -326,7 +326,7 @@ impl World {
         let s = Settings::resolve(Layers {
             source: SourceLayer {
                 folder: folder.into_iter().collect(),
-                orthanc,
+                orthanc: orthanc.into_iter().collect(),
                 image_filter: self.filter.map(str::to_string),
                 ..Default::default()
             },

@@ -21,7 +21,7 @@ impl Settings {
     /// Whether the flags (or the config file) name a source: then the dataset only checks them.
     pub fn source_given(&self) -> bool {
         let p = &self.pacs;
-        !p.folders.is_empty() || p.dicomweb.is_some() || p.orthanc.is_some()
+        !p.folders.is_empty() || p.dicomweb.is_some() || !p.orthanc.is_empty()
     }
 
     /// These settings with what the flags left open taken from the dataset `--dataset` names
@@ -107,7 +107,7 @@ impl Settings {
                      trained on"
                 )
             };
-            match (&p.dicomweb, &p.orthanc) {
+            match (&p.dicomweb, p.orthanc.first()) {
                 (Some(dw), _) if !same_url(dw, u) => {
                     warnings.push(read_elsewhere("--dicomweb", dw));
                 }
@@ -123,7 +123,7 @@ impl Settings {
         let on_dataset_server = url.is_some_and(|u| {
             p.dicomweb
                 .as_deref()
-                .or(p.orthanc.as_deref())
+                .or(p.orthanc.first().map(String::as_str))
                 .is_some_and(|x| same_server(x, u))
         });
         let client_id = d.client_id.as_deref().filter(|c| !c.is_empty());
@@ -294,12 +294,12 @@ mod tests {
     #[test]
     fn orthanc_given_is_only_compared_by_server() {
         let d = dataset(json!({"id": "d1", "client_url": "http://127.0.0.1:8042/dicom-web"}));
-        let (s, w) = settings(|l| l.source.orthanc = Some("http://localhost:8042".into()))
+        let (s, w) = settings(|l| l.source.orthanc = vec!["http://localhost:8042".into()])
             .adopt(&d)
             .unwrap();
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(s.pacs.dicomweb, None, "Orthanc finds its own DICOMweb root");
-        let (_, w) = settings(|l| l.source.orthanc = Some("http://pacs2:8042".into()))
+        let (_, w) = settings(|l| l.source.orthanc = vec!["http://pacs2:8042".into()])
             .adopt(&d)
             .unwrap();
         assert_eq!(w.len(), 1, "{w:?}");

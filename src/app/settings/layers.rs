@@ -145,9 +145,10 @@ layer! {
         #[arg(long)]
         pub dicomweb: Option<String>,
         /// Orthanc REST root, e.g. http://pacs:8042 (its DICOMweb root: URL/dicom-web, or
-        /// --dicomweb)
+        /// --dicomweb with one Orthanc); may be repeated
         #[arg(long)]
-        pub orthanc: Option<String>,
+        #[serde(deserialize_with = "one_or_many")]
+        pub orthanc: Vec<String>,
         /// Basic-auth user for the PACS (password from env DICOMWEB_PASSWORD; a bearer token
         /// from env DICOMWEB_TOKEN instead) [default with --dataset, reading its server: the
         /// dataset's client_id]
@@ -340,12 +341,12 @@ pub fn known_keys() -> Vec<String> {
 }
 
 /// `folder = "a"` or `folder = ["a", "b"]`.
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+fn one_or_many<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        One(PathBuf),
-        Many(Vec<PathBuf>),
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(p) => vec![p],

@@ -49,7 +49,8 @@ pub struct Settings {
 pub struct PacsSettings {
     pub folders: Vec<PathBuf>,
     pub dicomweb: Option<String>,
-    pub orthanc: Option<String>,
+    /// Orthanc REST roots, one source each.
+    pub orthanc: Vec<String>,
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub token: Option<Secret>,
@@ -152,7 +153,14 @@ impl Settings {
         let pacs = PacsSettings {
             folders,
             dicomweb: check_url("--dicomweb", src.dicomweb)?,
-            orthanc: check_url("--orthanc", src.orthanc)?,
+            orthanc: {
+                let mut all = Vec::new();
+                for o in src.orthanc {
+                    all.extend(check_url("--orthanc", Some(o))?);
+                }
+                all.dedup();
+                all
+            },
             user: src.dicomweb_user,
             password: env_secret("DICOMWEB_PASSWORD")
                 .or(secrets.dicomweb_password.map(Secret::new)),
@@ -265,7 +273,10 @@ mod tests {
     #[test]
     fn the_shipped_sample_config_parses() {
         let cfg = layers(include_str!("../../../contrib/segbridge.toml"));
-        assert_eq!(cfg.source.orthanc.as_deref(), Some("http://127.0.0.1:8042"));
+        assert_eq!(
+            cfg.source.orthanc,
+            vec!["http://127.0.0.1:8042".to_string()]
+        );
         assert_eq!(cfg.source.image_filter.as_deref(), Some("Modality=CT"));
         assert_eq!(cfg.live.reconcile, Some(600.0));
     }

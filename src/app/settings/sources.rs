@@ -116,27 +116,27 @@ impl Settings {
             }
             out.push(Source::Folder(src));
         }
-        match (&p.orthanc, &p.dicomweb) {
-            (Some(o), dw) => {
-                let mut src = Orthanc::new(
-                    o,
-                    dw.as_deref(),
-                    opts.clone(),
-                    p.page_size,
-                    p.image_filter.clone(),
-                )
+        // --dicomweb names one Orthanc's DICOMweb root; with several, each is URL/dicom-web
+        if p.orthanc.len() > 1 && p.dicomweb.is_some() {
+            return Err(ConfigError(
+                "--dicomweb with several --orthanc: each Orthanc's DICOMweb root is its \
+                 URL/dicom-web; leave --dicomweb out"
+                    .into(),
+            ));
+        }
+        for o in &p.orthanc {
+            let dw = p.dicomweb.as_deref();
+            let mut src = Orthanc::new(o, dw, opts.clone(), p.page_size, p.image_filter.clone())
                 .map_err(setup)?;
-                src.on_new_series = p.on_new_series;
-                src.dicomweb.validator = validator.clone();
-                out.push(Source::Orthanc(src));
-            }
-            (None, Some(dw)) => {
-                let mut src = DicomWeb::new(dw, opts.clone(), p.page_size, p.image_filter.clone())
-                    .map_err(setup)?;
-                src.validator = validator.clone();
-                out.push(Source::DicomWeb(src));
-            }
-            (None, None) => {}
+            src.on_new_series = p.on_new_series;
+            src.dicomweb.validator = validator.clone();
+            out.push(Source::Orthanc(src));
+        }
+        if let (true, Some(dw)) = (p.orthanc.is_empty(), &p.dicomweb) {
+            let mut src = DicomWeb::new(dw, opts.clone(), p.page_size, p.image_filter.clone())
+                .map_err(setup)?;
+            src.validator = validator.clone();
+            out.push(Source::DicomWeb(src));
         }
         if out.is_empty() {
             return Err(ConfigError(
