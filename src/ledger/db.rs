@@ -150,6 +150,12 @@ pub enum DbError {
     /// The PostgreSQL server could not be reached, or the connection broke.
     #[error("PostgreSQL is unreachable: {0}")]
     Unreachable(String),
+    /// A fenced write found its lease lost (expired, or taken over by another process).
+    #[error("lease {lease} (epoch {epoch}) is no longer held: another process took over")]
+    Fenced { lease: String, epoch: i64 },
+    /// A write needs a lease this process does not hold.
+    #[error("lease {0} is not held by this process")]
+    NotHeld(String),
     #[error("column {index}: expected {want}, found {found}")]
     Column {
         index: usize,

@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use super::db::{args, DbError, Sql};
+use super::leases::{check, source_lease};
 use super::outbox::queue;
 use super::{Ledger, LedgerError};
 use crate::model::outbox::Change;
@@ -27,7 +28,13 @@ impl Ledger {
         labels: &[MatchedLabel],
         dataset: &str,
     ) -> Result<Vec<Change>, LedgerError> {
-        self.tx(|db| apply_tx(db, listing, labels, dataset))
+        let fence = self.fence(&source_lease(&listing.source))?;
+        self.tx(|db| {
+            if let Some(f) = &fence {
+                check(db, f)?;
+            }
+            apply_tx(db, listing, labels, dataset)
+        })
     }
 
     /// Marks labels gone because the source said so (a deletion event), and plans what the
@@ -38,14 +45,21 @@ impl Ledger {
         dataset: &str,
     ) -> Result<Vec<Change>, LedgerError> {
         let t = now();
+        let fences = self.fences.clone();
         self.tx(|db| {
             let mut dirty = BTreeSet::new();
             for uid in labels {
                 let img = db.row(
-                    "SELECT image_uid FROM labels WHERE label_uid = ?1 AND present = 1",
+                    "SELECT image_uid, source FROM labels WHERE label_uid = ?1 AND present = 1",
                     &args![uid],
                 )?;
                 if let Some(img) = img {
+                    // shared ledger: only the holder of the label's source removes it
+                    if let Some(fences) = &fences {
+                        let lease = source_lease(&img.text(1)?);
+                        let f = fences.get(&lease).ok_or(DbError::NotHeld(lease))?;
+                        check(db, &f)?;
+                    }
                     db.exec(
                         "UPDATE labels SET present = 0, gone_at = ?2 WHERE label_uid = ?1",
                         &args![uid, t],

@@ -19,6 +19,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub(crate) mod db;
 mod labels;
+mod leases;
 mod lookup;
 mod outbox;
 mod pg;
@@ -32,6 +33,8 @@ mod test_stores;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_leases;
 
 // Transitional (issue 14): the domain types at their old paths, until every caller imports
 // them from `model` (and `util::time`).
@@ -39,6 +42,7 @@ pub use crate::model::known::{is_unchanged, Known, KnownLabel};
 pub use crate::model::outbox::{Change, OutboxEntry, Section};
 pub use crate::util::time::{fmt_time, now};
 pub use db::{DbError, Dialect};
+pub use leases::{source_lease, Fence, LeaseRow, OUTBOX_LEASE};
 pub use lookup::KnownLookup;
 pub use pg::Dsn;
 pub use reports::{LabelRow, RecentLabel, StatusReport, Summary};
@@ -89,6 +93,14 @@ pub enum LedgerError {
         #[source]
         source: DbError,
     },
+    /// This process lost a lease while writing under it: it must stop that work.
+    #[error("lost lease {lease} (epoch {epoch}): another segbridge process took over")]
+    Fenced { lease: String, epoch: i64 },
+    #[error("lease {lease} is not held by this process")]
+    NotHeld { lease: String },
+    /// The PostgreSQL server cannot be reached (down, restarting, the network): worth waiting.
+    #[error("state {path}: PostgreSQL is unreachable: {why}")]
+    Unreachable { path: String, why: String },
     #[error(
         "state file {path} is in use by another segbridge process{holder}; waited {waited:?}. \
          Stop the other process or use another --state file"
@@ -126,6 +138,31 @@ pub struct Ledger {
     /// A dry run on PostgreSQL: everything happens inside one transaction that is never
     /// committed (each write is a savepoint in it).
     dry: bool,
+    /// The leases this process holds, when it shares the ledger with others: every write that
+    /// records a listing or confirms a delivery is fenced by the lease it needs.
+    fences: Option<std::sync::Arc<Fences>>,
+}
+
+/// The leases a process holds, shared between the task that keeps them and the ledger that
+/// writes under them.
+#[derive(Debug, Default)]
+pub struct Fences(std::sync::RwLock<std::collections::HashMap<String, Fence>>);
+
+impl Fences {
+    pub fn get(&self, name: &str) -> Option<Fence> {
+        self.0.read().expect("fences").get(name).cloned()
+    }
+    pub fn set(&self, f: Fence) {
+        self.0.write().expect("fences").insert(f.name.clone(), f);
+    }
+    pub fn remove(&self, name: &str) -> Option<Fence> {
+        self.0.write().expect("fences").remove(name)
+    }
+    pub fn held(&self) -> Vec<Fence> {
+        let mut v: Vec<Fence> = self.0.read().expect("fences").values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
 }
 
 impl Ledger {
@@ -158,6 +195,7 @@ impl Ledger {
             path: at.shown(),
             _lock: lock,
             dry: false,
+            fences: None,
         }
     }
 
@@ -170,6 +208,7 @@ impl Ledger {
             path: shown,
             _lock: None,
             dry: false,
+            fences: None,
         };
         if dry {
             ledger.batch("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
@@ -217,6 +256,7 @@ impl Ledger {
                     path: shown,
                     _lock: None,
                     dry: false,
+                    fences: None,
                 };
                 ledger.check_version()?;
                 return Ok(ledger);
@@ -273,6 +313,23 @@ impl Ledger {
     /// The ledger's path (or DSN without its password), as shown.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// From now on, writes are fenced by the leases in `fences` (a process sharing the ledger).
+    pub fn fence_with(&mut self, fences: std::sync::Arc<Fences>) {
+        self.fences = Some(fences);
+    }
+
+    /// The fence a write under lease `name` must check: none when the ledger is not shared;
+    /// an error when it is and this process does not hold the lease.
+    fn fence(&self, name: &str) -> Result<Option<Fence>, LedgerError> {
+        match &self.fences {
+            None => Ok(None),
+            Some(f) => match f.get(name) {
+                Some(f) => Ok(Some(f)),
+                None => Err(sql(&self.path, DbError::NotHeld(name.to_string()))),
+            },
+        }
     }
 
     /// Where the ledger lives.
@@ -347,6 +404,17 @@ impl Drop for Ledger {
 }
 
 fn sql(path: &str, e: DbError) -> LedgerError {
+    match e {
+        DbError::Fenced { lease, epoch } => return LedgerError::Fenced { lease, epoch },
+        DbError::NotHeld(lease) => return LedgerError::NotHeld { lease },
+        DbError::Unreachable(why) => {
+            return LedgerError::Unreachable {
+                path: path.to_string(),
+                why,
+            }
+        }
+        _ => {}
+    }
     LedgerError::Sql {
         path: path.to_string(),
         source: e,

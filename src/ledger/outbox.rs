@@ -2,6 +2,7 @@
 //! says; delivery's confirm and failure records; and what was sent.
 
 use super::db::{args, DbError, Row, Sql};
+use super::leases::{check, OUTBOX_LEASE};
 use super::{sql, Ledger, LedgerError};
 use crate::model::outbox::{Change, OutboxEntry, Section};
 use crate::rules::plan::merged;
@@ -21,7 +22,12 @@ fn entry(r: &Row) -> Result<OutboxEntry, DbError> {
 
 impl Ledger {
     /// Up to `n` outbox entries of `dataset`, oldest first.
+    /// On a shared ledger, only the holder of the outbox's lease gets any (and, after a lost
+    /// lease, gets an error: it must not send).
     pub fn pending(&self, dataset: &str, n: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
+        if let Some(f) = self.fence(OUTBOX_LEASE)? {
+            check(&*self.db, &f).map_err(|e| sql(&self.path, e))?;
+        }
         self.db
             .rows(
                 "SELECT id, dataset, section, image_uid, label_uid, attempts, last_error
@@ -45,7 +51,11 @@ impl Ledger {
     /// The API accepted these entries: move them from the outbox to the sent journal.
     pub fn confirm(&mut self, ids: &[i64]) -> Result<(), LedgerError> {
         let t = now();
+        let fence = self.fence(OUTBOX_LEASE)?;
         self.tx(|db| {
+            if let Some(f) = &fence {
+                check(db, f)?;
+            }
             for id in ids {
                 db.exec(
                     "INSERT INTO sent (id, dataset, section, image_uid, label_uid, created_at, sent_at)
@@ -113,7 +123,11 @@ impl Ledger {
 
     /// A delivery attempt failed: count it and keep the reason, for `status`.
     pub fn record_failure(&mut self, ids: &[i64], error: &str) -> Result<(), LedgerError> {
+        let fence = self.fence(OUTBOX_LEASE)?;
         self.tx(|db| {
+            if let Some(f) = &fence {
+                check(db, f)?;
+            }
             for id in ids {
                 db.exec(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",

@@ -81,6 +81,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key         TEXT COLLATE "C" PRIMARY KEY,
         value       TEXT NOT NULL
      );"#,
+    // 2: what several processes sharing the ledger need: leases (a source, the outbox: one
+    //    holder at a time, until expires_at by the server's clock; epoch is the fencing token,
+    //    raised at each new holder) and the processes alive (to share the sources out)
+    r#"CREATE TABLE leases (
+        name        TEXT COLLATE "C" PRIMARY KEY,
+        holder      TEXT COLLATE "C" NOT NULL,
+        epoch       BIGINT NOT NULL,
+        acquired_at TIMESTAMPTZ NOT NULL,
+        renewed_at  TIMESTAMPTZ NOT NULL,
+        expires_at  TIMESTAMPTZ NOT NULL
+     );
+     CREATE TABLE members (
+        holder      TEXT COLLATE "C" PRIMARY KEY,
+        started_at  TIMESTAMPTZ NOT NULL,
+        seen_at     TIMESTAMPTZ NOT NULL,
+        expires_at  TIMESTAMPTZ NOT NULL
+     );"#,
 ];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of all processes, one at a time.
