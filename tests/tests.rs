@@ -25,6 +25,7 @@ mod corpus;
 mod deletions;
 mod determinism;
 mod emulator;
+mod emulator_pacs;
 mod faults;
 mod fuzz_corpus;
 mod hook;

@@ -25,6 +25,7 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod dicomweb;
 mod faults;
 mod nrrd;
 mod reply;

@@ -79,8 +79,6 @@ pub(super) struct Emu {
     pub(super) cl: HashMap<String, ClState>,
     /// (dataset, body, unix milliseconds when received)
     pub(super) notifications: Vec<(String, Value, u128)>,
-    /// dataset → image → its current label, as notify told it
-    pub(super) current_labels: HashMap<String, HashMap<String, String>>,
     pub(super) faults: Vec<Fault>,
     pub(super) calls: u64,
 }

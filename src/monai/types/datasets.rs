@@ -73,6 +73,23 @@ impl DatasetSpec {
     }
 }
 
+/// The keys of a dataset's `filters` that the server reads as QIDO-RS options (compared
+/// case-insensitively); every other key is a search filter.
+pub const QIDO_OPTIONS: [&str; 4] = ["includefield", "limit", "offset", "fuzzymatching"];
+
+/// A query string's `(key, value)` pairs, decoded, in order.
+pub type QueryPairs = Vec<(String, String)>;
+
+/// How the server reads a dataset's `filters`: `(QIDO options, search filters)`, each pair
+/// decoded, in the order given. The image series are listed with both; the SEG series with the
+/// search filters only (and `Modality=SEG`).
+pub fn split_filters(filters: &str) -> (QueryPairs, QueryPairs) {
+    url::form_urlencoded::parse(filters.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .partition(|(k, _)| QIDO_OPTIONS.iter().any(|o| k.eq_ignore_ascii_case(o)))
+}
+
 /// The create answer: `{"id", ...}` (the rest echoes the dataset, without its secret).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Dataset {
@@ -157,6 +174,30 @@ mod tests {
         .unwrap();
         assert_eq!(min.filters_or_default(), "Modality=CT");
         assert_eq!((min.description.as_str(), &min.client_secret), ("", &None));
+    }
+
+    #[test]
+    fn filters_split_into_qido_options_and_search_filters() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let (options, search) = split_filters(
+            "Modality=CT&limit=5&StudyDescription=Liver%2A&IncludeField=00080020&offset=2&fuzzymatching=true&=x",
+        );
+        assert_eq!(
+            options,
+            vec![
+                pair("limit", "5"),
+                pair("IncludeField", "00080020"),
+                pair("offset", "2"),
+                pair("fuzzymatching", "true")
+            ]
+        );
+        assert_eq!(
+            search,
+            vec![pair("Modality", "CT"), pair("StudyDescription", "Liver*")]
+        );
+        let (options, search) = split_filters(DEFAULT_FILTERS);
+        assert!(options.is_empty());
+        assert_eq!(search, vec![pair("Modality", "CT")]);
     }
 
     #[test]

@@ -14,7 +14,10 @@ mod notify;
 mod workspaces;
 
 pub use auth::{LoginAnswer, LoginRequest};
-pub use datasets::{Dataset, DatasetJob, DatasetSpec, ImageMeta, NextImage, DEFAULT_FILTERS};
+pub use datasets::{
+    split_filters, Dataset, DatasetJob, DatasetSpec, ImageMeta, NextImage, QueryPairs,
+    DEFAULT_FILTERS, QIDO_OPTIONS,
+};
 pub use experiments::{
     newest_first, BaseExperiment, BaseExperiments, Experiment, ExperimentPatch, ExperimentSpec,
     Labels, ModelParams, VISTA3D_ARCH,
