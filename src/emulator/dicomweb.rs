@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 use reqwest::{StatusCode, Url};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::uid::is_uid;
@@ -21,10 +23,11 @@ use crate::util::Secret;
 /// Largest QIDO list answer read (bytes), and most rows taken from it.
 const MAX_LIST: usize = 32 << 20;
 const MAX_ROWS: usize = 100_000;
-/// Largest WADO-RS metadata answer of one instance (a SEG's per-frame groups can be large).
-const MAX_METADATA: usize = 64 << 20;
+/// Largest WADO-RS metadata answer of one instance (a SEG's per-frame groups can be large; only
+/// its ReferencedSeriesSequence is kept while parsing).
+const MAX_METADATA: usize = 32 << 20;
 /// How many SEGs' references are read at once.
-const PARALLEL: usize = 8;
+const PARALLEL: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The DICOM JSON keys read.
@@ -32,7 +35,6 @@ const STUDY_UID: &str = "0020000D";
 const SERIES_UID: &str = "0020000E";
 const SOP_UID: &str = "00080018";
 const MODALITY: &str = "00080060";
-const REFERENCED_SERIES: &str = "00081115";
 /// What an image's `meta` needs beyond the UIDs: StudyDate, StudyTime, PatientID.
 const META_FIELDS: [&str; 3] = ["00080020", "00080030", "00100020"];
 
@@ -44,6 +46,13 @@ pub(super) struct Dicomweb {
     user: Option<String>,
     secret: Option<Secret>,
     http: reqwest::Client,
+}
+
+/// An instance's WADO-RS metadata, of which only ReferencedSeriesSequence is kept.
+#[derive(Deserialize)]
+struct References {
+    #[serde(rename = "00081115", default)]
+    referenced_series: Option<Value>,
 }
 
 /// An image series as listed: its UIDs (checked) and its DICOM JSON row.
@@ -177,7 +186,7 @@ impl Dicomweb {
     }
 
     /// [`rows`], its error naming the server.
-    fn rows(&self, body: &[u8], what: &str) -> Result<Vec<Value>, String> {
+    fn rows<T: DeserializeOwned>(&self, body: &[u8], what: &str) -> Result<Vec<T>, String> {
         rows(body, what).map_err(|e| format!("{}: {e}", self.name()))
     }
 
@@ -192,7 +201,7 @@ impl Dicomweb {
             )
             .await?;
         let Some(sop) = self
-            .rows(&list, "an instance list")?
+            .rows::<Value>(&list, "its instance list")?
             .first()
             .and_then(|i| uid(i, SOP_UID))
         else {
@@ -216,15 +225,14 @@ impl Dicomweb {
                 MAX_METADATA,
             )
             .await?;
-        Ok(self
-            .rows(&meta, "instance metadata")?
-            .first()
-            .and_then(|m| {
-                m.get(REFERENCED_SERIES)?
-                    .get("Value")?
-                    .get(0)
-                    .and_then(|item| uid(item, SERIES_UID))
-            }))
+        let meta: Vec<References> = self.rows(&meta, "its instance metadata")?;
+        Ok(meta.first().and_then(|m| {
+            m.referenced_series
+                .as_ref()?
+                .get("Value")?
+                .get(0)
+                .and_then(|item| uid(item, SERIES_UID))
+        }))
     }
 
     /// GET with the dataset's credentials and `Accept: application/dicom+json`; a non-2xx
@@ -263,20 +271,27 @@ impl Dicomweb {
     }
 }
 
-/// A DICOM JSON answer that must be an array (empty body: none), at most [`MAX_ROWS`] rows.
-fn rows(body: &[u8], what: &str) -> Result<Vec<Value>, String> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// A DICOM JSON answer that must be an array of `T` (an empty body: none), at most
+/// [`MAX_ROWS`] items.
+fn rows<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<Vec<T>, String> {
+    let Some(start) = body.iter().position(|b| !b.is_ascii_whitespace()) else {
         return Ok(Vec::new());
+    };
+    if body[start] != b'[' {
+        return Err(match serde_json::from_slice::<IgnoredAny>(body) {
+            Ok(_) => format!("{what} is not a JSON array"),
+            Err(e) => format!("{what} is not JSON: {e}"),
+        });
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(a)) if a.len() <= MAX_ROWS => Ok(a),
-        Ok(Value::Array(a)) => Err(format!(
+    let items: Vec<T> =
+        serde_json::from_slice(body).map_err(|e| format!("{what} is not DICOM JSON: {e}"))?;
+    if items.len() > MAX_ROWS {
+        return Err(format!(
             "{what} has {} items, more than {MAX_ROWS}",
-            a.len()
-        )),
-        Ok(_) => Err(format!("{what} is not a JSON array")),
-        Err(e) => Err(format!("{what} is not JSON: {e}")),
+            items.len()
+        ));
     }
+    Ok(items)
 }
 
 /// `root` with these path segments appended (each one encoded as one segment) and this query.
@@ -330,10 +345,24 @@ mod tests {
 
     #[test]
     fn answers_are_checked_before_use() {
-        assert_eq!(rows(b"", "x").unwrap().len(), 0);
-        assert_eq!(rows(b"[{}]", "x").unwrap().len(), 1);
-        assert!(rows(b"{}", "x").unwrap_err().contains("not a JSON array"));
-        assert!(rows(b"<html>", "x").unwrap_err().contains("not JSON"));
+        assert_eq!(rows::<Value>(b" \n", "x").unwrap().len(), 0);
+        assert_eq!(rows::<Value>(b"[{}]", "x").unwrap().len(), 1);
+        let e = rows::<Value>(b"{}", "x").unwrap_err();
+        assert!(e.contains("not a JSON array"), "{e}");
+        let e = rows::<Value>(b"<html>", "x").unwrap_err();
+        assert!(e.contains("not JSON"), "{e}");
+        let e = rows::<Value>(b"[1,", "x").unwrap_err();
+        assert!(e.contains("not DICOM JSON"), "{e}");
+        // metadata: only the reference is kept, the rest skipped while parsing
+        let meta: Vec<References> = rows(
+            br#"[{"00081115": {"vr": "SQ", "Value": [{"0020000E": {"vr": "UI", "Value": ["1.9"]}}]},
+                 "52009230": {"vr": "SQ", "Value": [{}, {}]}}]"#,
+            "m",
+        )
+        .unwrap();
+        let r = meta[0].referenced_series.as_ref().unwrap();
+        assert_eq!(uid(&r["Value"][0], SERIES_UID).as_deref(), Some("1.9"));
+        assert!(rows::<References>(b"[2]", "m").is_err());
         let row = json!({"0020000E": {"vr": "UI", "Value": ["1.2.3"]},
             "0020000D": {"vr": "UI", "Value": ["1.2/../4"]},
             "00100020": {"vr": "LO", "Value": [{"Alphabetic": "x"}]}});
