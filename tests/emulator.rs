@@ -378,3 +378,122 @@ fn cancelling_the_cl_job_leaves_its_train_round_to_the_guide() {
     );
     assert_eq!(s, 201, "{job}");
 }
+
+#[test]
+fn a_job_error_fault_ends_a_job_in_error_as_the_server_answers_it() {
+    let emu = Emu::with(EmulatorConfig {
+        train_seconds: 60.0,
+        ..Default::default()
+    });
+    let (t, ds, exp, cl) = setup(&emu, 1, 3);
+    for bad in [
+        json!({"job_error": {"action": "inference", "message": "m"}}),
+        json!({"job_error": {"action": "train", "message": " "}}),
+        json!({"job_error": {"action": "train", "message": "m"}, "status": 500}),
+        json!({"job_error": {"action": "train", "message": "m", "typo": 1}}),
+    ] {
+        let (s, b) = emu.call("POST", "/_emulator/faults", None, Some(bad.clone()));
+        assert_eq!(s, 400, "{bad} accepted: {b}");
+    }
+    let job = |id: &str| {
+        let (s, b) = emu.call(
+            "GET",
+            &format!("{ORG}/experiments/{exp}/jobs/{id}"),
+            Some(&t),
+            None,
+        );
+        assert_eq!(s, 200, "a failed job is still a 200 answer: {b}");
+        b
+    };
+    let logs = |id: &str| {
+        emu.call(
+            "GET",
+            &format!("{ORG}/experiments/{exp}/jobs/{id}/logs"),
+            Some(&t),
+            None,
+        )
+        .1
+        .to_string()
+    };
+    // a train round fails: its answer says why; the CL job goes on and runs the next round
+    emu.fault(json!({"job_error": {"action": "train", "message": "CUDA out of memory"}}));
+    let (s, _) = notify(
+        &emu,
+        &t,
+        &ds,
+        json!({"added": [{"image": "1.1", "label": "9.1"}]}),
+    );
+    assert_eq!(s, 201);
+    let round1 = jobs(&emu, &t, &exp)
+        .into_iter()
+        .find(|j| j["action"] == "train")
+        .unwrap();
+    let round1 = job(round1["id"].as_str().unwrap());
+    assert_eq!(round1["status"], "Error", "{round1}");
+    assert_eq!(
+        round1["result"]["detailed_status"]["message"], "CUDA out of memory",
+        "{round1}"
+    );
+    assert_eq!(job(&cl)["status"], "Running");
+    assert!(logs(&cl).contains("round 1 failed: CUDA out of memory"));
+    notify(
+        &emu,
+        &t,
+        &ds,
+        json!({"added": [{"image": "1.2", "label": "9.2"}]}),
+    );
+    let running: Vec<Value> = jobs(&emu, &t, &exp)
+        .into_iter()
+        .filter(|j| j["action"] == "train" && j["status"] == "Running")
+        .collect();
+    assert_eq!(running.len(), 1, "round 2 runs");
+
+    // the CL job fails: `api job wait --until Done` fails with exit 6 and the server's reason
+    emu.fault(json!({"job_error": {"action": "annotation", "job": cl,
+        "message": "DICOMweb server unreachable"}}));
+    let tmp = tempfile::tempdir().unwrap();
+    let o = segbridge(tmp.path())
+        .env("MONAI_API_KEY", &emu.key)
+        .args([
+            "api",
+            "--api",
+            &emu.url,
+            "--json",
+            "job",
+            "wait",
+            "--experiment",
+            &exp,
+        ])
+        .args([
+            &cl,
+            "--until",
+            "Done",
+            "--interval",
+            "0.1",
+            "--timeout",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "job {cl} ended Error, not Done: DICOMweb server unreachable"
+        )),
+        "{err}"
+    );
+    let out: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&out["status"], &out["error"], &out["reached"]),
+        (
+            &json!("Error"),
+            &json!("DICOMweb server unreachable"),
+            &json!(false)
+        ),
+        "{out}"
+    );
+    // its running round is left alone, as cancelling the CL job does
+    let round2 = job(running[0]["id"].as_str().unwrap());
+    assert_eq!(round2["status"], "Running", "{round2}");
+}

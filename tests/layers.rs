@@ -32,7 +32,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("monai", L2),
         ("ledger", LEDGER),
         ("source", SOURCE),
-        ("emulator", &["util", "monai::types"][..]),
+        ("emulator", &["util", "model::uid", "monai::types"][..]),
         // L4: the application
         ("app", APP),
         ("fuzz_targets", APP),

@@ -26,6 +26,7 @@ mod dataset;
 mod deletions;
 mod determinism;
 mod emulator;
+mod emulator_pacs;
 mod faults;
 mod fuzz_corpus;
 mod hook;

@@ -219,7 +219,8 @@ pub struct EmulatorArgs {
     /// Seconds a training round runs
     #[arg(long, default_value_t = 5.0)]
     pub train_seconds: f64,
-    /// Check a dataset's DICOMweb URL on create, as the real server does
+    /// Check a dataset's DICOMweb URL on create (with its client_id/client_secret), as the real
+    /// server does
     #[arg(long)]
     pub probe_dicomweb: bool,
 }

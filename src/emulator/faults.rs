@@ -1,6 +1,7 @@
 //! Fault injection for tests: `POST /_emulator/faults` queues faults (fail with a status, hang,
-//! drop the connection, before or after processing), `DELETE` clears them, and the middleware
-//! applies the next matching one to each API call before checking its token.
+//! drop the connection, before or after processing; or, with `job_error`, end a job in `Error`),
+//! `DELETE` clears them, and the middleware applies the next matching one to each API call
+//! before checking its token (job faults are applied as jobs advance: `state::JobFault`).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde_json::json;
 use super::auth::check_token;
 use super::reply::{err, Reply};
 use super::state::{AppState, Fault};
+use crate::monai::types::JobAction;
 
 /// The API middleware: applies the next queued fault matching the path (before or after the
 /// handler), then checks the bearer token of every call but login.
@@ -111,11 +113,33 @@ pub(super) async fn add_fault(State(st): State<AppState>, body: Bytes) -> Reply 
         return Ok(Json(json!({"queued": 0})).into_response());
     }
     let mut emu = st.emu.lock().expect("emulator state");
+    if let Some(jf) = f.job_error.clone() {
+        let bad = |why: &str| err(StatusCode::BAD_REQUEST, 3, format!("Invalid fault: {why}"));
+        if f.status.is_some()
+            || f.delay_ms.is_some()
+            || f.retry_after.is_some()
+            || f.drop
+            || f.after_processing
+            || f.path_contains.is_some()
+        {
+            return Err(bad("a job_error takes no other field but count"));
+        }
+        if !matches!(jf.action, JobAction::Annotation | JobAction::Train) {
+            return Err(bad("job_error.action must be \"annotation\" or \"train\""));
+        }
+        if jf.message.trim().is_empty() || jf.message.len() > 4096 {
+            return Err(bad("job_error.message must be 1 to 4096 bytes"));
+        }
+        emu.job_faults.push((jf, f.count));
+        return Ok(Json(json!({"queued": emu.job_faults.len()})).into_response());
+    }
     emu.faults.push(f);
     Ok(Json(json!({"queued": emu.faults.len()})).into_response())
 }
 
 pub(super) async fn clear_faults(State(st): State<AppState>) -> Response {
-    st.emu.lock().expect("emulator state").faults.clear();
+    let mut emu = st.emu.lock().expect("emulator state");
+    emu.faults.clear();
+    emu.job_faults.clear();
     Json(json!({})).into_response()
 }

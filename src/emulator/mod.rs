@@ -4,7 +4,10 @@
 //! server's validation, and the server's error bodies.
 //!
 //! For tests it also serves `GET /_emulator/notifications` (every accepted notify body, in order)
-//! and `POST /_emulator/faults` (the next N API calls fail, hang or drop the connection).
+//! and `POST /_emulator/faults`: the next N API calls fail, hang or drop the connection
+//! (`{"status": 500, "count": 3}`, see [`Fault`]), or the next N jobs of an action end in `Error`
+//! (`{"job_error": {"action": "annotation"|"train", "message": "..."}}`, see [`JobFault`]), so a
+//! client's error branch (the guide's `wait_for_job` seeing `Error`) can be exercised.
 //! Job state advances with the clock, evaluated on every request, so there are no timers to leak.
 //!
 //! The pieces, by concern:
@@ -13,6 +16,8 @@
 //! - `routes`: the axum router and its handlers, one file per resource;
 //! - `auth`: login and the bearer-token check;
 //! - `faults`: the `/_emulator/faults` injection and the middleware that applies it;
+//! - `dicomweb`: the dataset's DICOMweb server as the server reads it (the probe on create, the
+//!   image and SEG series `nextimage` chooses from), with the dataset's credentials;
 //! - `nrrd`: the realtime-inference answer (an NRRD label volume in a multipart body);
 //! - `reply`: the server's error bodies and the small helpers every handler shares.
 //!
@@ -25,6 +30,7 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod dicomweb;
 mod faults;
 mod nrrd;
 mod reply;
@@ -35,7 +41,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use routes::router;
-pub use state::Fault;
+pub use state::{Fault, JobFault};
 
 /// How the emulator behaves.
 #[derive(Debug, Clone)]

@@ -34,6 +34,28 @@ pub struct Fault {
     pub after_processing: bool,
     /// Only calls whose path contains this string.
     pub path_contains: Option<String>,
+    /// Not a fault of the HTTP calls: the next `count` jobs it names end in `Error` (see
+    /// [`JobFault`]). It takes no other field but `count`.
+    pub job_error: Option<JobFault>,
+}
+
+/// `{"job_error": {"action": "annotation"|"train", "message": "...", "job": ID}}`: the next time
+/// the emulator advances jobs (any job call or notify), the oldest unfinished job of `action`
+/// (or the job `job`, when given) ends in `Error`. Its answer stays a 200 with
+/// `"status": "Error"` and carries the message in `result.detailed_status.message`; its logs end
+/// with it. A failed train round leaves its continual-learning job running (the next queued
+/// round starts); a failed continual-learning job leaves its train rounds alone, as cancelling
+/// it does. A fault that finds no unfinished job waits for one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFault {
+    /// `annotation` (the continual-learning job) or `train` (a round it started).
+    pub action: JobAction,
+    /// Why the job failed, as its answer and its logs will say.
+    pub message: String,
+    /// Only this job.
+    #[serde(default)]
+    pub job: Option<String>,
 }
 
 fn one() -> u32 {
@@ -79,9 +101,9 @@ pub(super) struct Emu {
     pub(super) cl: HashMap<String, ClState>,
     /// (dataset, body, unix milliseconds when received)
     pub(super) notifications: Vec<(String, Value, u128)>,
-    /// dataset → image → its current label, as notify told it
-    pub(super) current_labels: HashMap<String, HashMap<String, String>>,
     pub(super) faults: Vec<Fault>,
+    /// Queued job failures, with how many jobs each still fails.
+    pub(super) job_faults: Vec<(JobFault, u32)>,
     pub(super) calls: u64,
 }
 
@@ -191,6 +213,7 @@ impl Emu {
 
     /// Advances train rounds whose time has come, and CL jobs whose rounds are done.
     pub(super) fn tick(&mut self, now: Instant, train_seconds: f64) {
+        self.apply_job_faults(now);
         let dur = Duration::from_secs_f64(train_seconds.max(0.0));
         let ids = self.job_order.clone();
         for id in &ids {
@@ -229,7 +252,9 @@ impl Emu {
                 (cl.rounds_done, cl.last_metric)
             };
             if let Some(clj) = self.jobs.get_mut(&cl_id) {
-                clj.result = json!({"rounds": rounds_done, "key_metric": last});
+                // fields set one by one: a failed CL job keeps its `detailed_status`
+                clj.result["rounds"] = json!(rounds_done);
+                clj.result["key_metric"] = json!(last);
                 clj.logs
                     .push(format!("round {round} done: key metric {metric}"));
                 if finished && clj.status == JobStatus::Running {
@@ -237,21 +262,75 @@ impl Emu {
                     clj.logs.push("stop criteria reached: done".into());
                 }
             }
-            // start the next queued round of this CL job
-            if let Some(next) = self
+            self.start_next_round(&cl_id, now);
+        }
+    }
+
+    /// Starts the oldest queued (Pending) round of a CL job.
+    fn start_next_round(&mut self, cl_id: &str, now: Instant) {
+        let running = self
+            .jobs
+            .values()
+            .any(|j| j.parent.as_deref() == Some(cl_id) && j.status == JobStatus::Running);
+        if running {
+            return;
+        }
+        let next = self
+            .job_order
+            .iter()
+            .find(|q| {
+                let j = &self.jobs[*q];
+                j.parent.as_deref() == Some(cl_id) && j.status == JobStatus::Pending
+            })
+            .cloned();
+        if let Some(j) = next.and_then(|n| self.jobs.get_mut(&n)) {
+            j.status = JobStatus::Running;
+            j.started = Some(now);
+        }
+    }
+
+    /// Fails the jobs that queued `job_error` faults name (see [`JobFault`]).
+    fn apply_job_faults(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.job_faults.len() {
+            let f = &self.job_faults[i].0;
+            let target = self
                 .job_order
                 .iter()
-                .find(|q| {
-                    let j = &self.jobs[*q];
-                    j.parent.as_deref() == Some(cl_id.as_str()) && j.status == JobStatus::Pending
+                .find(|id| {
+                    let j = &self.jobs[*id];
+                    j.action == f.action
+                        && !j.status.is_terminal()
+                        && f.job.as_ref().is_none_or(|x| x == *id)
                 })
-                .cloned()
-            {
-                if let Some(j) = self.jobs.get_mut(&next) {
-                    j.status = JobStatus::Running;
-                    j.started = Some(now);
-                }
+                .cloned();
+            let Some(id) = target else {
+                i += 1;
+                continue;
+            };
+            let message = f.message.clone();
+            self.fail(&id, &message, now);
+            self.job_faults[i].1 -= 1;
+            if self.job_faults[i].1 == 0 {
+                self.job_faults.remove(i);
             }
+        }
+    }
+
+    /// The job ends in `Error`, saying why in its result and its logs.
+    fn fail(&mut self, id: &str, message: &str, now: Instant) {
+        let Some(j) = self.jobs.get_mut(id) else {
+            return;
+        };
+        j.status = JobStatus::Error;
+        j.result["detailed_status"] = json!({"status": "FAILURE", "message": message});
+        j.logs.push(format!("error: {message}"));
+        let (parent, round) = (j.parent.clone(), j.round);
+        if let Some(cl_id) = parent {
+            if let Some(clj) = self.jobs.get_mut(&cl_id) {
+                clj.logs.push(format!("round {round} failed: {message}"));
+            }
+            self.start_next_round(&cl_id, now);
         }
     }
 }

@@ -1,9 +1,8 @@
 //! Datasets: create (with the optional DICOMweb probe), get, delete, and the dataset jobs
-//! `notify` (the server's validation, current labels, CL counting), `cacheimage` and
+//! `notify` (the server's validation, the record, CL counting), `cacheimage` and
 //! `nextimage` (a random unlabeled series from the dataset's DICOMweb server).
 
-use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -12,6 +11,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use crate::emulator::dicomweb::Dicomweb;
 use crate::emulator::reply::{err, new_id, not_found, object, Reply};
 use crate::emulator::state::{AppState, StoredDataset};
 use crate::monai::types::{DatasetSpec, ImageMeta, NextImage};
@@ -38,12 +38,15 @@ pub(super) async fn create_dataset(
         }
     }
     if st.cfg.probe_dicomweb {
-        let url = &spec.client_url;
-        probe(url).await.map_err(|e| {
+        // with the dataset's credentials, as the real server reads it; the message names the
+        // server (without credentials) and the status, never the secret
+        let server = Dicomweb::of(&spec)
+            .map_err(|e| err(StatusCode::BAD_REQUEST, 3, format!("Invalid dataset: {e}")))?;
+        server.probe().await.map_err(|e| {
             err(
                 StatusCode::BAD_REQUEST,
                 3,
-                format!("Unable to reach DICOMweb server {url}: {e}"),
+                format!("Unable to reach DICOMweb server {e}"),
             )
         })?;
     }
@@ -59,23 +62,6 @@ pub(super) async fn create_dataset(
         .datasets
         .insert(id, ds);
     Ok((StatusCode::CREATED, Json(answer)).into_response())
-}
-
-async fn probe(url: &str) -> Result<(), String> {
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let r = c
-        .get(format!("{}/studies?limit=1", url.trim_end_matches('/')))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status().is_success() || r.status() == StatusCode::NO_CONTENT {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", r.status()))
-    }
 }
 
 pub(super) async fn get_dataset(
@@ -134,20 +120,13 @@ pub(super) async fn dataset_job(
     let m = object(&body)?;
     let action = m.get("action").and_then(Value::as_str).unwrap_or("");
     if action == "nextimage" {
-        // the DICOMweb query happens without holding the state lock
-        let found = {
+        // the DICOMweb queries happen without holding the state lock
+        let spec = {
             let emu = st.emu.lock().expect("emulator state");
-            emu.datasets.get(&id).map(|ds| {
-                let labeled: BTreeSet<String> = emu
-                    .current_labels
-                    .get(&id)
-                    .map(|m| m.keys().cloned().collect())
-                    .unwrap_or_default();
-                (ds.spec.clone(), labeled)
-            })
+            emu.datasets.get(&id).map(|ds| ds.spec.clone())
         };
-        let (ds, labeled) = found.ok_or_else(|| not_found(format!("Dataset {id} not found")))?;
-        return next_image(&ds, &labeled).await;
+        let spec = spec.ok_or_else(|| not_found(format!("Dataset {id} not found")))?;
+        return next_image(&spec).await;
     }
     let mut emu = st.emu.lock().expect("emulator state");
     if !emu.datasets.contains_key(&id) {
@@ -159,28 +138,16 @@ pub(super) async fn dataset_job(
             let specs = specs
                 .as_object()
                 .ok_or_else(|| not_found("Invalid notify: \"specs\" must be an object"))?;
+            // the server only records and counts: which images are labeled is read from the
+            // PACS (`nextimage`), never from these records
             let mut counted = Vec::new();
-            let mut sections = Vec::new();
             for (section, v) in specs {
                 if !["added", "updated", "removed"].contains(&section.as_str()) {
                     return Err(not_found(format!("Invalid notify section: {section}")));
                 }
                 let entries = notify_entries(section, v).map_err(not_found)?;
                 if section != "removed" {
-                    counted.extend(entries.iter().map(|(i, _)| i.clone()));
-                }
-                sections.push((section.clone(), entries));
-            }
-            let labels = emu.current_labels.entry(id.clone()).or_default();
-            for (section, entries) in sections {
-                for (image, label) in entries {
-                    if section == "removed" {
-                        if labels.get(&image) == Some(&label) {
-                            labels.remove(&image);
-                        }
-                    } else {
-                        labels.insert(image, label);
-                    }
+                    counted.extend(entries.into_iter().map(|(i, _)| i));
                 }
             }
             let raw: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -206,70 +173,31 @@ pub(super) async fn dataset_job(
     }
 }
 
-/// `nextimage`: a random image series of the dataset (its DICOMweb server, its filters) that
-/// has no current label.
-async fn next_image(ds: &DatasetSpec, labeled: &BTreeSet<String>) -> Reply {
-    let url = ds.client_url.trim_end_matches('/');
-    if url.is_empty() {
-        return Err(not_found("Dataset has no client_url"));
-    }
-    let filters = ds.filters_or_default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| not_found(e.to_string()))?;
-    let mut req = client
-        .get(format!("{url}/series?{filters}&includefield=00080020&includefield=00080030&includefield=00100020"))
-        .header("accept", "application/dicom+json");
-    if let Some(user) = ds.client_id.as_deref().filter(|u| !u.is_empty()) {
-        let secret = ds.client_secret.as_ref().map(|s| s.expose().to_string());
-        req = req.basic_auth(user, Some(secret.unwrap_or_default()));
-    }
-    let resp = req
-        .send()
+/// `nextimage`, as the real server answers it: a random image series of the dataset (its
+/// DICOMweb server, its filters) that no SEG series on that server labels. The notify records
+/// play no part. A server that cannot be read is the server's generic 404, with the reason.
+async fn next_image(ds: &DatasetSpec) -> Reply {
+    let unreachable = |e: String| not_found(format!("Unable to query DICOMweb server {e}"));
+    let server = Dicomweb::of(ds).map_err(|e| unreachable(format!("of the dataset: {e}")))?;
+    let free = server
+        .unlabeled(ds.filters_or_default())
         .await
-        .map_err(|e| not_found(format!("Unable to query DICOMweb server {url}: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(not_found(format!(
-            "DICOMweb server {url} answered HTTP {}",
-            resp.status()
-        )));
-    }
-    let text = resp.text().await.unwrap_or_default();
-    let series: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
-    use dicom_dictionary_std::tags;
-    let tag = |v: &Value, t: dicom_core::Tag| -> String {
-        // the DICOM JSON key: eight upper-case hex digits
-        let t = format!("{:04X}{:04X}", t.group(), t.element());
-        let t = t.as_str();
-        v[t]["Value"][0]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| v[t]["Value"][0].as_object().map(|_| "UNK".to_string()))
-            .unwrap_or_else(|| "UNK".into())
-    };
-    let free: Vec<&Value> = series
-        .iter()
-        .filter(|s| !labeled.contains(&tag(s, tags::SERIES_INSTANCE_UID)))
-        .collect();
+        .map_err(unreachable)?;
     if free.is_empty() {
         return Err(not_found("No Unlabeled Images Found"));
     }
-    let pick = free[rand::random::<u64>() as usize % free.len()];
-    let (se, st) = (
-        tag(pick, tags::SERIES_INSTANCE_UID),
-        tag(pick, tags::STUDY_INSTANCE_UID),
-    );
+    let pick = &free[rand::random_range(0..free.len())];
+    let unk = |tag: &str| Some(pick.text(tag).unwrap_or_else(|| "UNK".into()));
     let answer = NextImage {
-        image: se.clone(),
+        image: pick.series.clone(),
         meta: Some(ImageMeta {
-            retrieve_url: Some(format!("{url}/studies/{st}/series/{se}")),
-            series_instance_uid: Some(se),
-            study_instance_uid: Some(st),
-            study_date: Some(tag(pick, tags::STUDY_DATE)),
-            study_time: Some(tag(pick, tags::STUDY_TIME)),
-            modality: Some(tag(pick, tags::MODALITY)),
-            patient_id: Some(tag(pick, tags::PATIENT_ID)),
+            retrieve_url: Some(server.retrieve_url(&pick.study, &pick.series)),
+            series_instance_uid: Some(pick.series.clone()),
+            study_instance_uid: Some(pick.study.clone()),
+            study_date: unk("00080020"),
+            study_time: unk("00080030"),
+            modality: unk("00080060"),
+            patient_id: unk("00100020"),
             extra: Default::default(),
         }),
         extra: Default::default(),

@@ -110,7 +110,7 @@ async fn stats(State(st): State<AppState>) -> Response {
     let emu = st.emu.lock().expect("emulator state");
     Json(
         json!({"calls": emu.calls, "notifications": emu.notifications.len(),
-        "faults_queued": emu.faults.len()}),
+        "faults_queued": emu.faults.len(), "job_faults_queued": emu.job_faults.len()}),
     )
     .into_response()
 }

@@ -183,6 +183,15 @@ impl Job {
     pub fn key_metric(&self) -> Option<f64> {
         self.result.as_ref()?.key_metric
     }
+
+    /// Why a job failed, when the answer says: `result.detailed_status.message`. The contract
+    /// fixes only the status (`Error`) of a failed job; the reason may be in its logs alone.
+    pub fn error_message(&self) -> Option<&str> {
+        self.result.as_ref()?.extra.get("detailed_status")?["message"]
+            .as_str()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+    }
 }
 
 /// A job's specs as the server echoes them (a CL job's `round_size`; the rest kept).
@@ -267,6 +276,15 @@ mod tests {
               "result": {"rounds": 0}, "created_on": "2026-01-01T00:00:00Z",
               "experiment_id": "E"})
         );
+        assert_eq!(j[0].error_message(), None);
+        let failed: Job = serde_json::from_value(json!({"status": "Error",
+            "result": {"detailed_status": {"status": "FAILURE", "message": "out of memory"}}}))
+        .unwrap();
+        assert_eq!(failed.error_message(), Some("out of memory"));
+        let odd: Job = serde_json::from_value(json!({"status": "Error",
+            "result": {"detailed_status": "FAILURE"}}))
+        .unwrap();
+        assert_eq!(odd.error_message(), None);
         let empty: JobList = serde_json::from_value(json!({})).unwrap();
         assert!(empty.jobs.is_empty());
     }

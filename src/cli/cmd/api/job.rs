@@ -218,7 +218,8 @@ async fn wait(
     });
     let start = Instant::now();
     loop {
-        let status = c.job(&j.experiment, &j.job).await?.status;
+        let job = c.job(&j.experiment, &j.job).await?;
+        let status = job.status.clone();
         if let Some(s) = &spinner {
             s.set_message(format!(
                 "job {} is {status} ({:.0?})",
@@ -232,14 +233,29 @@ async fn wait(
             if let Some(s) = spinner {
                 s.finish_and_clear();
             }
-            let body = json!({"job": j.job, "status": status, "waited_s": start.elapsed().as_secs_f64(), "reached": reached});
+            // why a failed job failed, when its answer says (as the server wrote it, controls
+            // escaped)
+            let error = job
+                .error_message()
+                .map(|m| crate::util::logsafe::escape_controls(m, false));
+            let mut body = json!({"job": j.job, "status": status, "waited_s": start.elapsed().as_secs_f64(), "reached": reached});
+            if let Some(e) = &error {
+                body["error"] = json!(e);
+            }
             out.show(&body, || {
                 format!("job {} is {status} after {:.1?}", j.job, start.elapsed())
             })?;
             return match w {
                 Waited::Missed(why) => Err(Failure {
                     code: exit::WAIT,
-                    error: anyhow::anyhow!("job {} {why}", j.job),
+                    error: match (&error, &status) {
+                        (Some(e), _) => anyhow::anyhow!("job {} {why}: {e}", j.job),
+                        (None, JobStatus::Error) => anyhow::anyhow!(
+                            "job {} {why} (the server gave no reason: see `segbridge api job logs`)",
+                            j.job
+                        ),
+                        _ => anyhow::anyhow!("job {} {why}", j.job),
+                    },
                 }),
                 _ => Ok(()),
             };
