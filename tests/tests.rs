@@ -21,6 +21,7 @@ mod attacks_http;
 mod attacks_pacs;
 mod bulk;
 mod cli;
+mod cluster;
 mod corpus;
 mod dataset;
 mod deletions;

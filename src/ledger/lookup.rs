@@ -32,6 +32,11 @@ impl KnownLookup {
         }
         match Ledger::open_read_only(at).and_then(|l| l.known_among(uids)) {
             Ok(k) => k,
+            // an unreachable PostgreSQL is said once by the lease keeper
+            Err(e @ LedgerError::Unreachable { .. }) => {
+                tracing::debug!("{e}; reading every listed series again");
+                Known::default()
+            }
             Err(e) => {
                 tracing::warn!("{e}; reading every listed series again");
                 Known::default()

@@ -55,6 +55,9 @@ impl Dsn {
         if config.get_application_name().is_none() {
             config.application_name("segbridge");
         }
+        // the server's notices ("no transaction in progress" after a cut connection's
+        // rollback, and the like) are for debugging, not for the operator's log
+        config.notice_callback(|n| tracing::debug!("PostgreSQL: {}", n.message()));
         let hosts: Vec<String> = config
             .get_hosts()
             .iter()
@@ -269,6 +272,11 @@ struct Worker {
 
 fn pg_error(e: postgres::Error) -> DbError {
     match e.as_db_error() {
+        // a server shutting down, restarting or starting up (class 57P), or a connection
+        // failure it reports (class 08): worth waiting for, like no answer at all
+        Some(db) if db.code().code().starts_with("57P") || db.code().code().starts_with("08") => {
+            DbError::Unreachable(format!("{}: {}", db.code().code(), db.message()))
+        }
         // the SQLSTATE first: `DbError::is_retryable` reads it
         Some(db) => DbError::Postgres(format!("{}: {}", db.code().code(), db.message())),
         None => DbError::Unreachable(e.to_string()),

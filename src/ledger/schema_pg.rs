@@ -138,8 +138,13 @@ impl Ledger {
             self.db
                 .exec("SELECT pg_advisory_xact_lock(?1)", &[MIGRATION_LOCK.into()])
                 .map_err(|e| sql(&self.path, e))?;
-            self.batch("CREATE TABLE IF NOT EXISTS segbridge_schema (version BIGINT NOT NULL)")?;
             let version = self.pg_schema_version().map_err(|e| sql(&self.path, e))?;
+            if version == 0 {
+                // under the lock, so no other process is making it now
+                self.batch(
+                    "CREATE TABLE IF NOT EXISTS segbridge_schema (version BIGINT NOT NULL)",
+                )?;
+            }
             self.check_version()?;
             for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 self.batch(m)?;

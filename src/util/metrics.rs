@@ -32,6 +32,29 @@ pub struct Metrics {
     pub hooks_refused_malformed: AtomicU64,
     /// Each source's health by name, once it has tried a first time (see [`Metrics::source`]).
     sources: Mutex<BTreeMap<String, SourceHealth>>,
+    /// With a shared ledger: this process and every lease, as the lease keeper last saw them.
+    cluster: Mutex<Option<ClusterView>>,
+}
+
+/// Who holds what, when several processes share the ledger (`/healthz`, the status page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterView {
+    /// This process.
+    pub holder: String,
+    /// Whether the shared ledger answered the keeper's last round.
+    pub reachable: bool,
+    pub leases: Vec<LeaseView>,
+}
+
+/// One lease: its holder, its epoch (the fencing token), how long since it was renewed and
+/// how long until it expires (negative: expired, free to take).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseView {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+    pub age_s: i64,
+    pub expires_in_s: i64,
 }
 
 /// Whether a source's last attempt worked.
@@ -52,6 +75,16 @@ pub struct SourceHealth {
 }
 
 impl Metrics {
+    /// The lease keeper's last view of the shared ledger.
+    pub fn set_cluster(&self, view: ClusterView) {
+        *self.cluster.lock().expect("metrics") = Some(view);
+    }
+
+    /// Who holds what (None: the ledger is not shared).
+    pub fn cluster(&self) -> Option<ClusterView> {
+        self.cluster.lock().expect("metrics").clone()
+    }
+
     /// Records a source's attempt: up (`reason` None) or down with `reason`. `since` moves only
     /// when the state changes.
     pub fn source(&self, name: &str, reason: Option<&str>) {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod orthanc;
+pub mod pg;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -247,6 +247,7 @@ async fn healthz(State(st): State<AppState>) -> Response {
         "outbox_depth": m.outbox_depth.load(Ordering::Relaxed),
         "last_successful_notify": (last > 0).then(|| crate::ledger::fmt_time(last as i64)),
         "seconds_since_last_success": (last > 0).then(|| crate::ledger::now() - last as i64),
+        "cluster": m.cluster(),
     });
     let code = if ok {
         StatusCode::OK

@@ -114,6 +114,11 @@ layer! {
         /// Seconds to wait for another segbridge process to release the state file [default: 5]
         #[arg(long)]
         pub lock_wait: Option<f64>,
+        /// With the ledger in PostgreSQL: seconds a process holds a source (or the outbox)
+        /// without renewing; renewed every third of it, and taken over by another process
+        /// once it expires [default: 6]
+        #[arg(long)]
+        pub lease: Option<f64>,
     }
 }
 

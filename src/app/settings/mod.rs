@@ -41,6 +41,8 @@ pub struct Settings {
     pub retry_for: Duration,
     pub timeout: Duration,
     pub lock_wait: Duration,
+    /// How long a lease lasts (a ledger shared in PostgreSQL).
+    pub lease: Duration,
     pub pacs: PacsSettings,
 }
 
@@ -193,6 +195,12 @@ impl Settings {
             retry_for: secs(a.retry_for.unwrap_or(DEFAULT_RETRY_FOR), "--retry-for")?,
             timeout: secs(a.request_timeout.unwrap_or(30.0), "--request-timeout")?,
             lock_wait: secs(writer.lock_wait.unwrap_or(5.0), "--lock-wait")?,
+            lease: match secs(writer.lease.unwrap_or(6.0), "--lease")? {
+                l if l < Duration::from_millis(300) => {
+                    return Err(ConfigError("--lease must be at least 0.3 seconds".into()))
+                }
+                l => l,
+            },
             pacs,
         })
     }

@@ -4,49 +4,31 @@
 //! each scan (one transaction), and drains the outbox. Sources never touch the ledger's writer
 //! and the notifier never touches a source.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::app::pipeline::{self, DeliveryError, Reporter, Scan};
 use std::net::SocketAddr;
+
+use crate::app::cluster::{Cluster, LeaseEvent};
+use crate::app::pipeline::{self, DeliveryError, Reporter, Scan};
 
 use crate::app::serve::{self, token};
 use crate::app::settings::{ConfigError, Settings};
 use crate::app::Failure;
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, StateAt, OUTBOX_LEASE};
 use crate::monai::Client;
 use crate::source::{self, LiveCtx, Source};
 
-pub use crate::util::Metrics;
+mod running;
+mod store;
+use running::Running;
+use store::Store;
 
-impl Metrics {
-    fn count_scan(&self, scan: &Scan) {
-        use crate::dicom::MatchRule;
-        let add = |c: &AtomicU64, n: usize| {
-            c.fetch_add(n as u64, Ordering::Relaxed);
-        };
-        add(&self.seg_series_seen, scan.labels.len());
-        add(&self.unreadable, scan.listing.problems.len());
-        for l in &scan.labels {
-            match l.rule {
-                MatchRule::ReferencedSeries => add(&self.matched_referenced_series, 1),
-                MatchRule::SourceInstances => add(&self.matched_source_instances, 1),
-                MatchRule::None => {}
-            }
-            match l.outcome.status() {
-                crate::model::LabelStatus::Ready => add(&self.ready, 1),
-                crate::model::LabelStatus::Unusable => add(&self.unusable, 1),
-                crate::model::LabelStatus::Unmatched => add(&self.unmatched, 1),
-                crate::model::LabelStatus::Invalid => add(&self.invalid, 1),
-                _ => {}
-            }
-        }
-    }
-}
+pub use crate::util::Metrics;
 
 /// How a live run behaves.
 #[derive(Clone)]
@@ -62,8 +44,8 @@ pub struct LiveOptions {
 /// series: they already waited for more, see `serve::debounce`).
 const DELIVERY_LINGER: Duration = Duration::from_millis(200);
 
-/// What a live run shares with the outside: its metrics, and extra inputs (the hook endpoint's
-/// scans and deletion events).
+/// What a live run shares with the outside: its metrics, extra inputs (the hook endpoint's
+/// scans and deletion events), and, when it shares the ledger, its leases.
 #[derive(Default)]
 pub struct LiveIo {
     pub metrics: Arc<Metrics>,
@@ -72,6 +54,9 @@ pub struct LiveIo {
     /// bring is delivered at once, unless a delivery is already scheduled.
     pub settled: Option<mpsc::Receiver<Scan>>,
     pub removals: Option<mpsc::Receiver<Vec<String>>>,
+    /// Several processes share the ledger: sources run while their lease is held, the outbox
+    /// is delivered while its lease is held.
+    pub cluster: Option<Cluster>,
 }
 
 /// Runs the sources until `shutdown` turns true, recording and delivering as things come.
@@ -90,6 +75,7 @@ pub async fn run_live(
         scans: extra,
         settled,
         removals,
+        cluster,
     } = io;
     let (tx, mut rx) = mpsc::channel::<Scan>(8);
     let ctx = LiveCtx {
@@ -100,24 +86,39 @@ pub async fn run_live(
         poll: opts.poll,
         shutdown: shutdown.clone(),
     };
-    let mut tasks = Vec::new();
-    for s in sources {
-        info!("watching {}", s.name());
-        tasks.push(tokio::spawn(s.run_live(ctx.clone(), tx.clone())));
-    }
-    drop(tx);
+    let mut running = Running::new(sources, ctx, tx);
+    let (mut cluster, mut lease_events) = match cluster {
+        Some(mut c) => {
+            ledger.fence_with(c.fences.clone());
+            let events = std::mem::replace(&mut c.events, mpsc::unbounded_channel().1);
+            (Some(c), Some(events))
+        }
+        None => {
+            running.start_all();
+            (None, None)
+        }
+    };
+    let fences = cluster.as_ref().map(|c| c.fences.clone());
+    let may_deliver = || {
+        fences
+            .as_ref()
+            .is_none_or(|f| f.get(OUTBOX_LEASE).is_some())
+    };
     let mut extra = extra;
     let mut settled = settled;
     let mut removals = removals;
     let mut reporter = Reporter::default();
     let mut api = source::Health::new("MONAI API");
+    let mut store = Store::default();
     let mut next_delivery = Instant::now();
     // armed: a delivery is scheduled for the work waiting now
     let mut armed = false;
-    let mut depth = ledger.outbox_depth(Some(&opts.dataset))?;
+    let mut depth = store
+        .ok(ledger.outbox_depth(Some(&opts.dataset)))?
+        .unwrap_or(0);
     metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
     // the last success survives a restart: /healthz and /metrics read it from the ledger
-    if let Some(t) = ledger.last_notify()? {
+    if let Some(t) = store.ok(ledger.last_notify())?.flatten() {
         metrics
             .last_success
             .store(t.max(0) as u64, Ordering::Relaxed);
@@ -125,34 +126,47 @@ pub async fn run_live(
     client.set_cancel(shutdown.clone());
     loop {
         let deliver_at = tokio::time::Instant::from_std(next_delivery);
+        let retry_at = tokio::time::Instant::from_std(store.retry_at);
         let mut linger = DELIVERY_LINGER;
         tokio::select! {
             _ = shutdown.changed() => break,
+            Some(ev) = recv_unbounded(&mut lease_events) => match ev {
+                LeaseEvent::Gained(name) if name == OUTBOX_LEASE => {
+                    next_delivery = Instant::now();
+                    armed = true;
+                }
+                LeaseEvent::Gained(name) => {
+                    if let Some(src) = name.strip_prefix("source:") {
+                        running.start(src);
+                    }
+                }
+                LeaseEvent::Lost(name) => {
+                    if let Some(src) = name.strip_prefix("source:") {
+                        running.stop(src);
+                    }
+                }
+            },
             Some(scan) = rx.recv() => {
-                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+                store.record(&mut ledger, scan, DELIVERY_LINGER, &opts.dataset, &mut reporter, &metrics)?;
             }
             Some(scan) = recv_opt(&mut extra) => {
-                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+                store.record(&mut ledger, scan, DELIVERY_LINGER, &opts.dataset, &mut reporter, &metrics)?;
             }
             Some(scan) = recv_opt(&mut settled) => {
-                record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+                store.record(&mut ledger, scan, Duration::ZERO, &opts.dataset, &mut reporter, &metrics)?;
                 linger = Duration::ZERO;
             }
             Some(ids) = recv_opt(&mut removals) => {
-                // deletion events carry the source's own series IDs (Orthanc's)
-                let mut gone = Vec::new();
-                for id in &ids {
-                    match ledger.label_by_remote_id(id)? {
-                        Some(label) => gone.push(label),
-                        None => tracing::debug!(id, "deleted series is not a known label"),
-                    }
-                }
-                let changes = ledger.remove_labels(&gone, &opts.dataset)?;
-                if !changes.is_empty() {
-                    info!("{} change(s) queued from deletion events", changes.len());
+                store.remove(&mut ledger, ids, &opts.dataset)?;
+            }
+            // another process may fill the shared outbox: its holder looks every poll
+            _ = tokio::time::sleep(opts.poll), if cluster.is_some() && depth == 0 && may_deliver() => {}
+            _ = tokio::time::sleep_until(retry_at), if store.waiting() => {
+                if let Some(l) = store.retry(&mut ledger, &opts.dataset, &mut reporter, &metrics)? {
+                    linger = l;
                 }
             }
-            _ = tokio::time::sleep_until(deliver_at), if depth > 0 => {
+            _ = tokio::time::sleep_until(deliver_at), if depth > 0 && may_deliver() => {
                 match pipeline::deliver(&mut ledger, &mut client, &opts.dataset, opts.batch).await {
                     Ok(d) => {
                         armed = false;
@@ -164,7 +178,11 @@ pub async fn run_live(
                             metrics.last_success.store(crate::ledger::now() as u64, Ordering::Relaxed);
                         }
                     }
-                    Err(DeliveryError::Ledger(e)) => return Err(e),
+                    Err(DeliveryError::Ledger(e)) => {
+                        store.ok::<()>(Err(e))?;
+                        next_delivery = Instant::now() + store.backoff();
+                        armed = true;
+                    }
                     Err(e @ (DeliveryError::Api(_) | DeliveryError::Output(_))) => {
                         metrics.notify_failed.fetch_add(1, Ordering::Relaxed);
                         metrics.api_down.store(1, Ordering::Relaxed);
@@ -175,7 +193,9 @@ pub async fn run_live(
                 }
             }
         }
-        depth = ledger.outbox_depth(Some(&opts.dataset))?;
+        if let Some(d) = store.ok(ledger.outbox_depth(Some(&opts.dataset)))? {
+            depth = d;
+        }
         metrics.outbox_depth.store(depth as u64, Ordering::Relaxed);
         if depth == 0 {
             armed = false;
@@ -187,17 +207,35 @@ pub async fn run_live(
     }
     // Shutdown: sources stop at their next step; what they already sent is recorded.
     info!("stopping: recording what the sources already sent");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    for t in tasks {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, t).await.is_err() {
-            warn!("a source did not stop in time; its unfinished work will be redone on the next start");
-        }
-    }
+    running.stop_all(Duration::from_secs(3)).await;
+    drop(running);
     while let Ok(scan) = rx.try_recv() {
-        record_scan(&mut ledger, &scan, &opts.dataset, &mut reporter, &metrics)?;
+        store.record(
+            &mut ledger,
+            scan,
+            Duration::ZERO,
+            &opts.dataset,
+            &mut reporter,
+            &metrics,
+        )?;
+    }
+    if let Some(c) = cluster.take() {
+        // every lease handed over at once: the others take over without waiting for expiry
+        tokio::task::spawn_blocking(move || c.stop())
+            .await
+            .map_err(|e| LedgerError::Unreachable {
+                path: ledger.path().to_string(),
+                why: e.to_string(),
+            })?;
     }
     Ok(())
+}
+
+async fn recv_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
@@ -205,31 +243,6 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
         Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
-}
-
-fn record_scan(
-    ledger: &mut Ledger,
-    scan: &Scan,
-    dataset: &str,
-    reporter: &mut Reporter,
-    metrics: &Metrics,
-) -> Result<(), LedgerError> {
-    reporter.report(scan);
-    metrics.count_scan(scan);
-    let changes = pipeline::record(ledger, scan, dataset)?;
-    if !changes.is_empty() {
-        info!(
-            source = %scan.listing.source,
-            "{} change(s) queued: {}",
-            changes.len(),
-            changes
-                .iter()
-                .map(|c| format!("{} {}<-{}", c.section.as_str(), c.image, c.label))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
 }
 
 /// Turns SIGTERM and SIGINT into the shutdown signal.
@@ -275,6 +288,17 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let dataset = s.require_dataset()?.to_string();
     let explicit_token = token::from_env();
     let ledger = Ledger::open(&s.state, s.lock_wait)?;
+    // a ledger in PostgreSQL may be shared: this process works what its leases give it
+    let metrics = Arc::new(Metrics::default());
+    let cluster = match &s.state {
+        StateAt::Postgres(_) => Some(Cluster::start(
+            &s.state,
+            sources.iter().map(Source::name).collect(),
+            s.lease,
+            metrics.clone(),
+        )?),
+        StateAt::File(_) => None,
+    };
     // a token always: the operator's, else one generated beside the state file (orthanc-lua
     // writes the same one into the script)
     let token = match listen {
@@ -295,7 +319,11 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
     let state = s.state.clone();
     rt.block_on(async move {
         let shutdown = shutdown_on_signals();
-        let mut io = LiveIo::default();
+        let mut io = LiveIo {
+            metrics,
+            cluster,
+            ..Default::default()
+        };
         if let Some(listen) = listen {
             let listener = serve::bind(listen, &explicit_token)
                 .await
