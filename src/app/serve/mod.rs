@@ -28,6 +28,7 @@ pub mod http;
 mod lua;
 mod metrics;
 pub mod page;
+mod page_cl;
 mod page_route;
 pub mod token;
 mod worker;
@@ -35,6 +36,7 @@ pub use body::{parse_hook, HookBody, HookEvent, HookKind, StoredBody};
 pub use lua::{orthanc_lua, write_private};
 use metrics::metrics_text;
 pub use metrics::render_metrics;
+pub use page_cl::ClWatch;
 pub use page_route::PageConfig;
 pub use worker::{worker, WorkerOutputs};
 
@@ -57,8 +59,10 @@ struct AppState {
     metrics: Arc<Metrics>,
     sources: Arc<Vec<String>>,
     page: Arc<PageConfig>,
+    cl: ClWatch,
 }
 
+/// The endpoint; its status page knows no experiment (it says how to give one).
 pub fn router(
     token: Option<Secret>,
     events: mpsc::Sender<HookEvent>,
@@ -66,12 +70,25 @@ pub fn router(
     sources: Vec<String>,
     page: PageConfig,
 ) -> Router {
+    router_with_cl(token, events, metrics, sources, page, ClWatch::none())
+}
+
+/// The endpoint, its status page showing the CL job `cl` watches.
+pub fn router_with_cl(
+    token: Option<Secret>,
+    events: mpsc::Sender<HookEvent>,
+    metrics: Arc<Metrics>,
+    sources: Vec<String>,
+    page: PageConfig,
+    cl: ClWatch,
+) -> Router {
     let st = AppState {
         token,
         events,
         metrics,
         sources: Arc::new(sources),
         page: Arc::new(page),
+        cl,
     };
     Router::new()
         // read-only: any other method is 405
