@@ -201,7 +201,7 @@ fn chromium(dir: &Path, args: &[&str]) -> String {
 }
 
 /// The DOM chromium built from `url`, serialized (text nodes show `<` as `&lt;`, `&` as `&amp;`).
-fn dump_dom(dir: &Path, url: &str) -> String {
+pub(crate) fn dump_dom(dir: &Path, url: &str) -> String {
     chromium(dir, &["--dump-dom", url])
 }
 

@@ -38,6 +38,7 @@ mod orthanc;
 mod pacs;
 mod quality;
 mod status_page;
+mod status_page_cl;
 mod sync;
 mod tls;
 mod verdicts;

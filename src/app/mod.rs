@@ -1,6 +1,7 @@
 //! The application layer (L4): what each command does, wired from the adapters below it
 //! (ledger, notify, source). It parses no arguments: that is `cli`.
 
+pub mod cl;
 pub mod cluster;
 pub mod demo;
 pub mod exit;

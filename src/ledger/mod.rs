@@ -35,6 +35,8 @@ pub mod testing;
 mod tests;
 #[cfg(test)]
 mod tests_leases;
+#[cfg(test)]
+mod tests_reports;
 
 // Transitional (issue 14): the domain types at their old paths, until every caller imports
 // them from `model` (and `util::time`).
@@ -45,7 +47,7 @@ pub use db::{DbError, Dialect};
 pub use leases::{source_lease, Fence, LeaseRow, OUTBOX_LEASE};
 pub use lookup::KnownLookup;
 pub use pg::Dsn;
-pub use reports::{LabelRow, RecentLabel, StatusReport, Summary};
+pub use reports::{LabelRow, Overview, RecentLabel, StatusReport, Summary};
 
 use db::Sql;
 use schema::{acquire_lock, private_file, read_only_dir_fallback, MIGRATIONS};

@@ -113,6 +113,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: the journal tells segbridge's own deliveries from notify calls made by hand
     //    (`api notify`), which never change what segbridge believes the server holds
     "ALTER TABLE sent ADD COLUMN by_hand INTEGER NOT NULL DEFAULT 0;",
+    // 6: the status page lists the labels first seen most recently, all or of one status: an
+    //    index in that order for each (the second replaces labels_status, its prefix), so that a
+    //    view reads the rows it shows, not every label
+    "CREATE INDEX labels_recent ON labels(first_seen DESC, label_uid);
+     CREATE INDEX labels_status_recent ON labels(status, present, first_seen DESC, label_uid);
+     DROP INDEX labels_status;",
 ];
 
 /// A connection that writes: WAL lets `status` read while a watcher writes; FULL makes a

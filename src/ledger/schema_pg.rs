@@ -98,6 +98,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         seen_at     TIMESTAMPTZ NOT NULL,
         expires_at  TIMESTAMPTZ NOT NULL
      );"#,
+    // 3: the status page lists the labels first seen most recently, all or of one status: an
+    //    index in that order for each (the second replaces labels_status, its prefix), so that a
+    //    view reads the rows it shows, not every label
+    "CREATE INDEX labels_recent ON labels (first_seen DESC, label_uid);
+     CREATE INDEX labels_status_recent ON labels (status, present, first_seen DESC, label_uid);
+     DROP INDEX labels_status;",
 ];
 
 /// A fixed key for `pg_advisory_xact_lock`: the migrations of all processes, one at a time.

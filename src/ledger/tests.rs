@@ -17,14 +17,14 @@ use crate::model::ImageIndex;
 use crate::rules::pair::pair_ungated as match_all;
 
 /// (label uid, image uid, content date, instance uids)
-type L = (
+pub(super) type L = (
     &'static str,
     &'static str,
     &'static str,
     &'static [&'static str],
 );
 
-fn listing(labels: &[L], images: &[&str]) -> (Listing, Vec<MatchedLabel>) {
+pub(super) fn listing(labels: &[L], images: &[&str]) -> (Listing, Vec<MatchedLabel>) {
     let mut index = ImageIndex::default();
     for i in images {
         index.insert(&format!("{i}.sop"), i, "st", "CT");
@@ -410,7 +410,8 @@ fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
         l.db.batch(
             "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                  DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
-                 DROP INDEX labels_status; ALTER TABLE labels DROP COLUMN remote_stamp;
+                 DROP INDEX labels_recent; DROP INDEX labels_status_recent;
+                 ALTER TABLE labels DROP COLUMN remote_stamp;
                  ALTER TABLE labels DROP COLUMN verdict_key;
                  ALTER TABLE sent DROP COLUMN by_hand;
                  PRAGMA user_version = 2;",

@@ -372,6 +372,7 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 io.metrics.clone(),
                 sources.iter().map(Source::name).collect(),
                 page,
+                serve::ClWatch::from_settings(s)?,
             );
             let mut stop = shutdown.clone();
             let addr = listener.local_addr().map_err(anyhow::Error::from)?;

@@ -28,6 +28,7 @@ pub mod http;
 mod lua;
 mod metrics;
 pub mod page;
+mod page_cl;
 mod page_route;
 pub mod token;
 mod worker;
@@ -35,6 +36,7 @@ pub use body::{parse_hook, HookBody, HookEvent, HookKind, StoredBody};
 pub use lua::{orthanc_lua, write_private};
 use metrics::metrics_text;
 pub use metrics::render_metrics;
+pub use page_cl::ClWatch;
 pub use page_route::PageConfig;
 pub use worker::{worker, WorkerOutputs};
 
@@ -57,14 +59,17 @@ struct AppState {
     metrics: Arc<Metrics>,
     sources: Arc<Vec<String>>,
     page: Arc<PageConfig>,
+    cl: ClWatch,
 }
 
+/// The endpoint; its status page shows the CL job `cl` watches (`ClWatch::none()`: none).
 pub fn router(
     token: Option<Secret>,
     events: mpsc::Sender<HookEvent>,
     metrics: Arc<Metrics>,
     sources: Vec<String>,
     page: PageConfig,
+    cl: ClWatch,
 ) -> Router {
     let st = AppState {
         token,
@@ -72,6 +77,7 @@ pub fn router(
         metrics,
         sources: Arc::new(sources),
         page: Arc::new(page),
+        cl,
     };
     Router::new()
         // read-only: any other method is 405

@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use crate::app::cl::ClSummary;
 use crate::ledger::RecentLabel;
 use crate::model::scan::Problem;
 use crate::model::LabelStatus;
@@ -17,6 +18,8 @@ pub const LABELS_SHOWN: usize = 200;
 pub const PROBLEMS_SHOWN: usize = 50;
 /// Seconds between the page's reloads.
 pub const REFRESH_SECS: u32 = 10;
+/// Seconds an answer of the API about the CL job is shown before it is asked again.
+pub const CL_REFRESH_SECS: u64 = 30;
 
 /// The statuses in the order the page lists them: notified first, then why others are not.
 const ORDER: [LabelStatus; 6] = [
@@ -27,6 +30,16 @@ const ORDER: [LabelStatus; 6] = [
     LabelStatus::Invalid,
     LabelStatus::Gone,
 ];
+
+/// The experiment's CL job as the page last learned it (see `page_cl`).
+#[derive(Debug, Clone, Default)]
+pub struct ClView {
+    pub experiment: String,
+    /// The last good answer, and when it came (Unix seconds).
+    pub last: Option<(i64, ClSummary)>,
+    /// Why the last try failed, such as "API unreachable: …" (None: it did not).
+    pub error: Option<String>,
+}
 
 /// Everything the page shows, read at one moment.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +59,8 @@ pub struct Snapshot {
     pub entries_sent_by_hand: i64,
     pub hooks_received: u64,
     pub hooks_refused: u64,
+    /// The CL job, when an experiment is known (`--experiment`).
+    pub cl: Option<ClView>,
     /// Present labels by status, and those gone.
     pub labels_by_status: Vec<(LabelStatus, i64)>,
     pub labels_gone: i64,
@@ -53,7 +68,10 @@ pub struct Snapshot {
     pub filter: Option<LabelStatus>,
     /// The labels first seen most recently (with `filter`), at most [`LABELS_SHOWN`].
     pub labels: Vec<RecentLabel>,
+    /// The first unreadable files of the last listing, at most [`PROBLEMS_SHOWN`].
     pub problems: Vec<Problem>,
+    /// How many unreadable files there are in all.
+    pub problems_total: i64,
 }
 
 impl Snapshot {
@@ -216,19 +234,99 @@ pub fn render(s: &Snapshot) -> String {
         "<h2>Continual learning</h2>\n<table class=\"kv\" id=\"cl\">\
          <tr><th>images told to the dataset</th><td>{}</td></tr>\
          <tr><th>labels ready</th><td>{}</td></tr>\
-         <tr><th>entries waiting to be told</th><td>{}</td></tr></table>\
-         <p class=\"muted\">Each told image counts toward the next training round. The rounds \
-         themselves (done, started, images to the next one) are the API's: \
-         <code>segbridge status --experiment ID</code> asks it.</p>\n",
+         <tr><th>entries waiting to be told</th><td>{}</td></tr></table>\n",
         s.images_notified,
         s.count(Some(LabelStatus::Ready)),
         s.outbox_depth
     );
+    cl_job(&mut h, s);
 
     labels(&mut h, s);
     problems(&mut h, s);
     h.push_str("</body></html>\n");
     h
+}
+
+/// How long ago `t` was, from `now`, in a word.
+fn ago(now: i64, t: i64) -> String {
+    match (now - t).max(0) {
+        n if n < 120 => format!("{n} s ago"),
+        n if n < 7200 => format!("{} min ago", n / 60),
+        n => format!("{} h ago", n / 3600),
+    }
+}
+
+/// The experiment's CL job: its rounds and the images waiting for the next, from the API (as
+/// `segbridge status --experiment` shows them), or why they are not known.
+fn cl_job(h: &mut String, s: &Snapshot) {
+    let e = escape;
+    let Some(v) = &s.cl else {
+        h.push_str(
+            "<p class=\"muted\" id=\"cl-job\">Each told image counts toward the next training \
+             round. The rounds themselves (done, images waiting for the next one) are the API's: \
+             start <code>serve</code> (or <code>watch --listen</code>) with \
+             <code>--experiment ID</code> and this page shows the experiment's CL job; \
+             <code>segbridge status --experiment ID</code> asks for it once.</p>\n",
+        );
+        return;
+    };
+    let _ = write!(
+        h,
+        "<table class=\"kv\" id=\"cl-job\"><tr><th>experiment</th><td class=\"uid\">{}</td></tr>",
+        e(&v.experiment)
+    );
+    if let Some(why) = &v.error {
+        let last = match &v.last {
+            Some((at, _)) => format!("the last good answer below is from {}", ago(s.now, *at)),
+            None => "no answer yet".to_string(),
+        };
+        let _ = write!(
+            h,
+            "<tr><th>CL job</th><td id=\"cl-error\"><span class=\"bad\">{}</span> \
+             <span class=\"muted\">({last})</span></td></tr>",
+            e(why)
+        );
+    }
+    match &v.last {
+        None if v.error.is_none() => {
+            h.push_str("<tr><th>CL job</th><td>asking the API…</td></tr>");
+        }
+        None => {}
+        Some((_, sum)) => match (&sum.cl_job, &sum.progress) {
+            (Some(id), Some(p)) => {
+                let max = p.max_rounds.map(|m| format!(" / {m}")).unwrap_or_default();
+                let metric = p
+                    .last_key_metric
+                    .map(|m| format!("{m:.3}"))
+                    .unwrap_or_else(|| "-".into());
+                let _ = write!(
+                    h,
+                    "<tr><th>CL job</th><td><span class=\"uid\">{}</span> {}</td></tr>\
+                     <tr><th>rounds done</th><td id=\"cl-rounds\">{}{max} ({} started)</td></tr>\
+                     <tr><th>round size</th><td>{}</td></tr>\
+                     <tr><th>images since the last round</th><td id=\"cl-waiting\">{} \
+                     (waiting for the next round; {} more start it)</td></tr>\
+                     <tr><th>last key metric</th><td>{metric}</td></tr>",
+                    e(id),
+                    e(&p.status.to_string()),
+                    p.rounds_done,
+                    p.rounds_started,
+                    p.round_size,
+                    p.images_since_last_round,
+                    p.images_to_next_round,
+                );
+            }
+            _ => h.push_str("<tr><th>CL job</th><td>none in this experiment</td></tr>"),
+        },
+    }
+    let asked = match &v.last {
+        Some((at, _)) => format!("asked the API {}; ", ago(s.now, *at)),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        h,
+        "</table><p class=\"muted\">{asked}asked again at most every {CL_REFRESH_SECS} s.</p>"
+    );
 }
 
 fn labels(h: &mut String, s: &Snapshot) {
@@ -308,10 +406,10 @@ fn problems(h: &mut String, s: &Snapshot) {
         h,
         "<h2>Unreadable files</h2>\n<p>{} in the last listing{}.</p><table id=\"problems\">\
          <tr><th>file</th><th>reason</th></tr>",
-        s.problems.len(),
-        match s.problems.len().saturating_sub(PROBLEMS_SHOWN) {
-            0 => String::new(),
-            n => format!(" ({n} more not shown)"),
+        s.problems_total,
+        match s.problems_total - s.problems.len().min(PROBLEMS_SHOWN) as i64 {
+            n if n > 0 => format!(" ({n} more not shown)"),
+            _ => String::new(),
         }
     );
     for p in s.problems.iter().take(PROBLEMS_SHOWN) {

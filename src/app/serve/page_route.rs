@@ -143,7 +143,10 @@ fn filter(query: Option<&str>) -> Result<Option<LabelStatus>, String> {
 /// What the ledger knows, read-only.
 fn read(cfg: &PageConfig, filter: Option<LabelStatus>) -> Result<Snapshot, String> {
     let ledger = Ledger::open_read_only(&cfg.state).map_err(|e| e.to_string())?;
-    let r = ledger.status().map_err(|e| e.to_string())?;
+    // bounded: counts, and the rows shown (never every label nor every unreadable file)
+    let r = ledger
+        .overview(Some(page::PROBLEMS_SHOWN))
+        .map_err(|e| e.to_string())?;
     let labels = ledger
         .recent_labels(filter, page::LABELS_SHOWN)
         .map_err(|e| e.to_string())?;
@@ -162,6 +165,7 @@ fn read(cfg: &PageConfig, filter: Option<LabelStatus>) -> Result<Snapshot, Strin
         filter,
         labels,
         problems: r.problems,
+        problems_total: r.problems_total,
         ..Snapshot::default()
     })
 }
@@ -180,7 +184,13 @@ pub(super) async fn status_page(
         Ok(f) => f,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
-    let mut snap = match tokio::task::spawn_blocking(move || read(&cfg, filter)).await {
+    // the ledger read, and meanwhile the CL job from its cache (a stale answer refreshed in
+    // the background, waited for a moment at most)
+    let (snap, cl) = tokio::join!(
+        tokio::task::spawn_blocking(move || read(&cfg, filter)),
+        st.cl.view()
+    );
+    let mut snap = match snap {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::warn!("status page: cannot read the ledger: {e}");
@@ -188,6 +198,7 @@ pub(super) async fn status_page(
         }
         Err(_) => return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the ledger"),
     };
+    snap.cl = cl;
     let m = &st.metrics;
     snap.api_reachable = m.api_down.load(Ordering::Relaxed) == 0;
     snap.sources = st

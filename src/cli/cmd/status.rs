@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde_json::json;
 
+use crate::app::cl;
 use crate::app::settings::{ConfigError, Settings};
 use crate::app::Failure;
 use crate::ledger::Ledger;
@@ -23,22 +24,12 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
     let cl = match experiment {
         Some(exp) => {
             s.require_key()?;
-            let dataset = s.dataset.clone();
             let rt = crate::app::runtime()?;
-            let summary = rt.block_on(async {
+            let answer = rt.block_on(async {
                 let mut c = Client::new(s.api_config())?;
-                crate::cli::cmd::api::cl_summary(&mut c, exp, |since| {
-                    let since = since
-                        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                        .map(|d| d.as_secs() as i64);
-                    ledger
-                        .images_notified_since(dataset.as_deref(), since)
-                        .unwrap_or(0)
-                })
-                .await
+                Ok::<_, Failure>(cl::ask(&mut c, exp).await?)
             })?;
-            Some(summary)
+            Some(answer.summarize(&ledger, s.dataset.as_deref())?)
         }
         None => None,
     };
@@ -125,9 +116,10 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
                 w(
                     &mut out,
                     format!(
-                        "CL job          {job} {}: {} rounds done ({} started), last key metric {}",
+                        "CL job          {job} {}: {} rounds done{} ({} started), last key metric {}",
                         p.status,
                         p.rounds_done,
+                        p.max_rounds.map(|m| format!(" of {m}")).unwrap_or_default(),
                         p.rounds_started,
                         p.last_key_metric
                             .map(|m| format!("{m:.3}"))

@@ -203,6 +203,13 @@ pub struct JobSpecs {
     pub extra: Extra,
 }
 
+impl JobSpecs {
+    /// A CL job's `stop_criteria.max_rounds`, when the answer carries it.
+    pub fn max_rounds(&self) -> Option<u64> {
+        self.extra.get("stop_criteria")?.get("max_rounds")?.as_u64()
+    }
+}
+
 /// A job's result (`key_metric` once a round is done; the rest kept).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobResult {

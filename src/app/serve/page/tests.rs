@@ -74,6 +74,7 @@ fn hostile_text_from_outside_is_shown_escaped_everywhere() {
         path: HOSTILE.into(),
         reason: HOSTILE.into(),
     }];
+    s.problems_total = 1;
     let page = render(&s);
     assert!(!page.contains("<script"), "{page}");
     assert!(!page.contains("<img"), "{page}");
@@ -140,16 +141,18 @@ fn the_lists_are_bounded_and_say_how_many_more() {
     s.labels = (0..LABELS_SHOWN + 5)
         .map(|i| label(&format!("1.2.{i}"), LabelStatus::Ready, ""))
         .collect();
-    s.problems = (0..PROBLEMS_SHOWN + 3)
+    // the ledger reads the first PROBLEMS_SHOWN, and how many there are
+    s.problems = (0..PROBLEMS_SHOWN)
         .map(|i| Problem {
             path: format!("/exports/f{i}"),
             reason: "not DICOM".into(),
         })
         .collect();
+    s.problems_total = 1053;
     let page = render(&s);
     assert!(page.contains("The 200 first seen most recently, of 1000 (800 more not shown)."));
     assert_eq!(page.matches("<td>ready</td>").count(), LABELS_SHOWN);
-    assert!(page.contains("53 in the last listing (3 more not shown)."));
+    assert!(page.contains("1053 in the last listing (1003 more not shown)."));
     assert_eq!(page.matches("<td>not DICOM</td>").count(), PROBLEMS_SHOWN);
 }
 
@@ -173,4 +176,122 @@ fn a_source_down_or_the_api_unreachable_makes_the_page_say_degraded() {
     let page = render(&s);
     assert!(page.contains("id=\"overall\">degraded<"));
     assert!(page.contains("<span class=\"bad\">unreachable</span>"));
+}
+
+fn cl_summary(rounds_done: usize, since: i64) -> crate::app::cl::ClSummary {
+    use crate::app::cl::{ClProgress, ClSummary};
+    ClSummary {
+        experiment: "exp-1".into(),
+        cl_job: Some("cl-7".into()),
+        progress: Some(ClProgress {
+            status: crate::monai::JobStatus::Running,
+            rounds_done,
+            rounds_started: rounds_done + 1,
+            max_rounds: Some(5),
+            last_key_metric: Some(0.8125),
+            round_size: 4,
+            images_since_last_round: since,
+            images_to_next_round: 4 - since,
+        }),
+    }
+}
+
+#[test]
+fn with_an_experiment_the_cl_job_rounds_and_images_waiting_are_shown() {
+    let mut s = snapshot();
+    s.cl = Some(ClView {
+        experiment: "exp-1".into(),
+        last: Some((1_700_000_040, cl_summary(2, 3))),
+        error: None,
+    });
+    let page = render(&s);
+    for want in [
+        "<th>experiment</th><td class=\"uid\">exp-1</td>",
+        "<th>CL job</th><td><span class=\"uid\">cl-7</span> Running</td>",
+        "<td id=\"cl-rounds\">2 / 5 (3 started)</td>",
+        "<th>round size</th><td>4</td>",
+        "<td id=\"cl-waiting\">3 (waiting for the next round; 1 more start it)</td>",
+        "<th>last key metric</th><td>0.812</td>",
+        "asked the API 60 s ago; asked again at most every 30 s.",
+    ] {
+        assert!(page.contains(want), "{want:?} not in\n{page}");
+    }
+    assert!(!page.contains("--experiment ID"), "{page}");
+    assert!(!page.contains("unreachable"), "{page}");
+
+    // an experiment without a CL job; an answer not come yet
+    s.cl = Some(ClView {
+        experiment: "exp-1".into(),
+        last: Some((
+            1_700_000_100,
+            crate::app::cl::ClSummary {
+                experiment: "exp-1".into(),
+                cl_job: None,
+                progress: None,
+            },
+        )),
+        error: None,
+    });
+    assert!(render(&s).contains("<th>CL job</th><td>none in this experiment</td>"));
+    s.cl = Some(ClView {
+        experiment: "exp-1".into(),
+        ..Default::default()
+    });
+    assert!(render(&s).contains("<th>CL job</th><td>asking the API…</td>"));
+}
+
+#[test]
+fn without_an_experiment_the_page_says_how_to_give_one() {
+    let page = render(&snapshot());
+    assert!(page.contains("<code>--experiment ID</code>"), "{page}");
+    assert!(!page.contains("id=\"cl-rounds\""), "{page}");
+}
+
+#[test]
+fn an_api_error_shows_with_the_age_of_the_last_good_answer() {
+    let mut s = snapshot();
+    s.cl = Some(ClView {
+        experiment: "exp-1".into(),
+        last: Some((1_700_000_100 - 600, cl_summary(1, 0))),
+        error: Some("API unreachable: connection refused".into()),
+    });
+    let page = render(&s);
+    assert!(
+        page.contains(
+            "<span class=\"bad\">API unreachable: connection refused</span> \
+             <span class=\"muted\">(the last good answer below is from 10 min ago)</span>"
+        ),
+        "{page}"
+    );
+    // the last good answer stays shown
+    assert!(page.contains("<td id=\"cl-rounds\">1 / 5 (2 started)</td>"));
+    s.cl = Some(ClView {
+        experiment: "exp-1".into(),
+        last: None,
+        error: Some("API unreachable: no answer in 5 s".into()),
+    });
+    let page = render(&s);
+    assert!(
+        page.contains(
+            "API unreachable: no answer in 5 s</span> <span class=\"muted\">(no answer yet)</span>"
+        ),
+        "{page}"
+    );
+    assert!(!page.contains("asking the API"), "{page}");
+
+    // the experiment and the reason come from outside: escaped
+    let mut sum = cl_summary(1, 0);
+    sum.cl_job = Some(HOSTILE.into());
+    sum.progress.as_mut().unwrap().status = crate::monai::JobStatus::Other(HOSTILE.into());
+    s.cl = Some(ClView {
+        experiment: HOSTILE.into(),
+        last: Some((1_700_000_000, sum)),
+        error: Some(format!("API unreachable: {HOSTILE}")),
+    });
+    let page = render(&s);
+    assert!(
+        !page.contains("<script") && !page.contains("<img"),
+        "{page}"
+    );
+    assert_eq!(page.matches(&escape(HOSTILE)).count(), 4, "{page}");
 }

@@ -1,18 +1,17 @@
-//! `api experiment …`, `api cl …`, and the CL summary `status --experiment` shows.
+//! `api experiment …` and `api cl …` (the CL summary `status --experiment` shows is `app::cl`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::Out;
 use crate::app::exit::Failure;
 use crate::app::settings::ConfigError;
 use crate::monai::{
-    newest_first, AnnotationSpecs, Client, ExperimentPatch, ExperimentSpec, JobAction, JobStatus,
-    Labels, Resource, StopCriteria, TrainSpec, VISTA3D_ARCH,
+    newest_first, AnnotationSpecs, Client, ExperimentPatch, ExperimentSpec, Labels, Resource,
+    StopCriteria, TrainSpec, VISTA3D_ARCH,
 };
 
 #[derive(Subcommand, Debug)]
@@ -231,63 +230,4 @@ pub(super) async fn cl(c: &mut Client, out: &Out, cmd: ClCmd) -> Result<(), Fail
             out.show(&job, || format!("continual-learning job {id}{status}"))
         }
     }
-}
-
-/// What `status --experiment` adds: the experiment's CL job and how far its next round is.
-#[derive(Debug, Serialize)]
-pub struct ClSummary {
-    pub experiment: String,
-    /// The CL job's id (`null` when the experiment has none).
-    pub cl_job: Option<String>,
-    /// Present when the experiment has a CL job.
-    #[serde(flatten)]
-    pub progress: Option<ClProgress>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ClProgress {
-    pub status: JobStatus,
-    pub rounds_done: usize,
-    pub rounds_started: usize,
-    pub last_key_metric: Option<f64>,
-    pub round_size: i64,
-    pub images_since_last_round: i64,
-    pub images_to_next_round: i64,
-}
-
-/// The CL summary; `sent_since` counts the images notified since a round's start (none: ever).
-pub async fn cl_summary(
-    c: &mut Client,
-    experiment: &str,
-    sent_since: impl Fn(Option<&str>) -> i64,
-) -> Result<ClSummary, Failure> {
-    let jobs = c.jobs(experiment).await?;
-    let Some(cl) = jobs.iter().rev().find(|j| j.is(&JobAction::Annotation)) else {
-        return Ok(ClSummary {
-            experiment: experiment.to_string(),
-            cl_job: None,
-            progress: None,
-        });
-    };
-    let rounds: Vec<_> = jobs.iter().filter(|j| j.is(&JobAction::Train)).collect();
-    let done: Vec<_> = rounds
-        .iter()
-        .filter(|j| j.status == JobStatus::Done)
-        .collect();
-    let last_round_started = rounds.last().and_then(|j| j.created_on.as_deref());
-    let round_size = cl.specs.as_ref().and_then(|s| s.round_size).unwrap_or(0) as i64;
-    let since = sent_since(last_round_started);
-    Ok(ClSummary {
-        experiment: experiment.to_string(),
-        cl_job: cl.id.clone(),
-        progress: Some(ClProgress {
-            status: cl.status.clone(),
-            rounds_done: done.len(),
-            rounds_started: rounds.len(),
-            last_key_metric: done.last().and_then(|j| j.key_metric()),
-            round_size,
-            images_since_last_round: since,
-            images_to_next_round: (round_size - since).max(0),
-        }),
-    })
 }

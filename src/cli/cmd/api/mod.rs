@@ -20,7 +20,7 @@ pub mod job;
 pub mod notify;
 
 pub use dataset::{DatasetCmd, WorkspaceCmd};
-pub use experiment::{cl_summary, ClCmd, ClProgress, ClSummary, ExperimentCmd};
+pub use experiment::{ClCmd, ExperimentCmd};
 pub use infer::{nrrd_part, parse_point, InferArgs};
 pub use job::{JobCmd, JobRef, JobsCmd};
 pub use notify::NotifyArgs;
