@@ -171,6 +171,9 @@ fn chromium_shows_the_cl_job_rounds_status_experiment_prints_asked_once() {
     let cl = &st["continual_learning"];
     assert_eq!(cl["rounds_done"], 1, "{cl}");
     assert_eq!(cl["max_rounds"], 3, "{cl}");
+    // exactly the one image told after the first round (the server's count, replayed)
+    assert_eq!(cl["images_since_last_round"], 1, "{cl}");
+    assert_eq!(cl["images_to_next_round"], 1, "{cl}");
     let cl_job = jobs(&emu, &exp)
         .into_iter()
         .find(|j| j["action"] == "annotation")

@@ -50,6 +50,8 @@ struct ClJob {
     round_size: i64,
     /// When the last round was created, as the API wrote it (RFC 3339).
     last_round_started: Option<String>,
+    /// When the CL job itself was created (RFC 3339).
+    started: Option<String>,
 }
 
 /// Asks the API for `experiment`'s jobs: its (newest) CL job and the training rounds.
@@ -81,6 +83,7 @@ pub fn read(experiment: &str, jobs: &[Job]) -> ClAnswer {
             last_key_metric: done.last().and_then(|j| j.key_metric()),
             round_size: cl.specs.as_ref().and_then(|s| s.round_size).unwrap_or(0) as i64,
             last_round_started: rounds.last().and_then(|j| j.created_on.clone()),
+            started: cl.created_on.clone(),
         }),
     }
 }
@@ -89,10 +92,7 @@ impl ClAnswer {
     /// Unix seconds of the last round's start (None: no round yet, or a time not understood:
     /// then every image notified counts).
     pub fn last_round_started(&self) -> Option<i64> {
-        let t = self.job.as_ref()?.last_round_started.as_deref()?;
-        let t = humantime::parse_rfc3339_weak(t).ok()?;
-        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(d.as_secs() as i64)
+        unix_seconds(self.job.as_ref()?.last_round_started.as_deref()?)
     }
 
     /// The summary, with `images_since_last_round` images notified since the last round began.
@@ -120,18 +120,68 @@ impl ClAnswer {
         ledger: &Ledger,
         dataset: Option<&str>,
     ) -> Result<ClSummary, LedgerError> {
-        if self.job.is_none() {
+        let Some(job) = &self.job else {
             return Ok(self.with_images_since(0));
+        };
+        // The server's own count, replayed: from the CL job's start, each image of an added or
+        // updated entry joins the round being filled; `round_size` distinct ones start a round
+        // and the next one begins empty. (A time cut at the last round's start cannot work:
+        // the notify that starts a round is confirmed after the round was created.)
+        if let (Some(start), true) = (
+            job.started.as_deref().and_then(unix_seconds),
+            job.round_size > 0,
+        ) {
+            let images = ledger.images_notified_in_order(dataset, start)?;
+            return Ok(self.with_images_since(waiting(
+                &images,
+                job.round_size as usize,
+                job.max_rounds,
+            )));
         }
         let since = ledger.images_notified_since(dataset, self.last_round_started())?;
         Ok(self.with_images_since(since))
     }
 }
 
+fn unix_seconds(rfc3339: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(d.as_secs() as i64)
+}
+
+/// The distinct images in the round being filled, when `images` were notified in this order
+/// since the CL job started: every `round_size` distinct images start a round (up to
+/// `max_rounds`) and the count starts again.
+fn waiting(images: &[String], round_size: usize, max_rounds: Option<u64>) -> i64 {
+    let mut pending = std::collections::BTreeSet::new();
+    let mut rounds = 0u64;
+    for img in images {
+        pending.insert(img.as_str());
+        if pending.len() >= round_size && max_rounds.is_none_or(|m| rounds < m) {
+            pending.clear();
+            rounds += 1;
+        }
+    }
+    pending.len() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_images_waiting_are_the_servers_count_replayed() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        // round size 2: a,b start round 1; a again and c start round 2; d waits
+        assert_eq!(waiting(&v(&["a", "b", "a", "c", "d"]), 2, None), 1);
+        // the same image twice fills nothing
+        assert_eq!(waiting(&v(&["a", "a", "a"]), 2, None), 1);
+        // no rounds left: everything waits
+        assert_eq!(waiting(&v(&["a", "b", "c"]), 2, Some(1)), 1);
+        assert_eq!(waiting(&v(&["a", "b", "c", "d"]), 2, Some(1)), 2);
+        assert_eq!(waiting(&[], 3, None), 0);
+    }
 
     fn answer(jobs: serde_json::Value) -> ClAnswer {
         read("E", &serde_json::from_value::<Vec<Job>>(jobs).unwrap())

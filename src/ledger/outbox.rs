@@ -138,6 +138,30 @@ impl Ledger {
         })
     }
 
+    /// The images of the added and updated entries sent (to `dataset`, or any) since a time,
+    /// in the order they were sent: what the continual-learning job counted, entry by entry.
+    pub fn images_notified_in_order(
+        &self,
+        dataset: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<String>, LedgerError> {
+        let rows = match dataset {
+            Some(d) => self.db.rows(
+                "SELECT image_uid FROM sent
+                 WHERE section IN ('added', 'updated') AND sent_at >= ?1 AND dataset = ?2
+                 ORDER BY id",
+                &args![since, d],
+            ),
+            None => self.db.rows(
+                "SELECT image_uid FROM sent
+                 WHERE section IN ('added', 'updated') AND sent_at >= ?1 ORDER BY id",
+                &args![since],
+            ),
+        };
+        rows.and_then(|rows| rows.iter().map(|r| r.text(0)).collect())
+            .map_err(|e| sql(&self.path, e))
+    }
+
     /// Distinct images sent as added or updated (to `dataset`, or any) since a time: what the
     /// continual-learning job counts toward its next round.
     pub fn images_notified_since(
