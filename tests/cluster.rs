@@ -57,15 +57,34 @@ impl Lab {
 
     /// A `watch` process on every Orthanc, sharing the ledger.
     pub fn start_node(&mut self, extra: &[&str]) -> Node {
+        self.start("watch", extra)
+    }
+
+    /// A `serve` process (`watch` with the hook endpoint) on every Orthanc.
+    pub fn start_serve(&mut self, listen: &str, token: &str, extra: &[&str]) -> Node {
+        let mut args = vec!["--listen", listen];
+        args.extend_from_slice(extra);
+        self.start_with_env("serve", &args, &[("SEGBRIDGE_HOOK_TOKEN", token)])
+    }
+
+    fn start(&mut self, command: &str, extra: &[&str]) -> Node {
+        self.start_with_env(command, extra, &[])
+    }
+
+    fn start_with_env(&mut self, command: &str, extra: &[&str], env: &[(&str, &str)]) -> Node {
         self.started += 1;
         let log = self.dir.path().join(format!("node{}.log", self.started));
         let out = std::fs::File::create(&log).unwrap();
         let mut c = segbridge(self.dir.path());
         c.env("MONAI_API_KEY", &self.emu.key)
             .env("RUST_LOG", "info")
-            .args(["watch", "--dataset", &self.ds, "--api", &self.emu.url])
-            .args(["--state", &self.state, "--poll", "0.5", "--batch"])
+            .envs(env.iter().copied())
+            .args([command, "--dataset", &self.ds, "--api", &self.emu.url])
+            .args(["--state", &self.state, "--batch"])
             .arg(BATCH.to_string());
+        if !extra.contains(&"--poll") {
+            c.args(["--poll", "0.5"]);
+        }
         for p in &self.pacs {
             c.args(["--orthanc", &p.url]);
         }
@@ -405,5 +424,68 @@ fn a_postgres_restart_under_running_processes_loses_nothing() {
     }
     // a delivery cut off by the restart is sent again: one batch per process at most
     lab.assert_exactly(&want, 2 * BATCH);
+    stop_nodes(nodes);
+}
+
+/// A hook call may reach any process: it is kept in the shared ledger and acted on by the
+/// holder of the source's lease, at once (the changes feed is slowed to a minute here, so only
+/// the hook can explain a prompt notify).
+#[test]
+fn a_hook_call_to_any_process_is_acted_on_by_the_holder() {
+    let mut lab = Lab::new(1, None);
+    let token = "cluster-hook-token-4f1c2a9e7d";
+    let listen: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let slow = ["--poll", "60", "--reconcile", "3600"];
+    let mut nodes = vec![lab.start_serve(&listen[0], token, &slow)];
+    let held = try_wait(Duration::from_secs(20), || lab.owners().len() == 1);
+    assert!(held, "the first process holds nothing\n{}", logs(&nodes));
+    nodes.push(lab.start_serve(&listen[1], token, &slow));
+    let up = try_wait(Duration::from_secs(20), || {
+        nodes[1].log().contains("hook endpoint on")
+    });
+    assert!(up, "the second process did not start\n{}", logs(&nodes));
+    let holder = lab.owners()[&0];
+    let other = nodes.iter().position(|n| n.pid() != holder).unwrap();
+    let want = lab.store(0, "hooked", 1);
+    let (_, label) = want.iter().next().unwrap().clone();
+    let series = lab.pacs[0].get_json("/series?expand");
+    let id = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["MainDicomTags"]["SeriesInstanceUID"] == label.as_str())
+        .map(|s| s["ID"].as_str().unwrap().to_string())
+        .unwrap();
+    let sent = Instant::now();
+    let code = lab.emu.rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/hooks/orthanc/stable-series",
+                listen[other]
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"id": id, "modality": "SEG"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(code, 202);
+    let ok = try_wait(Duration::from_secs(15), || {
+        want.iter().all(|p| lab.added().contains_key(p))
+    });
+    assert!(ok, "not delivered through the hook\n{}", logs(&nodes));
+    eprintln!(
+        "cluster: hook to the non-holder → notify in {:.1?}",
+        sent.elapsed()
+    );
+    lab.assert_exactly(&want, 0);
+    // taken: nothing is left kept
+    let at = StateAt::parse(&lab.state).unwrap();
+    let l = Ledger::open_read_only(&at).unwrap();
+    assert_eq!(l.hooks_kept().unwrap(), 0);
     stop_nodes(nodes);
 }

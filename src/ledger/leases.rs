@@ -65,7 +65,7 @@ pub(super) fn check(db: &dyn Sql, f: &Fence) -> Result<(), DbError> {
 }
 
 impl Ledger {
-    fn need_pg(&self, what: &str) -> Result<(), LedgerError> {
+    pub(super) fn need_pg(&self, what: &str) -> Result<(), LedgerError> {
         match self.dialect() {
             Dialect::Postgres => Ok(()),
             Dialect::Sqlite => Err(sql(

@@ -18,6 +18,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub(crate) mod db;
+mod hooks;
 mod labels;
 mod leases;
 mod lookup;
@@ -44,6 +45,7 @@ pub use crate::model::known::{is_unchanged, Known, KnownLabel};
 pub use crate::model::outbox::{Change, OutboxEntry, Section};
 pub use crate::util::time::{fmt_time, now};
 pub use db::{DbError, Dialect};
+pub use hooks::HOOK_BATCH;
 pub use leases::{source_lease, Fence, LeaseRow, OUTBOX_LEASE};
 pub use lookup::KnownLookup;
 pub use pg::Dsn;

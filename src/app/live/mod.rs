@@ -354,6 +354,26 @@ pub fn run(s: &Settings, listen: Option<SocketAddr>) -> Result<(), Failure> {
                 settled: settled_tx,
                 removals: rm_tx,
             };
+            // a shared ledger: calls go through it to the holder of the hooks' source
+            let hook_source = sources
+                .iter()
+                .find(|x| matches!(x, Source::Orthanc(_)))
+                .or_else(|| sources.iter().find(|x| matches!(x, Source::DicomWeb(_))))
+                .map(Source::name);
+            let ev_rx = match &io.cluster {
+                Some(c) => {
+                    let (to_worker, from_relay) = mpsc::channel(1024);
+                    serve::Relay {
+                        at: state.clone(),
+                        holder: c.holder.clone(),
+                        fences: c.fences.clone(),
+                        source: hook_source,
+                    }
+                    .start(ev_rx, to_worker)?;
+                    from_relay
+                }
+                None => ev_rx,
+            };
             tokio::spawn(serve::worker(
                 ev_rx,
                 orthanc,

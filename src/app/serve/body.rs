@@ -2,7 +2,7 @@
 //! and UIDs must match their grammar: they become parts of PACS requests (made with the PACS
 //! credentials).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::source::endpoint::{is_orthanc_id, is_uid};
 
@@ -25,8 +25,10 @@ impl HookKind {
     ];
 }
 
-/// What a hook call asks for, queued for the background worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a hook call asks for, queued for the background worker (with a shared ledger, through
+/// the database: its JSON form is what the `hook_events` table holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HookEvent {
     /// A series became stable in Orthanc (its Orthanc ID).
     OrthancStable { id: String },
@@ -41,6 +43,23 @@ pub enum HookEvent {
     },
     /// A generic webhook: a series was stored (by SeriesInstanceUID).
     SeriesStored { uid: String, study: Option<String> },
+}
+
+impl HookEvent {
+    /// Whether its IDs and UIDs are well-formed, as a hook call's are checked: an event read
+    /// back from the shared ledger is checked again before it is acted on.
+    pub fn is_valid(&self) -> bool {
+        let opt = |v: &Option<String>, f: fn(&str) -> bool| v.as_deref().is_none_or(f);
+        match self {
+            HookEvent::OrthancStable { id } | HookEvent::OrthancDeleted { id } => is_orthanc_id(id),
+            HookEvent::OrthancStored {
+                instance,
+                series,
+                uid,
+            } => is_orthanc_id(instance) && opt(series, is_orthanc_id) && opt(uid, is_uid),
+            HookEvent::SeriesStored { uid, study } => is_uid(uid) && opt(study, is_uid),
+        }
+    }
 }
 
 /// The body the shipped Lua script's `OnStableSeries` sends (Orthanc ID plus main tags), or a

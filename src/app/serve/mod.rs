@@ -30,6 +30,7 @@ mod metrics;
 pub mod page;
 mod page_cl;
 mod page_route;
+mod relay;
 pub mod token;
 mod worker;
 pub use body::{parse_hook, HookBody, HookEvent, HookKind, StoredBody};
@@ -38,6 +39,7 @@ use metrics::metrics_text;
 pub use metrics::render_metrics;
 pub use page_cl::ClWatch;
 pub use page_route::PageConfig;
+pub use relay::Relay;
 pub use worker::{worker, WorkerOutputs};
 
 /// Largest hook body accepted; the Lua script sends a few hundred bytes.
