@@ -487,5 +487,45 @@ fn a_hook_call_to_any_process_is_acted_on_by_the_holder() {
     let at = StateAt::parse(&lab.state).unwrap();
     let l = Ledger::open_read_only(&at).unwrap();
     assert_eq!(l.hooks_kept().unwrap(), 0);
+    // who holds what: `status` and /healthz say it, with the epochs and lease ages
+    let o = segbridge(lab.dir.path())
+        .args(["status", "--state", &lab.state])
+        .output()
+        .unwrap();
+    let st = text(&o);
+    assert!(o.status.success(), "{st}");
+    let source = format!("source:orthanc:{}", lab.pacs[0].url);
+    let line = st.lines().find(|l| l.contains(&source)).unwrap_or_default();
+    assert!(
+        line.contains(&format!(":{holder}:")) && line.contains("epoch 1"),
+        "{st}"
+    );
+    let pw = url::Url::parse(&lab.state)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_string();
+    assert!(!st.contains(&pw), "the password is shown: {st}");
+    let hz: serde_json::Value = lab.emu.rt.block_on(async {
+        reqwest::get(format!("http://{}/healthz", listen[other]))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let cluster = &hz["cluster"];
+    assert!(cluster["holder"]
+        .as_str()
+        .unwrap()
+        .contains(&format!(":{}:", nodes[other].pid())));
+    assert!(
+        cluster["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["name"] == source.as_str() && l["epoch"] == 1 && l["age_s"].is_i64()),
+        "{hz}"
+    );
     stop_nodes(nodes);
 }

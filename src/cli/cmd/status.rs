@@ -20,6 +20,8 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
     }
     let ledger = Ledger::open_read_only(&s.state)?;
     let report = ledger.status()?;
+    // a shared ledger: who holds what (none on SQLite)
+    let leases = ledger.leases()?;
     // the CL job, when asked: from the API, with the images notified since from the ledger
     let cl = match experiment {
         Some(exp) => {
@@ -36,7 +38,8 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
     let mut out = std::io::stdout().lock();
     if json_out {
         let labels = ledger.labels()?;
-        let v = json!({"status": report, "labels": labels, "continual_learning": cl});
+        let v = json!({"status": report, "labels": labels, "continual_learning": cl,
+                       "leases": leases});
         writeln!(out, "{v}").map_err(anyhow::Error::from)?;
         return Ok(());
     }
@@ -46,7 +49,7 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
     w(
         &mut out,
         format!(
-            "state file      {} (schema {})",
+            "state           {} (schema {})",
             report.state, report.schema_version
         ),
     )?;
@@ -100,6 +103,22 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
     )?;
     if let Some(e) = &report.outbox_last_error {
         w(&mut out, format!("last error      {e}"))?;
+    }
+    if !leases.is_empty() {
+        w(
+            &mut out,
+            "\nleases (several processes share this ledger):".into(),
+        )?;
+        for l in &leases {
+            let state = match l.expires_in_s {
+                e if e < 0 => format!("expired {}s ago, free to take", -e),
+                e => format!("renewed {}s ago, expires in {e}s", l.age_s),
+            };
+            w(
+                &mut out,
+                format!("  {:<40} {} epoch {} ({state})", l.name, l.holder, l.epoch),
+            )?;
+        }
     }
     if !report.attention.is_empty() {
         w(&mut out, "\nlabels that will not be notified:".into())?;
