@@ -39,6 +39,7 @@ mod pacs;
 mod quality;
 mod status_page;
 mod status_page_cl;
+mod store_tls;
 mod sync;
 mod tls;
 mod verdicts;

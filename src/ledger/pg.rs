@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
 
@@ -23,6 +24,43 @@ use super::db::{dollar_placeholders, DbError, Dialect, Row, Sql, Val};
 pub struct Dsn {
     config: std::sync::Arc<Config>,
     shown: String,
+    /// TLS, unless `sslmode=disable`: the server's certificate is checked against the
+    /// web's roots, or against the CA in `PGSSLROOTCERT` (libpq's variable) when set.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+/// The TLS client: rustls (as the PACS and API clients use), roots from `PGSSLROOTCERT` when
+/// set, else the web's.
+fn tls_client() -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    match std::env::var("PGSSLROOTCERT")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(&path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("PGSSLROOTCERT {path}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("PGSSLROOTCERT {path}: no certificate in it"));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("PGSSLROOTCERT {path}: {e}"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 impl std::fmt::Debug for Dsn {
@@ -80,9 +118,16 @@ impl Dsn {
                 .unwrap_or_default(),
             config.get_dbname().unwrap_or("")
         );
+        // TLS unless disabled: `prefer` (the default) falls back to plain only when the
+        // server offers no TLS; `require` never does. The certificate is always checked.
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => Some(tls_client()?),
+        };
         Ok(Dsn {
             config: std::sync::Arc::new(config),
             shown,
+            tls,
         })
     }
 
@@ -194,6 +239,7 @@ impl Pg {
     pub fn connect(dsn: &Dsn) -> Result<Pg, DbError> {
         let (tx, rx) = mpsc::channel::<Job>();
         let mut w = Worker {
+            tls: dsn.tls.clone(),
             config: (*dsn.config).clone(),
             client: None,
             stmts: HashMap::new(),
@@ -263,6 +309,7 @@ impl Sql for Pg {
 
 struct Worker {
     config: Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     client: Option<Client>,
     stmts: HashMap<String, Statement>,
     in_tx: bool,
@@ -279,7 +326,8 @@ fn pg_error(e: postgres::Error) -> DbError {
         }
         // the SQLSTATE first: `DbError::is_retryable` reads it
         Some(db) => DbError::Postgres(format!("{}: {}", db.code().code(), db.message())),
-        None => DbError::Unreachable(e.to_string()),
+        // the whole chain: "error performing TLS handshake" alone does not say why
+        None => DbError::Unreachable(crate::util::error_chain(&e)),
     }
 }
 
@@ -287,7 +335,22 @@ impl Worker {
     fn client(&mut self) -> Result<&mut Client, DbError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.stmts.clear();
-            self.client = Some(self.config.connect(NoTls).map_err(pg_error)?);
+            let client = match &self.tls {
+                Some(tls) => self.config.connect(tls.clone()),
+                None => self.config.connect(NoTls),
+            };
+            self.client = Some(client.map_err(|e| {
+                let hint = if crate::util::error_chain(&e).contains("certificate") {
+                    ": the server's TLS certificate is not trusted; set PGSSLROOTCERT to its CA's \
+                     PEM file (or sslmode=disable on a trusted network)"
+                } else {
+                    ""
+                };
+                match pg_error(e) {
+                    DbError::Unreachable(m) => DbError::Unreachable(format!("{m}{hint}")),
+                    other => other,
+                }
+            })?);
         }
         Ok(self.client.as_mut().expect("connected just now"))
     }

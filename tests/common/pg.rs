@@ -13,6 +13,7 @@ pub struct PgServer {
     bin: PathBuf,
     port: u16,
     running: bool,
+    tls: bool,
     /// The admin DSN (trust authentication, loopback only).
     pub dsn: String,
 }
@@ -41,6 +42,21 @@ fn is_root() -> bool {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        PgServer::start_with(false)
+    }
+
+    /// A server that takes TLS connections only (`hostssl`), its certificate (for 127.0.0.1)
+    /// signed by a CA of its own: [`PgServer::ca`].
+    pub fn start_tls_only() -> PgServer {
+        PgServer::start_with(true)
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> PgServer {
         let dir = tempfile::tempdir().unwrap();
         if is_root() {
             let st = Command::new("chown")
@@ -57,6 +73,7 @@ impl PgServer {
             bin: server_bin(),
             port,
             running: false,
+            tls,
         };
         let data = pg.dir.path().join("data");
         let out = pg
@@ -72,8 +89,96 @@ impl PgServer {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            pg.make_certificates(&data);
+        }
         pg.start_again();
         pg
+    }
+
+    /// A CA, and a server certificate for 127.0.0.1 it signs; TLS-only access rules.
+    fn make_certificates(&self, data: &std::path::Path) {
+        let d = self.dir.path();
+        let ssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl (scripts/test.sh installs it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        ssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=segbridge test CA",
+        ]);
+        ssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "san.ext",
+        ]);
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(d.join(f), data.join(f)).unwrap();
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        if is_root() {
+            let st = Command::new("chown")
+                .arg("-R")
+                .arg("postgres")
+                .arg(data)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -97,9 +202,10 @@ impl PgServer {
             .arg(self.dir.path().join("server.log"))
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off{}",
                 self.port,
-                self.dir.path().display()
+                self.dir.path().display(),
+                if self.tls { " -c ssl=on" } else { "" }
             ))
             .arg("start")
             .output()
