@@ -529,3 +529,45 @@ fn a_hook_call_to_any_process_is_acted_on_by_the_holder() {
     );
     stop_nodes(nodes);
 }
+
+/// `sync` on a shared ledger holds its sources' and the outbox's leases for the run: alone it
+/// works and hands them back; beside a `watch` that holds them it waits `--lock-wait`, then
+/// fails naming the holder, and sends nothing.
+#[test]
+fn sync_on_a_shared_ledger_never_races_a_watch() {
+    let mut lab = Lab::new(1, None);
+    let mut want = lab.store(0, "by-sync", 3);
+    let sync = |lab: &Lab| {
+        segbridge(lab.dir.path())
+            .env("MONAI_API_KEY", &lab.emu.key)
+            .args(["sync", "--dataset", &lab.ds, "--api", &lab.emu.url])
+            .args(["--state", &lab.state, "--orthanc", &lab.pacs[0].url])
+            .args(["--lock-wait", "1", "--retry-for", "5"])
+            .output()
+            .unwrap()
+    };
+    let o = sync(&lab);
+    assert!(o.status.success(), "{}", text(&o));
+    lab.assert_exactly(&want, 0);
+    assert!(
+        lab.leases().iter().all(|l| l.expires_in_s < 0),
+        "handed back: {:?}",
+        lab.leases()
+    );
+    let nodes = vec![lab.start_node(&[])];
+    wait_for("the watch holding the Orthanc", Duration::from_secs(20), || {
+        lab.owners().len() == 1
+    });
+    want.extend(lab.store(0, "by-watch", 2));
+    let o = sync(&lab);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let pid = nodes[0].pid();
+    assert!(
+        text(&o).contains(&format!(":{pid}:")) && text(&o).contains("held by"),
+        "{}",
+        text(&o)
+    );
+    lab.wait_delivered(&want, Duration::from_secs(30));
+    lab.assert_exactly(&want, 0);
+    stop_nodes(nodes);
+}

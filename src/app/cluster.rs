@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ledger::{source_lease, Fence, Fences, Ledger, LedgerError, StateAt, OUTBOX_LEASE};
 use crate::util::metrics::{ClusterView, LeaseView};
@@ -249,5 +249,111 @@ impl Keeper {
                 .collect(),
         });
         Ok(())
+    }
+}
+
+/// A one-shot run (`sync`) on a shared ledger: it holds the leases of its sources and of the
+/// outbox for the whole run, renewed on a thread of its own, so that it never races a `watch`
+/// process for them; they are handed back at once when it ends.
+pub struct Claim {
+    pub fences: Arc<Fences>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Claim {
+    /// Takes every lease of `sources` and the outbox, waiting up to `wait` for those another
+    /// process holds; fails (releasing what it took) naming the holder when one stays held.
+    pub fn all(
+        at: &StateAt,
+        sources: &[String],
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Claim, LedgerError> {
+        let mut ledger = Ledger::open(at, Duration::ZERO)?;
+        let holder = holder_name();
+        let mut names: Vec<String> = sources.iter().map(|s| source_lease(s)).collect();
+        names.push(OUTBOX_LEASE.to_string());
+        let fences = Arc::new(Fences::default());
+        let start = Instant::now();
+        loop {
+            for name in &names {
+                if fences.get(name).is_none() {
+                    if let Some(f) = ledger.acquire(name, &holder, ttl)? {
+                        fences.set(f);
+                    }
+                }
+            }
+            let missing: Vec<&String> = names.iter().filter(|n| fences.get(n).is_none()).collect();
+            let Some(first) = missing.first() else { break };
+            if start.elapsed() >= wait {
+                let by = ledger
+                    .leases()?
+                    .into_iter()
+                    .find(|l| &&l.name == first)
+                    .map(|l| l.holder)
+                    .unwrap_or_else(|| "another process".into());
+                for f in fences.held() {
+                    let _ = ledger.release(&f);
+                }
+                return Err(LedgerError::Locked {
+                    path: at.shown(),
+                    holder: format!(
+                        " (lease {first} is held by {by}: a running watch or serve does this \
+                         work already)"
+                    ),
+                    waited: wait,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stopping, held) = (stop.clone(), fences.clone());
+        let thread = std::thread::Builder::new()
+            .name("segbridge-claim".into())
+            .spawn(move || {
+                let tick = (ttl / 3).max(Duration::from_millis(100));
+                let mut next = Instant::now() + tick;
+                while !stopping.load(Ordering::SeqCst) {
+                    if Instant::now() >= next {
+                        for f in held.held() {
+                            match ledger.renew(&f, ttl) {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    warn!(
+                                        "lost lease {} (epoch {}) during the run",
+                                        f.name, f.epoch
+                                    );
+                                    held.remove(&f.name);
+                                }
+                                Err(e) => debug!("renewing {}: {e}", f.name),
+                            }
+                        }
+                        next = Instant::now() + tick;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                for f in held.held() {
+                    let _ = ledger.release(&f);
+                }
+            })
+            .map_err(|e| LedgerError::Unreachable {
+                path: at.shown(),
+                why: format!("cannot start the lease keeper: {e}"),
+            })?;
+        Ok(Claim {
+            fences,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

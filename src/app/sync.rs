@@ -176,6 +176,16 @@ fn go<N: pipeline::Notifier>(
     } else {
         Ledger::open(&s.state, s.lock_wait)?
     };
+    // a shared ledger: the run holds its sources' and the outbox's leases, or waits for them
+    let _claim = match (&s.state, dry) {
+        (crate::ledger::StateAt::Postgres(_), false) => {
+            let names: Vec<String> = sources.iter().map(Source::name).collect();
+            let claim = crate::app::cluster::Claim::all(&s.state, &names, s.lease, s.lock_wait)?;
+            ledger.fence_with(claim.fences.clone());
+            Some(claim)
+        }
+        _ => None,
+    };
     let report = rt.block_on(collect_once(
         &mut ledger,
         &sources,
