@@ -91,6 +91,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shared_ledger_needs_the_token_from_the_environment() {
+        if from_env().is_some() {
+            return;
+        }
+        let at = StateAt::parse("postgres://u:secret-pw@127.0.0.1:5/db").unwrap();
+        let e = hook_token(&at).err().unwrap();
+        assert!(e.contains("SEGBRIDGE_HOOK_TOKEN"), "{e}");
+        assert!(!e.contains("secret-pw"), "{e}");
+    }
+
+    #[test]
     fn a_token_is_generated_once_0600_and_reused() {
         use std::os::unix::fs::PermissionsExt;
         if from_env().is_some() {

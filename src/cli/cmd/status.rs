@@ -19,6 +19,13 @@ pub fn status(s: &Settings, json_out: bool, experiment: Option<&str>) -> Result<
         .into());
     }
     let ledger = Ledger::open_read_only(&s.state)?;
+    if ledger.schema_version()? == 0 {
+        return Err(ConfigError(format!(
+            "{} holds no segbridge ledger yet: run `segbridge sync` or `watch` on it first",
+            ledger.path()
+        ))
+        .into());
+    }
     let report = ledger.status()?;
     // a shared ledger: who holds what (none on SQLite)
     let leases = ledger.leases()?;
