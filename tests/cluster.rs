@@ -555,9 +555,11 @@ fn sync_on_a_shared_ledger_never_races_a_watch() {
         lab.leases()
     );
     let nodes = vec![lab.start_node(&[])];
-    wait_for("the watch holding the Orthanc", Duration::from_secs(20), || {
-        lab.owners().len() == 1
-    });
+    wait_for(
+        "the watch holding the Orthanc",
+        Duration::from_secs(20),
+        || lab.owners().len() == 1,
+    );
     want.extend(lab.store(0, "by-watch", 2));
     let o = sync(&lab);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));

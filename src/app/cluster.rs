@@ -296,12 +296,10 @@ impl Claim {
                 for f in fences.held() {
                     let _ = ledger.release(&f);
                 }
-                return Err(LedgerError::Locked {
+                return Err(LedgerError::LeaseHeld {
                     path: at.shown(),
-                    holder: format!(
-                        " (lease {first} is held by {by}: a running watch or serve does this \
-                         work already)"
-                    ),
+                    lease: first.to_string(),
+                    holder: by,
                     waited: wait,
                 });
             }

@@ -23,7 +23,8 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(f) if is_broken_pipe(&f.error) => ExitCode::from(exit::OK),
         Err(f) => {
-            let mut msg = format!("{:#}", f.error);
+            // the chain of causes, each said once (a cause's text is often in its wrapper's)
+            let mut msg = crate::util::error_chain(f.error.as_ref());
             if msg.is_empty() {
                 msg = "failed".into();
             }

@@ -50,11 +50,11 @@ impl crate::model::known::KnownLabels for KnownLookup {
         KnownLookup::among(self, uids.iter().copied())
     }
 
-    fn unmatched(&self) -> Vec<(String, String)> {
+    fn unmatched(&self, source: &str) -> Vec<(String, String)> {
         match self {
             KnownLookup::Nothing => Vec::new(),
             KnownLookup::State(at) => Ledger::open_read_only(at)
-                .and_then(|l| l.unmatched_labels())
+                .and_then(|l| l.unmatched_labels(source))
                 .unwrap_or_default(),
         }
     }
@@ -101,12 +101,13 @@ impl Ledger {
         Ok(known)
     }
 
-    /// Present labels that are unmatched (their image may have arrived since).
-    pub fn unmatched_labels(&self) -> Result<Vec<(String, String)>, LedgerError> {
+    /// Present labels of `source` that are unmatched (their image may have arrived since).
+    pub fn unmatched_labels(&self, source: &str) -> Result<Vec<(String, String)>, LedgerError> {
         self.db
             .rows(
-                "SELECT label_uid, study_uid FROM labels WHERE present = 1 AND status = ?1",
-                &args![LabelStatus::Unmatched],
+                "SELECT label_uid, study_uid FROM labels
+                 WHERE present = 1 AND status = ?1 AND source = ?2",
+                &args![LabelStatus::Unmatched, source],
             )
             .and_then(|rows| rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect())
             .map_err(|e| sql(&self.path, e))

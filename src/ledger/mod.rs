@@ -102,6 +102,18 @@ pub enum LedgerError {
     Fenced { lease: String, epoch: i64 },
     #[error("lease {lease} is not held by this process")]
     NotHeld { lease: String },
+    /// A one-shot run (`sync`) on a shared ledger found work it needs held by a running
+    /// process.
+    #[error(
+        "state {path}: lease {lease} is held by {holder}, a running watch or serve that does \
+         this work already; waited {waited:?}. Let it, or stop it to sync by hand"
+    )]
+    LeaseHeld {
+        path: String,
+        lease: String,
+        holder: String,
+        waited: Duration,
+    },
     /// The PostgreSQL server cannot be reached (down, restarting, the network): worth waiting.
     #[error("state {path}: PostgreSQL is unreachable: {why}")]
     Unreachable { path: String, why: String },

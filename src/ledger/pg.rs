@@ -73,6 +73,11 @@ impl Dsn {
     /// Parses a `postgres://` URL (or `key=value` string). The password comes from the URL or,
     /// when it has none, from `PGPASSWORD`; it is never part of [`Dsn::shown`] nor of an error.
     pub fn parse(s: &str) -> Result<Dsn, String> {
+        // libpq's verify-ca and verify-full: segbridge always checks the certificate (and the
+        // host name), so they mean what `require` does here
+        let s = &s
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
         let mut config = Config::from_str(s).map_err(|e| {
             // the parser's message may quote the string, password and all
             let what = e.to_string();
@@ -340,9 +345,15 @@ impl Worker {
                 None => self.config.connect(NoTls),
             };
             self.client = Some(client.map_err(|e| {
-                let hint = if crate::util::error_chain(&e).contains("certificate") {
+                let chain = crate::util::error_chain(&e);
+                let hint = if chain.contains("certificate") {
                     ": the server's TLS certificate is not trusted; set PGSSLROOTCERT to its CA's \
                      PEM file (or sslmode=disable on a trusted network)"
+                } else if chain.contains("does not support TLS") {
+                    ": this server offers no TLS; leave sslmode out (or sslmode=disable) to \
+                     connect without it"
+                } else if chain.contains("password missing") {
+                    ": no password: set PGPASSWORD (or put it in the URL)"
                 } else {
                     ""
                 };

@@ -59,9 +59,10 @@ pub trait KnownLabels: Send + Sync {
     /// The known labels among `uids`.
     fn among(&self, uids: &[&str]) -> Known;
 
-    /// Present labels that are unmatched, with the image series each references: a live
-    /// source rechecks them when images arrive. Nothing when it cannot be answered.
-    fn unmatched(&self) -> Vec<(String, String)> {
+    /// Present labels of `source` that are unmatched, with the image series each references:
+    /// a live source rechecks them when images arrive (its own only: another source's labels
+    /// are not on its server). Nothing when it cannot be answered.
+    fn unmatched(&self, _source: &str) -> Vec<(String, String)> {
         Vec::new()
     }
 }

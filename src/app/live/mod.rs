@@ -159,8 +159,14 @@ pub async fn run_live(
             Some(ids) = recv_opt(&mut removals) => {
                 store.remove(&mut ledger, ids, &opts.dataset)?;
             }
-            // another process may fill the shared outbox: its holder looks every poll
-            _ = tokio::time::sleep(opts.poll), if cluster.is_some() && depth == 0 && may_deliver() => {}
+            // a shared ledger changes under this process: every poll, the outbox's holder looks
+            // for work others queued, and every process reads the depth and the last notify
+            // that /healthz and /metrics show
+            _ = tokio::time::sleep(opts.poll), if cluster.is_some() => {
+                if let Some(t) = store.ok(ledger.last_notify())?.flatten() {
+                    metrics.last_success.store(t.max(0) as u64, Ordering::Relaxed);
+                }
+            }
             _ = tokio::time::sleep_until(retry_at), if store.waiting() => {
                 if let Some(l) = store.retry(&mut ledger, &opts.dataset, &mut reporter, &metrics)? {
                     linger = l;

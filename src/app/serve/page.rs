@@ -264,7 +264,7 @@ fn cl_job(h: &mut String, s: &Snapshot) {
         h.push_str(
             "<p class=\"muted\" id=\"cl-job\">Each told image counts toward the next training \
              round. The rounds themselves (done, images waiting for the next one) are the API's: \
-             start <code>serve</code> (or <code>watch --listen</code>) with \
+             start <code>serve</code> with \
              <code>--experiment ID</code> and this page shows the experiment's CL job; \
              <code>segbridge status --experiment ID</code> asks for it once.</p>\n",
         );

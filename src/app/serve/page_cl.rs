@@ -78,7 +78,7 @@ impl ClWatch {
         })
     }
 
-    /// What `serve` and `watch --listen` show: the experiment of `--experiment`, if any.
+    /// What `serve` shows: the experiment of `--experiment`, if any.
     pub fn from_settings(s: &crate::app::settings::Settings) -> Result<ClWatch, ApiError> {
         match &s.pacs.experiment {
             Some(exp) => ClWatch::new(exp, s.api_config(), s.dataset.clone(), s.state.clone()),

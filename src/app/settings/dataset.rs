@@ -107,12 +107,16 @@ impl Settings {
                      trained on"
                 )
             };
-            match (&p.dicomweb, p.orthanc.first()) {
+            match (&p.dicomweb, p.orthanc.as_slice()) {
                 (Some(dw), _) if !same_url(dw, u) => {
                     warnings.push(read_elsewhere("--dicomweb", dw));
                 }
-                (None, Some(o)) if !same_server(o, u) => {
-                    warnings.push(read_elsewhere("--orthanc", o));
+                // every Orthanc: the service reads one server, so labels on another are never
+                // trained on (one dataset per PACS)
+                (None, all) => {
+                    for o in all.iter().filter(|o| !same_server(o, u)) {
+                        warnings.push(read_elsewhere("--orthanc", o));
+                    }
                 }
                 _ => {}
             }

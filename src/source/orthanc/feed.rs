@@ -171,7 +171,7 @@ impl Orthanc {
             }
             if poll.last != since {
                 // only now is the ledger read: an idle poll asks nothing of it
-                let unmatched = known.unmatched();
+                let unmatched = known.unmatched(&self.source_name());
                 self.apply_changes(&poll, known, &unmatched, ctx.chunk, tx)
                     .await?;
                 feed.cursor = Some(poll.last);
