@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub api_reachable: bool,
     /// Each source by name, with its health once it has tried (None: starting).
     pub sources: Vec<(String, Option<SourceHealth>)>,
+    /// With a shared ledger: the sources another process holds, and which (`host:pid:…`).
+    pub held_elsewhere: std::collections::BTreeMap<String, String>,
     pub outbox_depth: i64,
     pub outbox_oldest: Option<String>,
     pub outbox_last_error: Option<String>,
@@ -170,18 +172,25 @@ pub fn render(s: &Snapshot) -> String {
 
     h.push_str("<h2>Sources</h2>\n<table id=\"sources\"><tr><th>source</th><th>health</th><th>since</th><th>last error</th></tr>\n");
     for (name, health) in &s.sources {
-        let (class, word, since, reason) = match health {
-            None => ("starting", "starting", String::new(), String::new()),
-            Some(h) => {
-                let (c, w) = match h.state {
+        let elsewhere = s.held_elsewhere.get(name);
+        let (class, word, since, reason) = match (elsewhere, health) {
+            (Some(holder), _) => (
+                "muted",
+                "elsewhere",
+                String::new(),
+                format!("watched by {holder} (shared ledger)"),
+            ),
+            (None, None) => ("starting", "starting", String::new(), String::new()),
+            (None, Some(hl)) => {
+                let (c, w) = match hl.state {
                     SourceState::Up => ("ok", "up"),
                     SourceState::Down => ("bad", "down"),
                 };
                 (
                     c,
                     w,
-                    fmt_time(h.since),
-                    h.reason.clone().unwrap_or_default(),
+                    fmt_time(hl.since),
+                    hl.reason.clone().unwrap_or_default(),
                 )
             }
         };

@@ -206,6 +206,14 @@ pub(super) async fn status_page(
         .iter()
         .map(|name| (name.clone(), m.source_health(name)))
         .collect();
+    if let Some(c) = m.cluster() {
+        snap.held_elsewhere = c
+            .leases
+            .into_iter()
+            .filter(|l| l.holder != c.holder && l.expires_in_s >= 0)
+            .filter_map(|l| Some((l.name.strip_prefix("source:")?.to_string(), l.holder)))
+            .collect();
+    }
     snap.hooks_received = m.hooks_received.load(Ordering::Relaxed);
     snap.hooks_refused = Refusal::ALL
         .iter()

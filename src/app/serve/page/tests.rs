@@ -295,3 +295,21 @@ fn an_api_error_shows_with_the_age_of_the_last_good_answer() {
     );
     assert_eq!(page.matches(&escape(HOSTILE)).count(), 4, "{page}");
 }
+
+#[test]
+fn a_source_another_process_holds_says_which_not_starting() {
+    let mut s = snapshot();
+    s.sources = vec![
+        ("orthanc:http://a".into(), None),
+        ("orthanc:http://b".into(), None),
+    ];
+    s.held_elsewhere
+        .insert("orthanc:http://a".into(), "host<1>:42:ab".into());
+    let html = render(&s);
+    assert!(
+        html.contains("watched by host&lt;1&gt;:42:ab (shared ledger)"),
+        "{html}"
+    );
+    assert_eq!(html.matches(">elsewhere<").count(), 1, "{html}");
+    assert_eq!(html.matches(">starting<").count(), 1, "{html}");
+}
