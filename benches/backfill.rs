@@ -5,6 +5,7 @@
 //!     cargo bench --bench backfill -- --n 10000     # the large case
 //!     cargo bench --bench backfill -- --quick       # N = 20, 1 run: the CI smoke test
 //!     cargo bench --bench backfill -- --figures 3,5 # only those figures
+//!     cargo bench --bench backfill -- --quick --figures all  # the CI smoke (needs PostgreSQL)
 //!     cargo bench --bench backfill -- --figures 1 --before OLD_BIN:LABEL  # also an older build
 //!     cargo bench --bench backfill -- --n 10000 --no-sequential  # leave out the slow peer
 //!     cargo bench --bench backfill -- --figures 0 --callgrind  # profiles of the default paths
@@ -19,7 +20,10 @@
 //! 4. folder scan of N studies: files/s vs pydicom `dcmread(stop_before_pixels=True)`;
 //! 5. the ledger at 100,000 labels: a sync with nothing new, RSS, state file size;
 //! 6. deletions: a deleted SEG among N to its `removed` (watch --orthanc, poll 2 s), what the
-//!    listing it runs costs, and Orthanc's answer time for `/statistics` and `/changes`.
+//!    listing it runs costs, and Orthanc's answer time for `/statistics` and `/changes`;
+//! 7. the ledger in SQLite vs PostgreSQL: backfill of N, idle poll (CPU, requests, statements).
+//!    Needs SEGBRIDGE_TEST_PG (an admin DSN) and fails without it; the full run includes it,
+//!    `--quick` only with `--figures all` (or 7).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -27,6 +31,8 @@ mod common;
 mod deletions;
 #[path = "backfill/first.rs"]
 mod first;
+#[path = "backfill/stores.rs"]
+mod stores;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -273,14 +279,22 @@ fn main() {
     let n = arg("--n", if quick { 20 } else { 1000 });
     let runs = arg("--runs", if quick { 1 } else { 3 });
     let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
-    // --figures 3,5 runs only those (default: all six)
-    let figures: Vec<usize> = args
+    // --figures 3,5 runs only those, `all` every one (default: all; --quick: all but 7,
+    // PostgreSQL's, so that the smoke test runs without a server)
+    let figures: Vec<usize> = match args
         .iter()
         .position(|a| a == "--figures")
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.split(',').filter_map(|f| f.trim().parse().ok()).collect())
-        .unwrap_or_else(|| (1..=6).collect());
+    {
+        Some(v) if v == "all" => (1..=7).collect(),
+        Some(v) => v.split(',').filter_map(|f| f.trim().parse().ok()).collect(),
+        None if quick => (1..=6).collect(),
+        None => (1..=7).collect(),
+    };
     let figure = |k: usize| figures.contains(&k);
+    if figure(7) {
+        stores::require_pg(); // before anything is stored: fail at once without a server
+    }
     // for profiling: only write a state file of `--ledger` delivered labels, and stop
     if let Some(path) = args
         .iter()
@@ -660,6 +674,10 @@ fn main() {
     // 6. deletions
     if figure(6) {
         deletions::figure(&orthanc, &proxy, &emu, dir, n, quick, &mut report);
+    }
+    // 7. the ledger in SQLite vs PostgreSQL
+    if figure(7) {
+        stores::figure(&emu, &proxy, dir, n, runs, quick, &mut report);
     }
     report.push('\n');
     println!("{report}");

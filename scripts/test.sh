@@ -69,18 +69,21 @@ command -v chromium >/dev/null 2>&1 || apt_install chromium  # renders the statu
 # Known vulnerabilities in dependencies (offline; skipped with a message when no database)
 bash scripts/audit.sh
 
-# The benchmark harness on a tiny N: a smoke test that it still runs, not a measurement.
-# (First, so that cargo test's own summary closes the output.)
+# PostgreSQL for the shared-ledger tests and the bench's figure 7: a throwaway server on
+# loopback, stopped at the end
+# shellcheck source=scripts/pg-test-server.sh
+source scripts/pg-test-server.sh
+pg_test_server_start
+
+# The benchmark harness on a tiny N: a smoke test that it still runs, not a measurement; every
+# figure, the ledger in PostgreSQL (7) included. (First, so that cargo test's own summary
+# closes the output.)
 if [ "${SEGBRIDGE_SKIP_BENCH_SMOKE:-}" != 1 ]; then
-  cargo bench --locked --bench backfill -- --quick > target/bench-smoke.log 2>&1 || {
+  cargo bench --locked --bench backfill -- --quick --figures all > target/bench-smoke.log 2>&1 || {
     tail -40 target/bench-smoke.log >&2
     echo "scripts/test.sh: the benchmark smoke test failed (target/bench-smoke.log)" >&2
     exit 1
   }
   echo "scripts/test.sh: benchmark smoke test ok (target/bench-smoke.log)" >&2
 fi
-# PostgreSQL for the shared-ledger tests: a throwaway server on loopback, stopped at the end
-# shellcheck source=scripts/pg-test-server.sh
-source scripts/pg-test-server.sh
-pg_test_server_start
 cargo test --locked "$@"
