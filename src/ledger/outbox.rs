@@ -1,7 +1,7 @@
 //! The outbox and the sent journal: what waits to be told, merged per image as `rules::plan`
 //! says; delivery's confirm and failure records; and what was sent.
 
-use super::db::{args, DbError, Row, Sql};
+use super::db::{args, DbError, Row, Sql, Val};
 use super::leases::{check, OUTBOX_LEASE};
 use super::{sql, Ledger, LedgerError};
 use crate::model::outbox::{Change, OutboxEntry, Section};
@@ -56,14 +56,26 @@ impl Ledger {
             if let Some(f) = &fence {
                 check(db, f)?;
             }
-            for id in ids {
+            // two statements per batch, not per entry (a round trip each on PostgreSQL)
+            for part in ids.chunks(500) {
+                let marks: Vec<String> = (2..part.len() + 2).map(|i| format!("?{i}")).collect();
+                let marks = marks.join(", ");
+                let mut a = vec![Val::Int(t)];
+                a.extend(part.iter().map(|id| Val::Int(*id)));
                 db.exec(
-                    "INSERT INTO sent (id, dataset, section, image_uid, label_uid, created_at, sent_at)
-                     SELECT id, dataset, section, image_uid, label_uid, created_at, ?2
-                     FROM outbox WHERE id = ?1",
-                    &args![*id, t],
+                    &format!(
+                        "INSERT INTO sent (id, dataset, section, image_uid, label_uid, created_at,
+                                           sent_at)
+                         SELECT id, dataset, section, image_uid, label_uid, created_at, ?1
+                         FROM outbox WHERE id IN ({marks})"
+                    ),
+                    &a,
                 )?;
-                db.exec("DELETE FROM outbox WHERE id = ?1", &args![*id])?;
+                let gone: Vec<String> = (1..part.len() + 1).map(|i| format!("?{i}")).collect();
+                db.exec(
+                    &format!("DELETE FROM outbox WHERE id IN ({})", gone.join(", ")),
+                    &a[1..],
+                )?;
             }
             db.exec(
                 "INSERT INTO meta (key, value) VALUES ('last_notify', ?1)

@@ -12,6 +12,7 @@ use crate::model::status::LabelStatus;
 on_both_stores!(
     the_overview_counts_and_bounds_the_problems,
     recent_labels_walk_an_index_in_their_order,
+    a_large_delivery_is_confirmed_in_batches_of_statements,
 );
 
 fn the_overview_counts_and_bounds_the_problems(b: &Stores) {
@@ -92,4 +93,33 @@ fn recent_labels_walk_an_index_in_their_order(b: &Stores) {
     // the plan checked is the query run
     let got = l.recent_labels(Some(LabelStatus::Ready), 200).unwrap();
     assert_eq!(got.len(), 1);
+}
+
+/// More entries than one confirm statement takes (500): all journalled, none left.
+fn a_large_delivery_is_confirmed_in_batches_of_statements(b: &Stores) {
+    let mut l = b.fresh();
+    // `L` holds 'static strings: these few test strings live as long as the test binary
+    let text = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let leaked: Vec<L> = (0..1200)
+        .map(|i| {
+            let inst: &'static [&'static str] =
+                Box::leak(vec![text(format!("L{i}.1"))].into_boxed_slice());
+            (text(format!("L{i}")), text(format!("I{i}")), "1", inst)
+        })
+        .collect();
+    let images: Vec<&str> = leaked.iter().map(|x| x.1).collect();
+    let (ls, matched) = listing(&leaked, &images);
+    assert_eq!(l.apply(&ls, &matched, "ds").unwrap().len(), 1200);
+    let ids: Vec<i64> = l
+        .pending("ds", 2000)
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), 1200);
+    l.confirm(&ids).unwrap();
+    assert_eq!(l.outbox_depth(None).unwrap(), 0);
+    let st = l.status().unwrap();
+    assert_eq!(st.entries_sent, 1200);
+    assert_eq!(l.images_notified_since(Some("ds"), None).unwrap(), 1200);
 }
