@@ -3,9 +3,9 @@
 //! decision of what its dataset must be told (the policy is `rules::plan`), queued in the
 //! same transaction.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::db::{args, DbError, Sql};
+use super::db::{args, DbError, Sql, Val};
 use super::leases::{check, source_lease};
 use super::outbox::queue;
 use super::{Ledger, LedgerError};
@@ -99,21 +99,24 @@ fn apply_tx(
     let t = now();
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut seen: HashSet<&str> = HashSet::new();
+    // what is known of these labels and their images, read up front in a few statements
+    // (each statement is a round trip on PostgreSQL)
+    let uids: Vec<&str> = labels.iter().map(|l| l.seg.uid()).collect();
+    let mut known_labels = prior_labels(db, &uids)?;
+    let images: BTreeSet<&str> = labels.iter().filter_map(|l| l.outcome.image()).collect();
+    let told_images = told_images(db, dataset, &images)?;
     for l in labels {
         let uid = l.seg.uid();
-        seen.insert(uid);
+        let again = !seen.insert(uid);
         let fp = l.seg.fingerprint();
         let image = l.outcome.image().map(str::to_string);
         let status = l.outcome.status();
-        let before = db
-            .row(
-                "SELECT image_uid, status, fingerprint, present FROM labels WHERE label_uid = ?1",
-                &args![uid],
-            )?
-            .map(|r| -> Result<_, DbError> {
-                Ok((r.opt_text(0)?, r.status(1)?, r.text(2)?, r.int(3)?))
-            })
-            .transpose()?;
+        // a label listed twice in one listing: the second sees the first's write
+        let before = if again {
+            prior_labels(db, &[uid])?.remove(uid)
+        } else {
+            known_labels.remove(uid)
+        };
         let changed = match &before {
             None => true,
             Some((img, was, f, present)) => {
@@ -154,11 +157,7 @@ fn apply_tx(
         if let Some(img) = &image {
             if status.pairable() {
                 // an image this dataset was never told about needs a decision too
-                let known = db.row(
-                    "SELECT label_uid FROM images WHERE dataset = ?1 AND image_uid = ?2",
-                    &args![dataset, img],
-                )?;
-                if changed || known.is_none() {
+                if changed || !told_images.contains(img.as_str()) {
                     dirty.insert(img.clone());
                 }
             } else if changed {
@@ -237,6 +236,54 @@ fn apply_tx(
     }
     queue(db, dataset, &changes, t)?;
     Ok(changes)
+}
+
+/// A label as the ledger had it: image, status, fingerprint, present.
+type Prior = (Option<String>, LabelStatus, String, i64);
+
+/// The labels among `uids` the ledger has, one statement per 500.
+fn prior_labels(db: &dyn Sql, uids: &[&str]) -> Result<HashMap<String, Prior>, DbError> {
+    let mut out = HashMap::with_capacity(uids.len());
+    for part in uids.chunks(500) {
+        let marks: Vec<String> = (1..=part.len()).map(|i| format!("?{i}")).collect();
+        let q = format!(
+            "SELECT label_uid, image_uid, status, fingerprint, present FROM labels
+             WHERE label_uid IN ({})",
+            marks.join(", ")
+        );
+        let a: Vec<Val> = part.iter().map(|u| Val::from(*u)).collect();
+        for r in db.rows(&q, &a)? {
+            out.insert(
+                r.text(0)?,
+                (r.opt_text(1)?, r.status(2)?, r.text(3)?, r.int(4)?),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The images among `images` that `dataset` has a row for (told, or decided), one statement
+/// per 500.
+fn told_images(
+    db: &dyn Sql,
+    dataset: &str,
+    images: &BTreeSet<&str>,
+) -> Result<HashSet<String>, DbError> {
+    let images: Vec<&str> = images.iter().copied().collect();
+    let mut out = HashSet::with_capacity(images.len());
+    for part in images.chunks(500) {
+        let marks: Vec<String> = (2..part.len() + 2).map(|i| format!("?{i}")).collect();
+        let q = format!(
+            "SELECT image_uid FROM images WHERE dataset = ?1 AND image_uid IN ({})",
+            marks.join(", ")
+        );
+        let mut a = vec![Val::from(dataset)];
+        a.extend(part.iter().map(|u| Val::from(*u)));
+        for r in db.rows(&q, &a)? {
+            out.insert(r.text(0)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Decides what `dataset` must be told about one image, updates what it has been told, and
