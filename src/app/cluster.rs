@@ -125,10 +125,15 @@ impl Keeper {
         let tick = (self.ttl / 3).max(Duration::from_millis(100));
         let mut last_ok = Instant::now();
         let mut down: Option<Instant> = None;
+        let mut next_cleanup = Instant::now();
         while !stop.load(Ordering::SeqCst) {
             match self.step() {
                 Ok(()) => {
                     last_ok = Instant::now();
+                    if Instant::now() >= next_cleanup {
+                        let _ = self.ledger.forget_gone_members();
+                        next_cleanup = Instant::now() + Duration::from_secs(300);
+                    }
                     if let Some(since) = down.take() {
                         info!(
                             "PostgreSQL is reachable again, after {:.0?}",

@@ -59,7 +59,7 @@ impl Ledger {
 
     /// Hook calls kept and not taken yet (0 on SQLite, which keeps none).
     pub fn hooks_kept(&self) -> Result<i64, LedgerError> {
-        if self.dialect() == super::Dialect::Sqlite || self.schema_version()? < 4 {
+        if self.dialect() == super::Dialect::Sqlite || !self.has_schema(4)? {
             return Ok(0);
         }
         self.db

@@ -83,11 +83,20 @@ impl Ledger {
              ON CONFLICT (holder) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at";
         self.tx(|db| {
             db.exec(q, &args![holder, millis(ttl)])?;
+            db.one("SELECT COUNT(*) FROM members WHERE expires_at > now()", &[])
+        })
+    }
+
+    /// Forgets processes gone for an hour (killed ones never leave): now and then, not at each
+    /// heartbeat.
+    pub fn forget_gone_members(&mut self) -> Result<(), LedgerError> {
+        self.need_pg("members")?;
+        self.tx(|db| {
             db.exec(
                 "DELETE FROM members WHERE expires_at < now() - interval '1 hour'",
                 &[],
-            )?;
-            db.one("SELECT COUNT(*) FROM members WHERE expires_at > now()", &[])
+            )
+            .map(|_| ())
         })
     }
 
@@ -155,7 +164,7 @@ impl Ledger {
 
     /// Every lease, for `status` and `/healthz` (none on SQLite).
     pub fn leases(&self) -> Result<Vec<LeaseRow>, LedgerError> {
-        if self.dialect() == Dialect::Sqlite || self.schema_version()? < 2 {
+        if self.dialect() == Dialect::Sqlite || !self.has_schema(2)? {
             return Ok(Vec::new());
         }
         self.db

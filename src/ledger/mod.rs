@@ -154,6 +154,8 @@ pub struct Ledger {
     /// A dry run on PostgreSQL: everything happens inside one transaction that is never
     /// committed (each write is a savepoint in it).
     dry: bool,
+    /// Migrated to this build's schema when opened (writers): no need to ask its version again.
+    migrated: bool,
     /// The leases this process holds, when it shares the ledger with others: every write that
     /// records a listing or confirms a delivery is fenced by the lease it needs.
     fences: Option<std::sync::Arc<Fences>>,
@@ -212,6 +214,7 @@ impl Ledger {
             _lock: lock,
             dry: false,
             fences: None,
+            migrated: false,
         }
     }
 
@@ -225,6 +228,7 @@ impl Ledger {
             _lock: None,
             dry: false,
             fences: None,
+            migrated: false,
         };
         if dry {
             ledger.batch("BEGIN ISOLATION LEVEL REPEATABLE READ")?;
@@ -273,6 +277,7 @@ impl Ledger {
                     _lock: None,
                     dry: false,
                     fences: None,
+                    migrated: false,
                 };
                 ledger.check_version()?;
                 return Ok(ledger);
@@ -296,6 +301,12 @@ impl Ledger {
         let ledger = Ledger::on(conn, at, None);
         ledger.check_version()?;
         Ok(ledger)
+    }
+
+    /// Whether the schema has at least `version` migrations (known without asking once this
+    /// process migrated it).
+    fn has_schema(&self, version: i64) -> Result<bool, LedgerError> {
+        Ok(self.migrated || self.schema_version()? >= version)
     }
 
     fn check_version(&self) -> Result<(), LedgerError> {

@@ -139,6 +139,7 @@ impl Ledger {
             let to = (i + 1) as i64;
             self.tx(|db| db.batch(&format!("{m};\nPRAGMA user_version = {to};")))?;
         }
+        self.migrated = true;
         Ok(())
     }
 }

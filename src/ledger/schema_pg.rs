@@ -171,8 +171,11 @@ impl Ledger {
             }
             self.batch(commit)
         })();
-        if r.is_err() {
-            let _ = self.db.batch(rollback);
+        match &r {
+            Err(_) => {
+                let _ = self.db.batch(rollback);
+            }
+            Ok(()) => self.migrated = true,
         }
         r
     }

@@ -155,3 +155,22 @@ fn the_password_is_never_shown() {
     assert!(!e.contains("wrong-Secret-123") && !e.contains(&pw), "{e}");
     assert!(e.contains("127.0.0.1"), "{e}");
 }
+
+#[test]
+fn processes_gone_for_an_hour_are_forgotten_now_and_then() {
+    let (mut a, mut b) = two_processes();
+    a.heartbeat("A", TTL).unwrap();
+    b.heartbeat("B", TTL).unwrap();
+    // B was killed long ago: it never left
+    a.db.exec(
+        "UPDATE members SET expires_at = now() - interval '2 hours' WHERE holder = 'B'",
+        &[],
+    )
+    .unwrap();
+    let members = |l: &Ledger| l.db.one("SELECT COUNT(*) FROM members", &[]).unwrap();
+    assert_eq!(members(&a), 2, "a heartbeat forgets nobody");
+    a.forget_gone_members().unwrap();
+    assert_eq!(members(&a), 1);
+    // and the lease listing needs no schema question once migrated
+    assert!(a.migrated && a.leases().unwrap().is_empty());
+}
