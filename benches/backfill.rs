@@ -10,6 +10,8 @@
 //!     cargo bench --bench backfill -- --n 10000 --no-sequential  # leave out the slow peer
 //!     cargo bench --bench backfill -- --figures 0 --callgrind  # profiles of the default paths
 //!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
+//!     cargo bench --bench backfill -- --n 1000 --hold  # load Orthanc, keep it up for experiments
+//!     cargo bench --bench backfill -- --figures 1 --rows 512  # 512 x 512 slices (default 16)
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
 //! 1. first backfill of N SEG series, each mode (--orthanc, --dicomweb; gate on and off)
@@ -277,6 +279,9 @@ fn main() {
             .unwrap_or(default)
     };
     let n = arg("--n", if quick { 20 } else { 1000 });
+    // --rows R: R x R image slices (and SEG frames) instead of the fixtures' 16 x 16, for what
+    // real image sizes cost the quality gate
+    let rows = arg("--rows", 0);
     let runs = arg("--runs", if quick { 1 } else { 3 });
     let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
     // --figures 3,5 runs only those, `all` every one (default: all; --quick: all but 7,
@@ -332,7 +337,11 @@ fn main() {
     let t = Instant::now();
     let mut batch = Vec::new();
     for i in 0..n {
-        let ct = CtSeries::new(&format!("b{i}"), 1);
+        let mut ct = CtSeries::new(&format!("b{i}"), 1);
+        if rows > 0 {
+            ct.rows = rows as u16;
+            ct.cols = rows as u16;
+        }
         batch.extend(write_ct(&gen.join(format!("b{i}")), &ct, "IM").unwrap());
         batch.extend(
             write_seg(
@@ -351,6 +360,13 @@ fn main() {
         orthanc.stow(&batch);
     }
     eprintln!("stored {n} studies in {:.1?}", t.elapsed());
+    // --hold: keep the loaded Orthanc up for experiments by hand, until the bench is killed
+    if args.iter().any(|a| a == "--hold") {
+        eprintln!("holding: Orthanc at {} (REST and /dicom-web)", orthanc.url);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 
     let mut report = String::new();
     let machine = format!(
@@ -376,7 +392,9 @@ fn main() {
             .trim()
     );
     report.push_str(&format!(
-        "N = {n} studies, {runs} run(s) each, medians. {machine}\n\n"
+        "N = {n} studies, {runs} run(s) each, medians; image slices {}x{}. {machine}\n\n",
+        if rows > 0 { rows } else { 16 },
+        if rows > 0 { rows } else { 16 }
     ));
 
     let dw = format!("{}/dicom-web", proxy.url);
@@ -686,65 +704,29 @@ fn main() {
     eprintln!("written to {}", out.display());
 }
 
-/// The floor: the same requests, replayed by curl with keep-alive: the POSTs (Orthanc
-/// `/tools/find` queries, with the very bodies segbridge sent) one after another on one
-/// connection, then the GETs 8 at a time.
+/// The floor: the same requests (the very URLs, Accept headers and POST bodies segbridge
+/// sent), replayed by curl with keep-alive, 8 at a time as segbridge's own bound allows, and
+/// none waiting for another: what the server's answers cost when nothing is between them.
 fn replay_floor(base: &str, requests: &[(String, Option<Vec<u8>>)], out: &Path) -> f64 {
-    let mut cfg = String::new();
-    let mut posts = Vec::new();
-    for (r, body) in requests {
+    let mut cfg: Vec<String> = Vec::new();
+    for (i, (r, body)) in requests.iter().enumerate() {
         let (method, path) = r.split_once(' ').unwrap_or(("GET", r));
         if path.starts_with("/api/") {
             continue;
         }
-        match method {
-            "GET" => {
-                if !cfg.is_empty() {
-                    cfg.push_str("next\n");
-                }
-                cfg.push_str(&format!(
-                    "url = \"{base}{path}\"\noutput = \"/dev/null\"\nheader = \"Accept: {}\"\n",
-                    accept_of(path)
-                ))
-            }
-            _ => posts.push((path.to_string(), body.clone().unwrap_or_default())),
+        let mut one = format!("url = \"{base}{path}\"\noutput = \"/dev/null\"\n");
+        if method == "GET" {
+            one.push_str(&format!("header = \"Accept: {}\"\n", accept_of(path)));
+        } else {
+            let p = out.join(format!("replay-{i}.json"));
+            std::fs::write(&p, body.clone().unwrap_or_default()).unwrap();
+            one.push_str(&format!("data-binary = \"@{}\"\n", p.display()));
         }
+        cfg.push(one);
     }
     let cfgp = out.join("replay.cfg");
-    std::fs::write(&cfgp, cfg).unwrap();
-    let bodies: Vec<PathBuf> = posts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, b))| {
-            let p = out.join(format!("replay-{i}.json"));
-            std::fs::write(&p, b).unwrap();
-            p
-        })
-        .collect();
-    // the POSTs in order, one curl, one connection
-    let post_cfg: String = posts
-        .iter()
-        .zip(&bodies)
-        .map(|((p, _), body)| {
-            format!(
-                "url = \"{base}{p}\"\ndata-binary = \"@{}\"\noutput = \"/dev/null\"\n",
-                body.display()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("next\n");
-    let post_cfgp = out.join("replay-posts.cfg");
-    std::fs::write(&post_cfgp, post_cfg).unwrap();
+    std::fs::write(&cfgp, cfg.join("next\n")).unwrap();
     let t = Instant::now();
-    if !posts.is_empty() {
-        let st = Command::new("curl")
-            .args(["-s", "-K"])
-            .arg(&post_cfgp)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "curl replay of the POSTs failed");
-    }
     let st = Command::new("curl")
         .args(["-s", "--parallel", "--parallel-max", "8", "-K"])
         .arg(&cfgp)
@@ -848,6 +830,7 @@ fn synthetic_ledger(path: &Path, n: usize) {
         let uid = format!("2.25.2{i:012}");
         segs.push(SegSeries {
             first: SegInstance {
+                patient_id: String::new(),
                 sop_class: segbridge::dicom::SEG_SOP_CLASS.into(),
                 sop_instance: format!("{uid}.1"),
                 series: uid.clone(),
