@@ -89,6 +89,17 @@ fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
     let s = SegSpec::new("bulk-mr-seg", &mr);
     files.extend(write_seg(&dir.join("mr"), &s, "seg").unwrap());
     segs.push(s.series_uid());
+    // the gate's geometry, read in bulk on every path: a SEG of another size, and one whose
+    // frame names an instance its series does not hold, are invalid everywhere
+    for (name, size, unknown) in [("bulk-size", Some((8, 8)), false), ("bulk-src", None, true)] {
+        let ct = CtSeries::new(name, 2);
+        files.extend(write_ct(&dir.join(name), &ct, "IM").unwrap());
+        let mut s = SegSpec::new(&format!("{name}-seg"), &ct);
+        s.faults.size = size;
+        s.faults.unknown_source = unknown;
+        files.extend(write_seg(&dir.join(name), &s, "seg").unwrap());
+        segs.push(s.series_uid());
+    }
     // one image series is gone: its label must stay unmatched on every path
     let orphan = CtSeries::new("bulk-orphan", 2);
     let s = SegSpec::new("bulk-orphan-seg", &orphan);
@@ -130,7 +141,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     let proxy = SlowProxy::counting(&orthanc.url);
     let dw = format!("{}/dicom-web", proxy.url);
     let (direct, _) = scan(dir.path(), &["--dicomweb", &dw]);
-    assert_eq!(direct.len(), N + 2, "{direct:?}");
+    assert_eq!(direct.len(), N + 4, "{direct:?}");
     let ready = direct.iter().filter(|l| l.1 == "ready").count();
     assert_eq!(ready, N, "{direct:?}");
     // the geometry was checked (from the listed instance query)
@@ -140,7 +151,9 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     );
     let status = |uid: &str| direct.iter().find(|l| l.0 == uid).unwrap().1.clone();
     assert_eq!(status(&segs[N]), "unusable", "{direct:?}");
-    assert_eq!(status(&segs[N + 1]), "unmatched", "{direct:?}");
+    assert_eq!(status(&segs[N + 1]), "invalid", "{direct:?}");
+    assert_eq!(status(&segs[N + 2]), "invalid", "{direct:?}");
+    assert_eq!(status(&segs[N + 3]), "unmatched", "{direct:?}");
     // each SEG fetched once (a retrieve), no metadata call, the geometry and the index listed
     let lines = proxy.requests.lock().unwrap().clone();
     let retrieves = lines
@@ -153,7 +166,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .iter()
         .filter(|l| l.contains("SeriesInstanceUID=") && l.contains("%2C"))
         .count();
-    assert_eq!(retrieves, N + 2, "{lines:#?}"); // every SEG fetched once
+    assert_eq!(retrieves, N + 4, "{lines:#?}"); // every SEG fetched once
     assert_eq!(metadata, 0, "{lines:#?}");
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());
@@ -167,13 +180,25 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .filter(|l| l.contains("/tools/create-archive"))
         .count();
     let files = lines.iter().filter(|l| l.ends_with("/file")).count();
-    // a few archives at once (at most four), and no file on its own
-    assert!((1..=4).contains(&archives) && files == 0, "{lines:#?}");
+    // a few archives at once: at most four of the SEG files, four of the image files (their
+    // Rows and Columns for the gate); no file on its own
+    assert!((1..=8).contains(&archives) && files == 0, "{lines:#?}");
     // an archive that fails: the files one by one, the same verdicts
     let faulty = FaultyPacs::start(&orthanc.url);
     faulty.fail("/tools/create-archive", "truncate", 100);
     let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
     assert_eq!(rest, direct);
+    // an Orthanc without /tools/bulk-content (before 1.9.4): the image series found by UID and
+    // their geometry from QIDO-RS, the same verdicts
+    faulty.fail("/tools/bulk-content", "500", 1000);
+    let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
+    assert_eq!(rest, direct);
+    // neither archives nor files: WADO-RS, with the study each series is in looked up (a
+    // listing through Orthanc's REST API names studies by Orthanc ID), the same verdicts
+    faulty.fail("/tools/create-archive|/file", "500", 1000);
+    let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
+    assert_eq!(rest, direct);
+    faulty.heal();
     // servers that do not honour UID lists: one query per series, the same verdicts
     for how in [Lists::Ignored, Lists::Literal] {
         let (url, seen, _rt) = list_breaking_proxy(orthanc.url.clone(), how);

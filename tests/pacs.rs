@@ -417,9 +417,11 @@ fn sigterm_mid_backfill_then_resume_notifies_each_label_once() {
         "more than one batch repeated: {}",
         lab.got().len()
     );
+    // the resumed run reads only what the first did not record (often nothing: the reading
+    // runs ahead of the notifying)
     let log = lab.watch_log();
     assert!(
-        log.contains("unchanged="),
+        !log.contains("new_or_changed=40 "),
         "the resumed run read everything again: {log}"
     );
 }

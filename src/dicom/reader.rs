@@ -140,6 +140,7 @@ pub fn header_from_object(
         sop_instance,
         series,
         study,
+        patient_id: text(obj, tags::PATIENT_ID),
         instance_number: obj
             .get(tags::INSTANCE_NUMBER)
             .and_then(|e| e.to_int::<i64>().ok()),

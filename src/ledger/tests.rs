@@ -33,6 +33,7 @@ pub(super) fn listing(labels: &[L], images: &[&str]) -> (Listing, Vec<MatchedLab
         .iter()
         .map(|(uid, img, date, inst)| SegSeries {
             first: SegInstance {
+                patient_id: String::new(),
                 sop_class: crate::dicom::SEG_SOP_CLASS.into(),
                 sop_instance: inst[0].into(),
                 series: (*uid).into(),
@@ -448,6 +449,7 @@ fn known_labels_are_looked_up_for_the_listed_uids_only(b: &Stores) {
         .zip(&insts)
         .map(|(u, i)| SegSeries {
             first: SegInstance {
+                patient_id: String::new(),
                 sop_class: crate::dicom::SEG_SOP_CLASS.into(),
                 sop_instance: i[0].clone(),
                 series: u.clone(),

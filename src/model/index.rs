@@ -88,6 +88,13 @@ impl ImageIndex {
         self.excluded.get(series).map(String::as_str)
     }
 
+    /// The study and modality recorded for `series`.
+    pub fn series_entry(&self, series: &str) -> Option<(&str, &str)> {
+        self.series
+            .get(series)
+            .map(|(st, m)| (st.as_str(), m.as_str()))
+    }
+
     pub fn has_series(&self, series: &str) -> bool {
         self.series.contains_key(series)
     }

@@ -33,6 +33,9 @@ pub struct SegInstance {
     pub sop_instance: String,
     pub series: String,
     pub study: String,
+    /// PatientID (0010,0020), as written: with the study and series UIDs it gives Orthanc's
+    /// IDs of the series the SEG references (they are almost always in its patient and study).
+    pub patient_id: String,
     pub instance_number: Option<i64>,
     /// ReferencedSeriesSequence (0008,1115) > SeriesInstanceUID, in item order.
     pub referenced_series: Vec<String>,

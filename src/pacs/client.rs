@@ -190,13 +190,16 @@ impl PacsClient {
     ) -> Result<Vec<u8>, PacsError> {
         let limit = limit.min(self.opts.max_body);
         retrying(|| async {
+            let t = std::time::Instant::now();
             let resp = build().send().await.map_err(|e| transport(url, &e))?;
             let status = resp.status();
             if !status.is_success() {
                 let body = read_capped(resp, url, 64 * 1024).await.unwrap_or_default();
                 return Err(http_error(&self.opts.auth, url, status, &body));
             }
-            read_capped(resp, url, limit).await
+            let body = read_capped(resp, url, limit).await?;
+            answered(url, status, body.len(), t);
+            Ok(body)
         })
         .await
     }
@@ -208,9 +211,11 @@ impl PacsClient {
         req: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<(StatusCode, Vec<u8>), PacsError> {
+        let t = std::time::Instant::now();
         let resp = req.send().await.map_err(|e| transport(url, &e))?;
         let status = resp.status();
         let body = read_capped(resp, url, self.opts.max_body).await?;
+        answered(url, status, body.len(), t);
         if !status.is_success() {
             return Err(http_error(&self.opts.auth, url, status, &body));
         }
@@ -220,8 +225,20 @@ impl PacsClient {
     /// GET a multipart/related answer (WADO-RS retrieve) and return its parts; the whole answer
     /// is capped at the body limit.
     pub async fn get_parts(&self, at: &Endpoint, accept: &str) -> Result<Vec<Vec<u8>>, PacsError> {
+        self.get_parts_at_most(at, accept, self.opts.max_body).await
+    }
+
+    /// [`PacsClient::get_parts`] with the whole answer capped at `limit` bytes (and at most the
+    /// body limit): a larger answer is an error as soon as it passes the cap.
+    pub async fn get_parts_at_most(
+        &self,
+        at: &Endpoint,
+        accept: &str,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, PacsError> {
         use futures_util::StreamExt;
         let url = self.url(at);
+        let t = std::time::Instant::now();
         let resp = self
             .request(Method::GET, &url)
             .header("accept", accept)
@@ -243,7 +260,7 @@ impl PacsClient {
             url: url.clone(),
             reason: format!("not a multipart answer ({ct})"),
         })?;
-        let limit = self.opts.max_body;
+        let limit = limit.min(self.opts.max_body);
         let mut seen = 0usize;
         let stream = resp.bytes_stream().map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
@@ -268,7 +285,10 @@ impl PacsClient {
                         })?
                         .to_vec(),
                 ),
-                Ok(None) => return Ok(parts),
+                Ok(None) => {
+                    answered(&url, status, parts.iter().map(Vec::len).sum(), t);
+                    return Ok(parts);
+                }
                 Err(e) => {
                     return Err(PacsError::Bad {
                         url,
@@ -441,6 +461,17 @@ const PACS_RETRY: crate::util::Backoff =
     crate::util::Backoff::new(Duration::from_millis(400), Duration::from_secs(5));
 
 /// Runs a request up to three times while it fails on the transport, 5xx or 429.
+/// Each answer at trace level (`RUST_LOG=segbridge=trace`): where the time of a pass goes.
+fn answered(url: &str, status: StatusCode, bytes: usize, since: std::time::Instant) {
+    tracing::trace!(
+        status = status.as_u16(),
+        bytes,
+        ms = format!("{:.1}", since.elapsed().as_secs_f64() * 1e3),
+        "answered {}",
+        url.split('?').next().unwrap_or(url)
+    );
+}
+
 async fn retrying<T, F, Fut>(mut f: F) -> Result<T, PacsError>
 where
     F: FnMut() -> Fut,

@@ -170,6 +170,7 @@ mod tests {
     fn seg(uid: &str, refs: &[&str], sources: &[&str], content: &str) -> SegSeries {
         SegSeries {
             first: SegInstance {
+                patient_id: String::new(),
                 sop_class: crate::dicom::SEG_SOP_CLASS.into(),
                 sop_instance: format!("{uid}.1"),
                 series: uid.into(),

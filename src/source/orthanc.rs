@@ -8,105 +8,29 @@
 //! full listing (reconcile) at once; it also runs on start and every `--reconcile`. Deletion
 //! hooks (`serve`) come in through the same ledger.
 
-use std::collections::{HashMap, HashSet};
-
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 mod answers;
 pub mod archive;
 mod deletions;
 mod feed;
+pub mod geometry;
+pub mod rest;
 pub use answers::ChangesPoll;
 pub use answers::{Found, FoundInstance, FoundTags};
 pub use deletions::{Deletions, Verdict};
 pub use feed::Feed;
+pub use rest::{
+    bulk_content, find, find_by_uids, ids_by_uids, listable_uid, series_id, series_in_seg_studies,
+    study_uids, study_uids_hinted, BULK,
+};
 
-use super::dicomweb::{backfill, DicomWeb, Known, Pass, RemoteSeries};
+use super::dicomweb::{backfill, DicomWeb, Pass, RemoteSeries};
 use super::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use super::http::{PacsClient, PacsError, PacsOptions};
-use crate::model::known::is_unchanged;
 use crate::model::KnownLabels;
 use crate::model::Scan;
-
-/// Above this many lookups, one bulk `/tools/find` replaces one request each.
-pub const BULK: usize = 16;
-
-/// UIDs per `/tools/find` that matches a list of UIDs (a body of about 32 KiB).
-const UIDS_PER_FIND: usize = 500;
-
-fn tools_find() -> Endpoint {
-    Endpoint::at(&["tools", "find"])
-}
-
-/// `/tools/find` at `level` with `query`, expanded.
-pub async fn find(rest: &PacsClient, level: &str, query: Value) -> Result<Vec<Found>, PacsError> {
-    rest.post_json(
-        &tools_find(),
-        &json!({"Level": level, "Query": query, "Expand": true}),
-    )
-    .await
-}
-
-/// Whether `uid` can go into a `/tools/find` list of UIDs as it is: digits and dots only, so
-/// that nothing in it reads as a list separator or a wildcard.
-pub fn listable_uid(uid: &str) -> bool {
-    !uid.is_empty() && uid.len() <= 64 && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
-/// The `/tools/find` bodies for the resources at `level` whose `tag` is one of `uids` (each
-/// listable), plus `extra` constraints: one per 500 UIDs, so the cost follows the UIDs asked,
-/// not the size of the PACS.
-fn uid_list_queries(
-    level: &str,
-    tag: &str,
-    uids: &[&str],
-    extra: &serde_json::Map<String, Value>,
-    expand: bool,
-) -> Vec<Value> {
-    uids.chunks(UIDS_PER_FIND)
-        .map(|part| {
-            let mut query = extra.clone();
-            query.insert(tag.to_string(), json!(part.join("\\")));
-            json!({"Level": level, "Query": query, "Expand": expand})
-        })
-        .collect()
-}
-
-/// The resources at `level` whose `tag` is one of `uids`, expanded.
-pub async fn find_by_uids(
-    rest: &PacsClient,
-    level: &str,
-    tag: &str,
-    uids: &[&str],
-) -> Result<Vec<Found>, PacsError> {
-    let mut found = Vec::new();
-    for body in uid_list_queries(level, tag, uids, &serde_json::Map::new(), true) {
-        found.extend(rest.post_json::<Vec<Found>>(&tools_find(), &body).await?);
-    }
-    Ok(found)
-}
-
-/// The Orthanc IDs of the resources at `level` whose `tag` is one of `uids` and that also
-/// match `extra`.
-pub async fn ids_by_uids(
-    rest: &PacsClient,
-    level: &str,
-    tag: &str,
-    uids: &[&str],
-    extra: &serde_json::Map<String, Value>,
-) -> Result<Vec<String>, PacsError> {
-    let mut ids = Vec::new();
-    for body in uid_list_queries(level, tag, uids, extra, false) {
-        ids.extend(
-            rest.post_json::<Vec<String>>(&tools_find(), &body)
-                .await?
-                .into_iter()
-                .filter(|id| is_orthanc_id(id)),
-        );
-    }
-    Ok(ids)
-}
 
 #[derive(Clone)]
 pub struct Orthanc {
@@ -114,19 +38,6 @@ pub struct Orthanc {
     pub dicomweb: DicomWeb,
     /// React to NewSeries as well as StableSeries (when Orthanc's StableAge is long).
     pub on_new_series: bool,
-}
-
-/// Orthanc's series ID: SHA-1 of "PatientID|StudyInstanceUID|SeriesInstanceUID", as 40 hex
-/// digits in five groups of eight.
-pub fn series_id(patient: &str, study: &str, series: &str) -> String {
-    let hex = sha1_smol::Sha1::from(format!("{patient}|{study}|{series}"))
-        .digest()
-        .to_string();
-    hex.as_bytes()
-        .chunks(8)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 impl Orthanc {
@@ -160,49 +71,6 @@ impl Orthanc {
     pub async fn list_seg_series(&self) -> Result<Vec<(RemoteSeries, String)>, PacsError> {
         let found = find(&self.rest, "Series", json!({"Modality": "SEG"})).await?;
         Ok(found.into_iter().filter_map(found_series).collect())
-    }
-
-    /// Fills in the study UIDs of the series that will be read (the others do not need it).
-    async fn with_studies(
-        &self,
-        entries: Vec<(RemoteSeries, String)>,
-        known: &Known,
-    ) -> Result<Vec<RemoteSeries>, PacsError> {
-        let parents: HashSet<String> = entries
-            .iter()
-            .filter(|(r, _)| {
-                r.study.is_empty()
-                    && !is_unchanged(
-                        known,
-                        &r.series,
-                        r.instances,
-                        Some(&self.dicomweb.listed_stamp(r)),
-                    )
-            })
-            .map(|(_, p)| p.clone())
-            .collect();
-        let studies = study_uids(&self.rest, &parents).await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (mut r, parent) in entries {
-            if r.study.is_empty()
-                && !is_unchanged(
-                    known,
-                    &r.series,
-                    r.instances,
-                    Some(&self.dicomweb.listed_stamp(&r)),
-                )
-            {
-                r.study = studies
-                    .get(&parent)
-                    .cloned()
-                    .ok_or_else(|| PacsError::Bad {
-                        url: self.rest.url(&Endpoint::at(&["studies", &parent])),
-                        reason: "study not found (deleted while listing?)".into(),
-                    })?;
-            }
-            out.push(r);
-        }
-        Ok(out)
     }
 
     /// One series by Orthanc ID: `None` when it is gone, else (entry, parent study, modality).
@@ -265,7 +133,7 @@ impl Orthanc {
         let listed = self.list_seg_series().await?;
         let uids: Vec<&str> = listed.iter().map(|(r, _)| r.series.as_str()).collect();
         let known = lookup.among(&uids);
-        let listed = self.with_studies(listed, &known).await?;
+        let listed = listed.into_iter().map(|(r, _)| r).collect();
         backfill(
             &self.dicomweb,
             &self.source_name(),
@@ -302,7 +170,7 @@ impl Orthanc {
         }
         let uids: Vec<&str> = entries.iter().map(|(r, _)| r.series.as_str()).collect();
         let known = lookup.among(&uids);
-        let listed = self.with_studies(entries, &known).await?;
+        let listed = entries.into_iter().map(|(r, _)| r).collect();
         let pass = Pass {
             chunk: 200,
             complete: false,
@@ -318,40 +186,6 @@ impl Orthanc {
         )
         .await
     }
-}
-
-/// StudyInstanceUIDs of Orthanc studies: one request each for a few, one `/tools/find` for
-/// every study when there are many.
-pub async fn study_uids(
-    rest: &PacsClient,
-    ids: &HashSet<String>,
-) -> Result<HashMap<String, String>, PacsError> {
-    let mut out = HashMap::new();
-    if ids.len() > BULK {
-        for s in find(rest, "Study", json!({})).await? {
-            if let Some(uid) = s.tags.study.filter(|u| is_uid(u)) {
-                if ids.contains(&s.id) {
-                    out.insert(s.id, uid);
-                }
-            }
-        }
-        return Ok(out);
-    }
-    for id in ids.iter().filter(|id| is_orthanc_id(id)) {
-        match rest
-            .get_json::<Found>(&Endpoint::at(&["studies", id]), "application/json")
-            .await
-        {
-            Ok(v) => {
-                if let Some(uid) = v.tags.study.filter(|u| is_uid(u)) {
-                    out.insert(id.clone(), uid.to_string());
-                }
-            }
-            Err(PacsError::Http { status: 404, .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
 }
 
 /// A found SEG series as a listing entry, with its parent study's Orthanc ID. A series whose
@@ -377,45 +211,10 @@ fn found_series(f: Found) -> Option<(RemoteSeries, String)> {
             instances: f.instances.as_ref().map(|i| i.len() as i64),
             remote_id: Some(f.id),
             orthanc_instances: f.instances.unwrap_or_default(),
+            orthanc_study: Some(parent.clone()),
         },
         parent,
     ))
-}
-
-/// StudyInstanceUIDs of the Orthanc studies `ids`, looked up first by the study UIDs the
-/// caller expects them to have (`hints`, one `/tools/find` per 500), then any left over as
-/// [`study_uids`] does. The cost follows the studies asked, not the size of the PACS.
-pub async fn study_uids_hinted(
-    rest: &PacsClient,
-    ids: &HashSet<String>,
-    hints: &[&str],
-) -> Result<HashMap<String, String>, PacsError> {
-    let mut out = HashMap::new();
-    let hints: Vec<&str> = hints
-        .iter()
-        .copied()
-        .filter(|u| listable_uid(u))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    if !hints.is_empty() {
-        for s in find_by_uids(rest, "Study", "StudyInstanceUID", &hints).await? {
-            if let Some(uid) = s.tags.study.filter(|u| is_uid(u)) {
-                if ids.contains(&s.id) {
-                    out.insert(s.id, uid);
-                }
-            }
-        }
-    }
-    let rest_ids: HashSet<String> = ids
-        .iter()
-        .filter(|i| !out.contains_key(*i))
-        .cloned()
-        .collect();
-    if !rest_ids.is_empty() {
-        out.extend(study_uids(rest, &rest_ids).await?);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -468,7 +468,9 @@ impl FaultyPacs {
             let chosen = {
                 let mut f = fault.lock().unwrap();
                 match f.as_mut() {
-                    Some((needle, mode, count)) if *count > 0 && path.contains(needle.as_str()) => {
+                    Some((needle, mode, count))
+                        if *count > 0 && needle.split('|').any(|n| path.contains(n)) =>
+                    {
                         *count -= 1;
                         Some(*mode)
                     }
@@ -526,7 +528,8 @@ impl FaultyPacs {
         }
     }
 
-    /// Fails the next `count` requests whose path contains `needle`: mode "500", "truncate"
+    /// Fails the next `count` requests whose path contains `needle` (or one of its
+    /// `|`-separated parts): mode "500", "truncate"
     /// (half the answer) or "cut-tail" (all but its last 16 bytes).
     pub fn fail(&self, needle: &str, mode: &'static str, count: usize) {
         *self.fault.lock().unwrap() = Some((needle.to_string(), mode, count));

@@ -59,94 +59,24 @@ pub async fn backfill(
     let bar = progress(to_read.len() as u64);
     let mut all_seen: Vec<String> = Vec::new();
     let mut problems_total: Vec<Problem> = Vec::new();
-    for part in to_read.chunks(chunk.max(1)) {
-        let conc = dw.client.options().concurrency.max(1);
-        // with the gate on, the files read for the headers are kept (within a budget) for it
-        let keep = dw.validator.is_some();
-        let budget = AtomicUsize::new(PREFETCH_BUDGET);
-        // through Orthanc's REST API, the whole chunk's files in one archive
-        let mut archived = match &dw.orthanc_rest {
-            Some(rest) => dw.archive_headers(rest, part, keep).await,
-            None => HashMap::new(),
-        };
-        let mut results: Vec<(RemoteSeries, Result<Fetched, String>)> = Vec::new();
-        let mut one_by_one = Vec::new();
-        for r in part {
-            match archived.remove(&r.series) {
-                Some((s, files)) => {
-                    let files = files.filter(|f| within_budget(&budget, f));
-                    results.push((r.clone(), Ok((s, files))));
-                }
-                None => one_by_one.push(r.clone()),
-            }
-        }
-        let fetched: Vec<(RemoteSeries, Result<Fetched, String>)> = stream::iter(one_by_one)
-            .map(|r| {
-                let budget = &budget;
-                async move {
-                    let h = dw
-                        .series_header_of(&r, keep)
-                        .await
-                        .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
-                    (r, h)
-                }
-            })
-            .buffer_unordered(conc)
-            .collect()
-            .await;
-        results.extend(fetched);
-        let mut prefetched = Prefetched::default();
-        let mut segs = Vec::new();
-        let mut problems = Vec::new();
-        let mut transient = None;
-        for (r, h) in results {
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
-            match h {
-                Ok((mut s, files)) => {
-                    if let Some(f) = files {
-                        prefetched.keep(s.uid(), f);
-                    }
-                    s.remote_id = r.remote_id.clone();
-                    s.remote_stamp = Some(dw.listed_stamp(&r));
-                    all_seen.push(s.uid().to_string());
-                    segs.push(s);
-                }
-                Err(reason) => {
-                    warn!(series = %r.series, "cannot read SEG header: {reason}");
-                    let location = dw.client.url(&series_at(&r.study, &r.series));
-                    problems.push(Problem {
-                        path: location,
-                        reason: reason.clone(),
-                    });
-                    // keep it seen: a label we cannot read now is not a label that is gone
-                    all_seen.push(r.series.clone());
-                    transient.get_or_insert(reason);
-                }
-            }
-        }
-        let index = dw.resolve_index(&segs).await?;
-        let hidden = dw.hidden_segs(&segs).await?;
-        let gate = dw.validator.as_ref().map(|v| RemoteGate {
-            dw,
-            v,
-            known,
-            files: &prefetched,
-        });
-        let gate = crate::rules::pair::Hidden {
-            hidden: &hidden,
-            gate: &gate,
-        };
-        let labels = crate::rules::pair::pair(segs, &index, &gate).await;
-        let mut listing = Listing::partial(source);
-        listing.index = index;
-        listing.problems = problems.clone();
+    // chunks overlap: while one chunk's image series and geometry are asked, the next one's
+    // SEG files are read (most of a chunk's time is waiting on the server); scans still go to
+    // the ledger in listing order
+    // (futures made first, not in a stream's closure: that keeps the task Send)
+    let parts: Vec<_> = to_read
+        .chunks(chunk.max(1))
+        .map(|part| read_part(dw, source, part, known, bar.as_ref()))
+        .collect();
+    let mut chunks = stream::iter(parts).buffered(CHUNKS_IN_FLIGHT);
+    while let Some(done) = chunks.next().await {
+        let (scan, seen, problems) = done?;
+        all_seen.extend(seen);
         problems_total.extend(problems);
-        if tx.send(Scan { listing, labels }).await.is_err() {
+        if tx.send(scan).await.is_err() {
             return Ok(()); // shutting down
         }
     }
+    drop(chunks);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -166,6 +96,137 @@ pub async fn backfill(
         })
         .await;
     Ok(())
+}
+
+/// Chunks of a pass read at once (see [`backfill`]).
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Reads one chunk of a listing: its SEG headers (and, for the gate, files), the image series
+/// they name, and the gate's verdicts. Answers the chunk's scan, the series it saw, and what
+/// could not be read.
+async fn read_part(
+    dw: &DicomWeb,
+    source: &str,
+    part: &[RemoteSeries],
+    known: &Known,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<(Scan, Vec<String>, Vec<Problem>), PacsError> {
+    let conc = dw.client.options().concurrency.max(1);
+    // with the gate on, the files read for the headers are kept (within a budget) for it
+    let keep = dw.validator.is_some();
+    let budget = AtomicUsize::new(PREFETCH_BUDGET / CHUNKS_IN_FLIGHT);
+    // through Orthanc's REST API, the whole chunk's files in one archive
+    let mut archived = match &dw.orthanc_rest {
+        Some(rest) => dw.archive_headers(rest, part, keep).await,
+        None => HashMap::new(),
+    };
+    let mut results: Vec<(RemoteSeries, Result<Fetched, String>)> = Vec::new();
+    let mut one_by_one = Vec::new();
+    for r in part {
+        match archived.remove(&r.series) {
+            Some((s, files)) => {
+                let files = files.filter(|f| within_budget(&budget, f));
+                results.push((r.clone(), Ok((s, files))));
+            }
+            None => one_by_one.push(r.clone()),
+        }
+    }
+    let fetched: Vec<(RemoteSeries, Result<Fetched, String>)> = stream::iter(one_by_one)
+        .map(|r| {
+            let budget = &budget;
+            async move {
+                let h = dw
+                    .series_header_of(&r, keep)
+                    .await
+                    .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
+                (r, h)
+            }
+        })
+        .buffer_unordered(conc)
+        .collect()
+        .await;
+    results.extend(fetched);
+    let mut prefetched = Prefetched::default();
+    let mut segs = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    for (r, h) in results {
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+        match h {
+            Ok((mut s, files)) => {
+                if let Some(f) = files {
+                    prefetched.keep(s.uid(), f);
+                }
+                s.remote_id = r.remote_id.clone();
+                s.remote_stamp = Some(dw.listed_stamp(&r));
+                seen.push(s.uid().to_string());
+                segs.push(s);
+            }
+            Err(reason) => {
+                warn!(series = %r.series, "cannot read SEG header: {reason}");
+                // where WADO-RS has it (listed through Orthanc's REST API, the study is looked
+                // up: rare, and it keeps every problem's location one form)
+                let location = match dw.study_of(&r).await {
+                    Ok(study) => dw.client.url(&series_at(&study, &r.series)),
+                    Err(_) => match (&dw.orthanc_rest, &r.remote_id) {
+                        (Some(rest), Some(id)) if is_orthanc_id(id) => {
+                            rest.url(&Endpoint::at(&["series", id]))
+                        }
+                        _ => dw.client.url(&series_at(&r.study, &r.series)),
+                    },
+                };
+                problems.push(Problem {
+                    path: location,
+                    reason,
+                });
+                // keep it seen: a label we cannot read now is not a label that is gone
+                seen.push(r.series.clone());
+            }
+        }
+    }
+    // the image series' geometry for the gate, asked beside the index: the series the SEGs
+    // reference, with their own study and patient (the gate asks again for any other)
+    let images: HashSet<crate::source::orthanc::geometry::ImageRef> = match &dw.validator {
+        Some(_) => segs
+            .iter()
+            .filter_map(|s| {
+                let image = s.first.referenced_series.first()?;
+                Some((
+                    s.first.study.clone(),
+                    image.clone(),
+                    s.first.patient_id.clone(),
+                ))
+            })
+            .collect(),
+        None => HashSet::new(),
+    };
+    let ((index, geometry), hidden) = tokio::join!(
+        async {
+            // the image files read for the geometry also say the series' study and modality
+            let (geometry, known_images) = dw.geometries_first(images).await;
+            (dw.resolve_index_from(&segs, known_images).await, geometry)
+        },
+        dw.hidden_segs(&segs),
+    );
+    let (index, hidden) = (index?, hidden?);
+    let gate = dw.validator.as_ref().map(|v| RemoteGate {
+        dw,
+        v,
+        known,
+        files: &prefetched,
+        geometry: &geometry,
+    });
+    let gate = crate::rules::pair::Hidden {
+        hidden: &hidden,
+        gate: &gate,
+    };
+    let labels = crate::rules::pair::pair(segs, &index, &gate).await;
+    let mut listing = Listing::partial(source);
+    listing.index = index;
+    listing.problems = problems.clone();
+    Ok((Scan { listing, labels }, seen, problems))
 }
 
 fn progress(n: u64) -> Option<indicatif::ProgressBar> {

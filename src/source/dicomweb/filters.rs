@@ -26,7 +26,7 @@ impl DicomWeb {
         let mut seen: HashSet<String> = HashSet::new();
         let mut ask: Vec<String> = Vec::new();
         // as for image series: a list query pays off past a few UIDs
-        if uids.len() > crate::source::orthanc::BULK {
+        if uids.len() > crate::source::orthanc::rest::BULK {
             for (batch, got) in self.listed_query("series", &uids, &filtered).await {
                 match got {
                     Some(items) => seen.extend(

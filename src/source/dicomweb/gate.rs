@@ -12,6 +12,8 @@ pub struct RemoteGate<'k> {
     pub known: &'k Known,
     /// SEG files already fetched with their headers, decoded instead of fetched again.
     pub files: &'k Prefetched,
+    /// Image series' geometry already fetched (by series UID), not asked again.
+    pub geometry: &'k HashMap<String, SeriesGeometry>,
 }
 
 impl crate::rules::pair::Gate for RemoteGate<'_> {
@@ -20,8 +22,13 @@ impl crate::rules::pair::Gate for RemoteGate<'_> {
         labels: &'a mut [MatchedLabel],
         index: &'a ImageIndex,
     ) -> impl std::future::Future<Output = ()> + Send + 'a {
-        self.dw
-            .validate_remote(labels, index, self.v, self.known, self.files)
+        self.dw.validate_remote(
+            labels,
+            index,
+            self.v,
+            self.known,
+            (self.files, self.geometry),
+        )
     }
 }
 
@@ -35,7 +42,7 @@ impl DicomWeb {
         index: &ImageIndex,
         v: &Validator,
         known: &Known,
-        files: &Prefetched,
+        (files, fetched): (&Prefetched, &HashMap<String, SeriesGeometry>),
     ) {
         let todo: Vec<usize> = labels
             .iter_mut()
@@ -50,11 +57,18 @@ impl DicomWeb {
             return;
         }
         // geometry of the image series, once each
-        let images: HashSet<(String, String)> = todo
+        let images: HashSet<crate::source::orthanc::geometry::ImageRef> = todo
             .iter()
             .filter_map(|&i| {
                 let img = labels[i].outcome.image()?.to_string();
-                Some((index.study_of(&img).unwrap_or("").to_string(), img))
+                if fetched.contains_key(&img) {
+                    return None;
+                }
+                Some((
+                    index.study_of(&img).unwrap_or("").to_string(),
+                    img,
+                    labels[i].seg.first.patient_id.clone(),
+                ))
             })
             .collect();
         let conc = self.client.options().concurrency.clamp(1, 4);
@@ -83,7 +97,9 @@ impl DicomWeb {
                     };
                     match objs {
                         Ok(objs) => {
-                            let geom = image.as_ref().and_then(|im| geoms.get(im));
+                            let geom = image
+                                .as_ref()
+                                .and_then(|im| fetched.get(im).or_else(|| geoms.get(im)));
                             let mut q = v.validate(&objs, geom);
                             if geom.is_none() {
                                 q.warnings.push(

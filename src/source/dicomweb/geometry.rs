@@ -4,6 +4,7 @@
 //! asked one series at a time.
 
 use super::*;
+use crate::source::orthanc::geometry::ImageRef;
 use serde_json::Value;
 
 /// The length of one listed query's UID list: with the rest, a URL under the 8 KiB that web
@@ -129,26 +130,70 @@ impl DicomWeb {
         None
     }
 
-    /// The geometry of these image series `(study, series)`: one listed QIDO-RS query per list
-    /// of series for Rows, Columns, ImagePositionPatient and ImageOrientationPatient of every
-    /// instance; a series the server did not answer for comes from its WADO-RS metadata.
-    pub async fn geometries(
+    /// The geometry of the image series the SEGs of a chunk reference, asked before the image
+    /// index is built, and the index entries (study, modality) the same answers give, so that
+    /// the index needs no request of its own for them. Through Orthanc's REST API, series of
+    /// small files from archives ([`crate::source::orthanc::geometry`]); the others by listed
+    /// QIDO-RS instance queries. A series neither answers is left to the gate, which asks
+    /// again ([`DicomWeb::geometries`]).
+    pub async fn geometries_first(
         &self,
-        images: HashSet<(String, String)>,
-    ) -> HashMap<String, SeriesGeometry> {
-        let study_of: HashMap<String, String> =
-            images.into_iter().map(|(st, se)| (se, st)).collect();
-        let uids: Vec<String> = study_of.keys().filter(|u| is_uid(u)).cloned().collect();
+        images: HashSet<ImageRef>,
+    ) -> (HashMap<String, SeriesGeometry>, ImageIndex) {
+        if images.is_empty() {
+            return Default::default();
+        }
+        let (mut out, mut index) = match &self.orthanc_rest {
+            Some(rest) => {
+                let wanted: Vec<_> = images.iter().cloned().collect();
+                let parts = self.client.options().concurrency.clamp(1, 4);
+                crate::source::orthanc::geometry::small_series_geometries(
+                    rest,
+                    &wanted,
+                    super::fetch::PREFETCH_BUDGET / 4,
+                    parts,
+                )
+                .await
+            }
+            None => Default::default(),
+        };
+        let uids: Vec<String> = images
+            .into_iter()
+            .map(|(_, se, _)| se)
+            .filter(|se| is_uid(se) && !out.contains_key(se))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let (more, more_index, _) = self.listed_geometries(&uids).await;
+        out.extend(more);
+        index.merge(more_index);
+        (out, index)
+    }
+
+    /// Listed QIDO-RS instance queries for the geometry of the series `uids` (Rows, Columns,
+    /// ImagePositionPatient and ImageOrientationPatient of every instance): what they answered,
+    /// the index entries the answers give, and the series to ask one by one (in a list the
+    /// server did not answer as one, or not named in its answer).
+    async fn listed_geometries(
+        &self,
+        uids: &[String],
+    ) -> (HashMap<String, SeriesGeometry>, ImageIndex, Vec<String>) {
+        let mut out: HashMap<String, SeriesGeometry> = HashMap::new();
+        let mut index = ImageIndex::default();
+        let mut one_by_one: Vec<String> = Vec::new();
+        if uids.is_empty() {
+            return (out, index, one_by_one);
+        }
         let fields = |at: Endpoint| {
             at.query("includefield", json_key(tags::SOP_INSTANCE_UID))
+                .query("includefield", json_key(tags::STUDY_INSTANCE_UID))
+                .query("includefield", json_key(tags::MODALITY))
                 .query("includefield", json_key(tags::ROWS))
                 .query("includefield", json_key(tags::COLUMNS))
                 .query("includefield", json_key(tags::IMAGE_POSITION_PATIENT))
                 .query("includefield", json_key(tags::IMAGE_ORIENTATION_PATIENT))
         };
-        let mut out: HashMap<String, SeriesGeometry> = HashMap::new();
-        let mut one_by_one: Vec<String> = Vec::new();
-        for (batch, got) in self.listed_query("instances", &uids, &fields).await {
+        for (batch, got) in self.listed_query("instances", uids, &fields).await {
             let Some(items) = got else {
                 one_by_one.extend(batch);
                 continue;
@@ -161,20 +206,39 @@ impl DicomWeb {
                 ) else {
                     continue;
                 };
+                let study = json_str(&item, tags::STUDY_INSTANCE_UID).filter(|s| is_uid(s));
+                let modality = json_str(&item, tags::MODALITY).unwrap_or_default();
                 let Ok(obj) = dicom_json::from_value::<dicom_object::InMemDicomObject>(item) else {
                     continue;
                 };
+                let g = crate::dicom::reader::geometry_of(&obj);
+                if let Some(study) = study {
+                    // a non-image instance never decides the series' modality
+                    let m = if g.is_image() { modality.as_str() } else { "" };
+                    index.insert(&sop, &series, &study, m);
+                }
                 out.entry(series.clone())
                     .or_insert_with(|| SeriesGeometry {
                         series,
                         ..Default::default()
                     })
                     .instances
-                    .insert(sop, crate::dicom::reader::geometry_of(&obj));
+                    .insert(sop, g);
             }
             // a series the answer did not name: asked on its own
             one_by_one.extend(batch.into_iter().filter(|u| !out.contains_key(u)));
         }
+        (out, index, one_by_one)
+    }
+
+    /// The geometry of these image series `(study, series, the SEG's PatientID)`: listed QIDO-RS
+    /// instance queries ([`DicomWeb::listed_geometries`]); a series the server did not answer
+    /// for comes from its WADO-RS metadata.
+    pub async fn geometries(&self, images: HashSet<ImageRef>) -> HashMap<String, SeriesGeometry> {
+        let study_of: HashMap<String, String> =
+            images.into_iter().map(|(st, se, _)| (se, st)).collect();
+        let uids: Vec<String> = study_of.keys().filter(|u| is_uid(u)).cloned().collect();
+        let (mut out, _, one_by_one) = self.listed_geometries(&uids).await;
         let conc = self.client.options().concurrency.clamp(1, 4);
         let rest: Vec<(String, Result<SeriesGeometry, String>)> = stream::iter(one_by_one)
             .map(|se| {

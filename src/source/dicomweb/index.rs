@@ -12,24 +12,48 @@ impl DicomWeb {
     /// Builds the image index the matcher needs for these SEGs: which referenced series exist
     /// (and pass the filter), and which series hold their source instances when that is needed.
     pub async fn resolve_index(&self, segs: &[SegSeries]) -> Result<ImageIndex, PacsError> {
+        self.resolve_index_from(segs, ImageIndex::default()).await
+    }
+
+    /// [`DicomWeb::resolve_index`], starting from what `read` (image series whose files were
+    /// read whole) already says: those series are not asked again, unless the image filter
+    /// is more than a Modality (only the server can say whether they pass it).
+    pub async fn resolve_index_from(
+        &self,
+        segs: &[SegSeries],
+        read: ImageIndex,
+    ) -> Result<ImageIndex, PacsError> {
         let mut index = ImageIndex::default();
-        let wanted: Vec<String> = segs
+        let local = self.local_filter();
+        let usable = self.image_filter.is_none() || local.is_some();
+        let mut wanted: Vec<String> = Vec::new();
+        for uid in segs
             .iter()
             .filter_map(|s| s.first.referenced_series.first().cloned())
             .filter(|u| is_uid(u))
             .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        {
+            match read.series_entry(&uid).filter(|_| usable) {
+                Some((study, modality)) => {
+                    index.insert_series(&uid, study, modality);
+                    if local.as_ref().is_some_and(|l| !l.allows(modality)) {
+                        index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
+                    }
+                }
+                None => wanted.push(uid),
+            }
+        }
+        if usable {
+            index.merge(read);
+        }
         let conc = self.client.options().concurrency.max(1);
-        let mut wanted = wanted;
         if let Some(rest) = self
             .orthanc_rest
             .as_ref()
-            .filter(|_| wanted.len() > crate::source::orthanc::BULK)
+            .filter(|_| wanted.len() > crate::source::orthanc::rest::BULK)
         {
-            let hints: Vec<&str> = segs.iter().map(|s| s.first.study.as_str()).collect();
             // on failure (a filter Orthanc's find cannot express): one QIDO query each, below
-            if let Ok((found, odd)) = self.bulk_series(rest, &wanted, &hints).await {
+            if let Ok((found, odd)) = self.bulk_series(rest, &wanted, segs).await {
                 for (uid, (study, modality, passes)) in found {
                     index.insert_series(&uid, &study, &modality);
                     if !passes {
@@ -39,7 +63,7 @@ impl DicomWeb {
                 wanted = odd;
             }
         }
-        if self.orthanc_rest.is_none() && wanted.len() > crate::source::orthanc::BULK {
+        if self.orthanc_rest.is_none() && wanted.len() > crate::source::orthanc::rest::BULK {
             // any DICOMweb server: listed queries; what they leave unanswered, one by one below
             let (found, rest) = self.listed_series(wanted).await;
             for (uid, (study, modality, passes)) in found {
@@ -145,14 +169,24 @@ impl DicomWeb {
         &self,
         rest: &PacsClient,
         wanted: &[String],
-        hints: &[&str],
+        segs: &[SegSeries],
     ) -> Result<(HashMap<String, SeriesHit>, Vec<String>), PacsError> {
-        use crate::source::orthanc::{find_by_uids, ids_by_uids, listable_uid};
-        let (listable, odd): (Vec<&String>, Vec<&String>) =
-            wanted.iter().partition(|u| listable_uid(u));
+        use crate::source::orthanc::rest::{find_by_uids, ids_by_uids, listable_uid};
+        let hints: Vec<&str> = segs.iter().map(|s| s.first.study.as_str()).collect();
+        // first by the Orthanc IDs the SEGs' patient and study give (an image series is almost
+        // always in its SEG's study): one cheap `/tools/bulk-content` per 500
+        let by_id = crate::source::orthanc::rest::series_in_seg_studies(rest, segs).await;
+        let (listable, odd): (Vec<&String>, Vec<&String>) = wanted
+            .iter()
+            .filter(|u| !by_id.contains_key(u.as_str()))
+            .partition(|u| listable_uid(u));
         let listable: Vec<&str> = listable.into_iter().map(String::as_str).collect();
         let want: HashSet<&str> = listable.iter().copied().collect();
-        let found = find_by_uids(rest, "Series", "SeriesInstanceUID", &listable).await?;
+        let found = if listable.is_empty() {
+            Vec::new()
+        } else {
+            find_by_uids(rest, "Series", "SeriesInstanceUID", &listable).await?
+        };
         // a plain Modality filter is checked on the Modality the answer already holds: a second
         // find with the filter costs Orthanc a scan (1.2 s per 500 UIDs at 10,000 series)
         let local = self.local_filter();
@@ -168,7 +202,12 @@ impl DicomWeb {
                     })?;
                     q.insert(k.to_string(), json!(v));
                 }
-                let ids = ids_by_uids(rest, "Series", "SeriesInstanceUID", &listable, &q).await?;
+                let every: Vec<&str> = wanted
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|u| listable_uid(u))
+                    .collect();
+                let ids = ids_by_uids(rest, "Series", "SeriesInstanceUID", &every, &q).await?;
                 Some(ids.into_iter().collect())
             }
         };
@@ -177,8 +216,19 @@ impl DicomWeb {
             .filter(|s| s.tags.series.as_deref().is_some_and(|u| want.contains(u)))
             .collect();
         let parents: HashSet<String> = hits.iter().filter_map(|s| s.parent_study.clone()).collect();
-        let studies = crate::source::orthanc::study_uids_hinted(rest, &parents, hints).await?;
+        let studies = if parents.is_empty() {
+            HashMap::new()
+        } else {
+            crate::source::orthanc::rest::study_uids_hinted(rest, &parents, &hints).await?
+        };
         let mut out = HashMap::new();
+        for (uid, (id, study, modality)) in by_id {
+            let passes = match &local {
+                Some(l) => l.allows(&modality),
+                None => passing.as_ref().is_none_or(|p| p.contains(&id)),
+            };
+            out.insert(uid, (study, modality, passes));
+        }
         for s in hits {
             let (Some(uid), Some(parent)) = (s.tags.series, s.parent_study) else {
                 continue;

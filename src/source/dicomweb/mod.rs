@@ -53,6 +53,10 @@ pub struct RemoteSeries {
     /// Orthanc's IDs of the series' instances, when listed through its REST API: their
     /// headers are then read from the files themselves (see [`DicomWeb::series_header_of`]).
     pub orthanc_instances: Vec<String>,
+    /// Orthanc's ID of the series' study, when listed through its REST API: `study` is then
+    /// left empty, as the files read give it; it is looked up only for a series whose files
+    /// cannot be read (WADO-RS needs it).
+    pub orthanc_study: Option<String>,
 }
 
 impl RemoteSeries {

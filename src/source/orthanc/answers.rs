@@ -27,6 +27,26 @@ pub struct FoundInstance {
     pub parent_series: Option<String>,
 }
 
+/// An instance as `/tools/bulk-content` with `"Level": "Instance"` answers it: its ID, series,
+/// file size and SOP Instance UID.
+#[derive(Debug, Default, Deserialize)]
+pub struct FoundFile {
+    #[serde(rename = "ID", default)]
+    pub id: String,
+    #[serde(rename = "ParentSeries", default, deserialize_with = "lenient")]
+    pub parent_series: Option<String>,
+    #[serde(rename = "FileSize", default)]
+    pub size: Loose,
+    #[serde(rename = "MainDicomTags", default)]
+    pub tags: FoundInstanceTags,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct FoundInstanceTags {
+    #[serde(rename = "SOPInstanceUID", default, deserialize_with = "lenient")]
+    pub sop: Option<String>,
+}
+
 /// The main DICOM tags segbridge reads from a found resource.
 #[derive(Debug, Default, Deserialize)]
 pub struct FoundTags {

@@ -116,7 +116,7 @@ impl Orthanc {
         }
         let uids: Vec<&str> = entries.iter().map(|(r, _)| r.series.as_str()).collect();
         let known = lookup.among(&uids);
-        let mut listed = self.with_studies(entries, &known).await?;
+        let mut listed: Vec<RemoteSeries> = entries.into_iter().map(|(r, _)| r).collect();
         if image_arrived {
             let have: HashSet<String> = listed.iter().map(|r| r.series.clone()).collect();
             for (label, study) in unmatched {
