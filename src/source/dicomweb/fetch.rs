@@ -170,7 +170,7 @@ impl DicomWeb {
             return out; // one file: its own request costs the same
         }
         // a few archives at once: Orthanc builds each on one thread
-        let parts = self.client.options().concurrency.clamp(1, 4);
+        let parts = self.client.options().concurrency.clamp(1, 2);
         let per = ids.len().div_ceil(parts).max(1);
         let budget = PREFETCH_BUDGET / parts;
         let lists: Vec<Vec<String>> = ids

@@ -146,7 +146,7 @@ impl DicomWeb {
         let (mut out, mut index) = match &self.orthanc_rest {
             Some(rest) => {
                 let wanted: Vec<_> = images.iter().cloned().collect();
-                let parts = self.client.options().concurrency.clamp(1, 4);
+                let parts = self.client.options().concurrency.clamp(1, 2);
                 crate::source::orthanc::geometry::small_series_geometries(
                     rest,
                     &wanted,
