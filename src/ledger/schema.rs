@@ -123,7 +123,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     //    that scanned the whole outbox, and a first backfill of N labels (N entries pending
     //    until its notify) cost O(N^2): 4 s of CPU at N = 10,000 (PostgreSQL's schema has had
     //    this index from its first version)
-    "CREATE INDEX outbox_image ON outbox(dataset, image_uid);",
+    "CREATE INDEX IF NOT EXISTS outbox_image ON outbox(dataset, image_uid);",
 ];
 
 /// A connection that writes: WAL lets `status` read while a watcher writes; FULL makes a

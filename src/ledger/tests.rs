@@ -412,6 +412,7 @@ fn a_version_2_file_gets_its_counters_from_the_labels_it_holds() {
             "DROP TRIGGER labels_counted_insert; DROP TRIGGER labels_counted_delete;
                  DROP TRIGGER labels_counted_update; DROP TABLE label_counts;
                  DROP INDEX labels_recent; DROP INDEX labels_status_recent;
+                 DROP INDEX outbox_image;
                  ALTER TABLE labels DROP COLUMN remote_stamp;
                  ALTER TABLE labels DROP COLUMN verdict_key;
                  ALTER TABLE sent DROP COLUMN by_hand;
