@@ -249,7 +249,9 @@ fn segbridge(dir: &Path, emu: &Emu) -> Command {
     c.current_dir(dir)
         .env("MONAI_API_KEY", &emu.key)
         .env("SEGBRIDGE_HOOK_TOKEN", HOOK_TOKEN)
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        // as users run it: with it set, each error that carries a backtrace takes one
+        .env_remove("RUST_BACKTRACE");
     c
 }
 
@@ -754,6 +756,7 @@ fn callgrind_profiles(dir: &Path, emu: &Emu, orthanc: &str, n: usize) -> String 
             .arg(BIN)
             .current_dir(dir)
             .env("MONAI_API_KEY", &emu.key)
+            .env_remove("RUST_BACKTRACE")
             .arg("sync")
             .args(&src)
             .args([

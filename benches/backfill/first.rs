@@ -107,6 +107,8 @@ pub fn figure(s: &Setup) -> String {
                     c.current_dir(s.dir)
                         .env("MONAI_API_KEY", &s.emu.key)
                         .env_remove("RUST_LOG")
+                        // as users run it: with it set, each error that carries a backtrace takes one
+                        .env_remove("RUST_BACKTRACE")
                         .arg("sync")
                         .args(args)
                         .args(["--dataset", &ds, "--api", &s.emu.url])

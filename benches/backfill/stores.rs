@@ -401,12 +401,7 @@ pub fn figure(
     let backfill_texts = wire.counts.since(&texts0);
     let (ms, mp) = (super::med(&sq), super::med(&pg));
     let labels = labels.unwrap_or(n);
-    let raw = |v: &[Run]| {
-        v.iter()
-            .map(|r| format!("{:.2}", r.wall))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let raw = |v: &[Run]| two_places(v.iter().map(|r| r.wall));
     report.push_str(&format!(
         "### 7. The ledger in SQLite vs PostgreSQL\n\n\
          First backfill of N = {n} studies ({labels} labels notified), `sync --orthanc` (gate on), \
@@ -470,12 +465,7 @@ pub fn figure(
         median(v.iter().map(|i| f(&i.pg) as f64 / window).collect())
     };
     let (cs, cp) = (med_of(&isq, |i| i.cpu_ms), med_of(&ipg, |i| i.cpu_ms));
-    let raw_cpu = |v: &[Idle]| {
-        v.iter()
-            .map(|i| format!("{:.2}", i.cpu_ms))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let raw_cpu = |v: &[Idle]| two_places(v.iter().map(|i| i.cpu_ms));
     report.push_str(&format!(
         "Idle poll: `watch --orthanc --poll 1` on the ledger of the last backfill (everything \
          recorded), {window} s of polls, {runs} window(s) each, medians per poll (a poll a \
@@ -499,4 +489,12 @@ pub fn figure(
     ));
     drop_databases(&admin, made);
     eprintln!("{report}");
+}
+
+/// Each run's figure, to two places, for the raw columns of the report.
+fn two_places(values: impl Iterator<Item = f64>) -> String {
+    values
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

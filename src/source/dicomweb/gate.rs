@@ -57,18 +57,13 @@ impl DicomWeb {
             return;
         }
         // geometry of the image series, once each
-        let images: HashSet<crate::source::orthanc::geometry::ImageRef> = todo
+        // (the series asked before the index are in `fetched`)
+        let images: HashSet<(String, String)> = todo
             .iter()
             .filter_map(|&i| {
                 let img = labels[i].outcome.image()?.to_string();
-                if fetched.contains_key(&img) {
-                    return None;
-                }
-                Some((
-                    index.study_of(&img).unwrap_or("").to_string(),
-                    img,
-                    labels[i].seg.first.patient_id.clone(),
-                ))
+                (!fetched.contains_key(&img))
+                    .then(|| (index.study_of(&img).unwrap_or("").to_string(), img))
             })
             .collect();
         let conc = self.client.options().concurrency.clamp(1, 4);

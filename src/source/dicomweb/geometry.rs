@@ -231,12 +231,15 @@ impl DicomWeb {
         (out, index, one_by_one)
     }
 
-    /// The geometry of these image series `(study, series, the SEG's PatientID)`: listed QIDO-RS
-    /// instance queries ([`DicomWeb::listed_geometries`]); a series the server did not answer
-    /// for comes from its WADO-RS metadata.
-    pub async fn geometries(&self, images: HashSet<ImageRef>) -> HashMap<String, SeriesGeometry> {
+    /// The geometry of these image series `(study, series)`: listed QIDO-RS instance queries
+    /// ([`DicomWeb::listed_geometries`]); a series the server did not answer for comes from its
+    /// WADO-RS metadata.
+    pub async fn geometries(
+        &self,
+        images: HashSet<(String, String)>,
+    ) -> HashMap<String, SeriesGeometry> {
         let study_of: HashMap<String, String> =
-            images.into_iter().map(|(st, se, _)| (se, st)).collect();
+            images.into_iter().map(|(st, se)| (se, st)).collect();
         let uids: Vec<String> = study_of.keys().filter(|u| is_uid(u)).cloned().collect();
         let (mut out, _, one_by_one) = self.listed_geometries(&uids).await;
         let conc = self.client.options().concurrency.clamp(1, 4);

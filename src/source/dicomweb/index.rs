@@ -23,9 +23,10 @@ impl DicomWeb {
         segs: &[SegSeries],
         read: ImageIndex,
     ) -> Result<ImageIndex, PacsError> {
-        let mut index = ImageIndex::default();
         let local = self.local_filter();
+        // what was read counts unless the filter is more than a Modality
         let usable = self.image_filter.is_none() || local.is_some();
+        let mut index = if usable { read } else { ImageIndex::default() };
         let mut wanted: Vec<String> = Vec::new();
         for uid in segs
             .iter()
@@ -33,18 +34,13 @@ impl DicomWeb {
             .filter(|u| is_uid(u))
             .collect::<HashSet<_>>()
         {
-            match read.series_entry(&uid).filter(|_| usable) {
-                Some((study, modality)) => {
-                    index.insert_series(&uid, study, modality);
-                    if local.as_ref().is_some_and(|l| !l.allows(modality)) {
-                        index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
-                    }
-                }
-                None => wanted.push(uid),
+            let Some((_, modality)) = index.series_entry(&uid) else {
+                wanted.push(uid);
+                continue;
+            };
+            if local.as_ref().is_some_and(|l| !l.allows(modality)) {
+                index.exclude(&uid, self.image_filter.clone().unwrap_or_default());
             }
-        }
-        if usable {
-            index.merge(read);
         }
         let conc = self.client.options().concurrency.max(1);
         if let Some(rest) = self
