@@ -12,6 +12,7 @@
 //!     cargo bench --bench backfill -- --make-ledger x.db --ledger 100000  # a state file to profile
 //!     cargo bench --bench backfill -- --n 1000 --hold  # load Orthanc, keep it up for experiments
 //!     cargo bench --bench backfill -- --figures 1 --rows 512  # 512 x 512 slices (default 16)
+//!     cargo bench --bench backfill -- --figures 1 --slices 50  # 50 slices per series (default 1)
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
 //! 1. first backfill of N SEG series, each mode (--orthanc, --dicomweb; gate on and off)
@@ -284,6 +285,8 @@ fn main() {
     // --rows R: R x R image slices (and SEG frames) instead of the fixtures' 16 x 16, for what
     // real image sizes cost the quality gate
     let rows = arg("--rows", 0);
+    // --slices S: S slices per image series instead of one (a real CT series has hundreds)
+    let slices = arg("--slices", 1).max(1);
     let runs = arg("--runs", if quick { 1 } else { 3 });
     let ledger_n = arg("--ledger", if quick { 2000 } else { 100_000 });
     // --figures 3,5 runs only those, `all` every one (default: all; --quick: all but 7,
@@ -334,12 +337,12 @@ fn main() {
     let proxy = SlowProxy::counting(&orthanc.url);
     let emu = Emu::start();
 
-    // the data: N studies, a CT slice and a SEG each, stored with one STOW per 500 files
+    // the data: N studies, a CT series (one slice, or --slices) and a SEG each, stored with one STOW per 500 files
     let gen = dir.join("gen");
     let t = Instant::now();
     let mut batch = Vec::new();
     for i in 0..n {
-        let mut ct = CtSeries::new(&format!("b{i}"), 1);
+        let mut ct = CtSeries::new(&format!("b{i}"), slices);
         if rows > 0 {
             ct.rows = rows as u16;
             ct.cols = rows as u16;
@@ -353,7 +356,8 @@ fn main() {
             )
             .unwrap(),
         );
-        if batch.len() >= 500 {
+        // (or fewer, of large slices: each STOW's body is built in memory)
+        if batch.len() >= 500.min(64 * 1024 / (rows.max(16) * rows.max(16) * 2 / 1024).max(1)) {
             orthanc.stow(&batch);
             batch.clear();
         }
@@ -394,7 +398,7 @@ fn main() {
             .trim()
     );
     report.push_str(&format!(
-        "N = {n} studies, {runs} run(s) each, medians; image slices {}x{}. {machine}\n\n",
+        "N = {n} studies, {runs} run(s) each, medians; image series of {slices} slice(s) of {}x{}. {machine}\n\n",
         if rows > 0 { rows } else { 16 },
         if rows > 0 { rows } else { 16 }
     ));

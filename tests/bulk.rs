@@ -105,6 +105,28 @@ fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
     let s = SegSpec::new("bulk-orphan-seg", &orphan);
     files.extend(write_seg(&dir.join("orphan"), &s, "seg").unwrap());
     segs.push(s.series_uid());
+    // the gate's geometry sampled (one file per image series through Orthanc): a series of
+    // 16x16 and 8x8 slices labelled at each size (one label's sample cannot decide it: the
+    // whole series is read), and a series of files too large for archives (its sample read
+    // raw), all valid on every path
+    let big = CtSeries::new("bulk-mixed", 2);
+    let mut small = big.clone();
+    small.rows = 8;
+    small.cols = 8;
+    small.sops = CtSeries::new("bulk-mixed-8", 2).sops;
+    let mut large = CtSeries::new("bulk-large", 2);
+    large.rows = 128;
+    large.cols = 128;
+    for (name, ct) in [
+        ("bulk-mixed", &big),
+        ("bulk-mixed-8", &small),
+        ("bulk-large", &large),
+    ] {
+        files.extend(write_ct(&dir.join(name), ct, "IM").unwrap());
+        let s = SegSpec::new(&format!("{name}-seg"), ct);
+        files.extend(write_seg(&dir.join(name), &s, "seg").unwrap());
+        segs.push(s.series_uid());
+    }
     orthanc.stow(&files);
     segs
 }
@@ -125,7 +147,7 @@ fn scan(dir: &Path, source: &[&str]) -> (Vec<(String, String, String, String)>, 
                 l["label"].as_str().unwrap_or("").to_string(),
                 l["status"].as_str().unwrap_or("").to_string(),
                 l["image"].as_str().unwrap_or("").to_string(),
-                format!("{} {}", l["segments"], l["warnings"]),
+                format!("{} {} {}", l["segments"], l["warnings"], l["reason"]),
             )
         })
         .collect();
@@ -141,9 +163,15 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     let proxy = SlowProxy::counting(&orthanc.url);
     let dw = format!("{}/dicom-web", proxy.url);
     let (direct, _) = scan(dir.path(), &["--dicomweb", &dw]);
-    assert_eq!(direct.len(), N + 4, "{direct:?}");
+    assert_eq!(direct.len(), N + 7, "{direct:?}");
     let ready = direct.iter().filter(|l| l.1 == "ready").count();
-    assert_eq!(ready, N, "{direct:?}");
+    // (of the two labels of the mixed series, the newer supersedes the other: both judged)
+    assert_eq!(ready, N + 2, "{direct:?}");
+    let superseded: Vec<_> = direct.iter().filter(|l| l.1 == "superseded").collect();
+    assert!(
+        superseded.len() == 1 && superseded[0].3.contains("voxels"),
+        "{direct:?}"
+    );
     // the geometry was checked (from the listed instance query)
     assert!(
         direct.iter().all(|l| !l.3.contains("geometry not checked")),
@@ -166,7 +194,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .iter()
         .filter(|l| l.contains("SeriesInstanceUID=") && l.contains("%2C"))
         .count();
-    assert_eq!(retrieves, N + 4, "{lines:#?}"); // every SEG fetched once
+    assert_eq!(retrieves, N + 7, "{lines:#?}"); // every SEG fetched once
     assert_eq!(metadata, 0, "{lines:#?}");
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());
@@ -180,9 +208,22 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .filter(|l| l.contains("/tools/create-archive"))
         .count();
     let files = lines.iter().filter(|l| l.ends_with("/file")).count();
-    // a few archives at once: at most four of the SEG files, four of the image files (their
-    // Rows and Columns for the gate); no file on its own
-    assert!((1..=8).contains(&archives) && files == 0, "{lines:#?}");
+    // a few archives at once: at most four of the SEG files, four of the image files (a
+    // sample of each series, for its Rows and Columns); one file on its own, the large series'
+    // sample; the mixed series read whole for one label, with QIDO-RS
+    assert!((1..=8).contains(&archives) && files == 1, "{lines:#?}");
+    let whole: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("/dicom-web/instances?SeriesInstanceUID="))
+        .collect();
+    let series = |name: &str| CtSeries::new(name, 2).series;
+    assert!(
+        whole.iter().any(|l| l.contains(&series("bulk-mixed")))
+            && whole
+                .iter()
+                .all(|l| !l.contains(&series("bulk-large")) && !l.contains(&series("bulk0"))),
+        "{lines:#?}"
+    );
     // an archive that fails: the files one by one, the same verdicts
     let faulty = FaultyPacs::start(&orthanc.url);
     faulty.fail("/tools/create-archive", "truncate", 100);

@@ -83,12 +83,46 @@ fn undefined_segments(
 }
 
 impl Validator {
-    /// Validates the instances of one SEG series against its source series.
+    /// Validates the instances of one SEG series against its source series, whose geometry
+    /// was read whole. (Given a sampled one, a verdict it cannot decide is taken without the
+    /// geometry checks, and says so.)
     pub fn validate(
         &self,
         instances: &[DefaultDicomObject],
         source: Option<&SeriesGeometry>,
     ) -> Quality {
+        self.validate_sampled(instances, source).unwrap_or_else(|| {
+            let mut q = self.judge(instances, None).unwrap_or_default();
+            q.warnings
+                .push("geometry not checked: only one source instance's size is known".into());
+            q
+        })
+    }
+
+    /// As [`Validator::validate`], or `None` when the source geometry is sampled
+    /// ([`SeriesGeometry::sampled`]) and the verdict could depend on the sizes of the
+    /// instances not read: the caller then reads the whole series and asks again.
+    ///
+    /// With a sample, the size check is decided when the sampled instance is an image of the
+    /// SEG's size and either the SEG's frames name it or they name no instance of the series:
+    /// "some referenced image (or, naming none, some image) has the SEG's size" then holds
+    /// whatever the other sizes are. Positions and orientations are the PACS's for every
+    /// instance, so the other checks are the same as with the whole series. (Every instance
+    /// of a sampled series has a position and an orientation, so each is taken as an image:
+    /// an SR or a presentation state has neither.)
+    pub fn validate_sampled(
+        &self,
+        instances: &[DefaultDicomObject],
+        source: Option<&SeriesGeometry>,
+    ) -> Option<Quality> {
+        self.judge(instances, source)
+    }
+
+    fn judge(
+        &self,
+        instances: &[DefaultDicomObject],
+        source: Option<&SeriesGeometry>,
+    ) -> Option<Quality> {
         let mut q = Quality::default();
         let mut names: BTreeMap<u32, (String, String)> = BTreeMap::new();
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
@@ -119,7 +153,9 @@ impl Validator {
                         *counts.entry(*k).or_default() += v;
                     }
                     if let Some(src) = source {
-                        self.check_geometry(&mut q, &which, &c.frames, c.rows, c.cols, src);
+                        if !self.check_geometry(&mut q, &which, &c.frames, c.rows, c.cols, src) {
+                            return None;
+                        }
                     }
                 }
                 Ok(Err(e)) => q
@@ -162,9 +198,11 @@ impl Validator {
         if let Some(expected) = &self.labels {
             super::labels::check_labels(&mut q, expected, self.strict_labels);
         }
-        q
+        Some(q)
     }
 
+    /// Checks one SEG instance's frames against the source series; false when the source is
+    /// sampled and this check could depend on what was not read (nothing is then recorded).
     fn check_geometry(
         &self,
         q: &mut Quality,
@@ -173,7 +211,20 @@ impl Validator {
         rows: u32,
         cols: u32,
         src: &SeriesGeometry,
-    ) {
+    ) -> bool {
+        if let Some(sample) = &src.sampled {
+            // decided only when the sizes not read cannot matter (see `validate_sampled`)
+            let fits = src
+                .instances
+                .get(sample)
+                .is_some_and(|g| g.is_image() && (g.rows, g.cols) == (rows, cols));
+            let sources = || frames.iter().flat_map(|f| f.sources.iter());
+            let names_sample = sources().any(|s| s == sample);
+            let names_any = sources().any(|s| src.instances.contains_key(s));
+            if !fits || (names_any && !names_sample) {
+                return false;
+            }
+        }
         // the image instances only, in UID order: never an SR's 0x0, never the first of a map
         let images: Vec<(&String, &InstanceGeometry)> =
             src.instances.iter().filter(|(_, g)| g.is_image()).collect();
@@ -182,7 +233,7 @@ impl Validator {
                 "{which}geometry not checked: series {} holds no image instance",
                 src.series
             ));
-            return;
+            return true;
         }
         // the sizes of the source instances the frames name, else of every image
         let named: BTreeSet<&str> = frames
@@ -222,7 +273,7 @@ impl Validator {
                     f + 1,
                     src.series
                 ));
-                return; // one is enough to make the point
+                return true; // one is enough to make the point
             }
         }
         // positions along the slice normal must lie within the source's extent; the normal is
@@ -243,7 +294,7 @@ impl Validator {
             .map(dot)
             .collect();
         if zs.is_empty() {
-            return;
+            return true;
         }
         zs.sort_by(|a, b| a.total_cmp(b));
         let spacing = zs
@@ -266,10 +317,11 @@ impl Validator {
                         "{which}frame {} ImagePositionPatient ({:.2}, {:.2}, {:.2}) lies outside the source series extent ({:.2} .. {:.2} along the slice normal)",
                         f + 1, p[0], p[1], p[2], zs[0], zs[zs.len() - 1]
                     ));
-                    return;
+                    return true;
                 }
             }
         }
+        true
     }
 }
 
@@ -382,7 +434,65 @@ mod tests {
                     (uid.to_string(), g)
                 })
                 .collect(),
+            sampled: None,
         }
+    }
+
+    /// Every series of three slices of 8x8 or 16x16, every sample, every set of named slices
+    /// (with or without an instance of another series), both SEG sizes: a sampled geometry
+    /// (the sample's size for all, the planes as indexed) decides exactly what the whole one
+    /// does, or nothing; and it decides whenever its sample is named, or none is, and fits.
+    #[test]
+    fn a_sampled_geometry_decides_as_the_whole_one_or_not_at_all() {
+        let v = Validator::default();
+        let uids = ["1.1", "1.2", "1.3"];
+        let mut decided = 0;
+        for sizes in 0..8u32 {
+            let size = |k: usize| if sizes >> k & 1 == 1 { 16 } else { 8 };
+            let items: Vec<(&str, u32, u32, f64)> = (0..3)
+                .map(|k| (uids[k], size(k), size(k), 2.0 * k as f64))
+                .collect();
+            let whole = geometry(&items);
+            for pick in 0..3 {
+                let mut sampled = whole.clone();
+                let s = whole.instances[uids[pick]];
+                for g in sampled.instances.values_mut() {
+                    (g.rows, g.cols) = (s.rows, s.cols);
+                }
+                sampled.sampled = Some(uids[pick].into());
+                for named in 0..16u32 {
+                    let mut frames: Vec<FrameInfo> = (0..3)
+                        .filter(|k| named >> k & 1 == 1)
+                        .map(|k| frame(uids[k], 2.0 * k as f64))
+                        .collect();
+                    if named & 8 != 0 {
+                        frames.push(frame("9.9", 0.0)); // another series' instance
+                    }
+                    for seg in [8, 16] {
+                        let mut want = Quality::default();
+                        assert!(v.check_geometry(&mut want, "", &frames, seg, seg, &whole));
+                        let mut got = Quality::default();
+                        let ok = v.check_geometry(&mut got, "", &frames, seg, seg, &sampled);
+                        let names = |k: usize| named >> k & 1 == 1;
+                        let promised = s.rows == seg && (names(pick) || named & 7 == 0);
+                        assert_eq!(
+                            ok, promised,
+                            "sizes {sizes:03b} pick {pick} named {named:04b}"
+                        );
+                        if ok {
+                            decided += 1;
+                            assert_eq!(
+                                got, want,
+                                "sizes {sizes:03b} pick {pick} named {named:04b}"
+                            );
+                        } else {
+                            assert_eq!(got, Quality::default());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(decided > 100, "{decided}");
     }
 
     fn frame(source: &str, z: f64) -> FrameInfo {

@@ -33,6 +33,12 @@ pub struct SeriesGeometry {
     /// SOP Instance UID → (rows, columns, ImagePositionPatient, ImageOrientationPatient), of
     /// every instance of the series (images or not), in UID order.
     pub instances: BTreeMap<String, InstanceGeometry>,
+    /// Set when only this instance's file was read: every instance has the position and
+    /// orientation the PACS indexed, and the size of this one. A verdict is taken from such a
+    /// geometry only when the others' sizes cannot change it (see
+    /// [`Validator::validate_sampled`](crate::dicom::quality)); otherwise the whole series is
+    /// read.
+    pub sampled: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -202,10 +202,18 @@ async fn read_part(
             .collect(),
         None => HashSet::new(),
     };
+    // the instances the SEGs name: an image series is sampled at one of them
+    let named: HashSet<String> = match &dw.validator {
+        Some(_) => segs
+            .iter()
+            .flat_map(|s| s.first.source_instances.iter().cloned())
+            .collect(),
+        None => HashSet::new(),
+    };
     let ((index, geometry), hidden) = tokio::join!(
         async {
             // the image files read for the geometry also say the series' study and modality
-            let (geometry, known_images) = dw.geometries_first(images).await;
+            let (geometry, known_images) = dw.geometries_first(images, &named).await;
             (dw.resolve_index_from(&segs, known_images).await, geometry)
         },
         dw.hidden_segs(&segs),

@@ -82,58 +82,105 @@ impl DicomWeb {
             .collect();
         // each verdict with the instance UIDs it rests on, when it rests on everything: all
         // instances retrieved and parsed, and the image series' geometry known
-        let results: Vec<(usize, Quality, Option<Vec<String>>)> = stream::iter(jobs)
+        let geometry_of = |image: &Option<String>| {
+            image
+                .as_ref()
+                .and_then(|im| fetched.get(im).or_else(|| geoms.get(im)))
+        };
+        // (the futures are made first: closures inside the stream's combinators would not be
+        // `Send` for every lifetime, as a spawned task needs)
+        let futs: Vec<_> = jobs
+            .iter()
             .map(|(i, st, se, image)| {
-                let geoms = &geoms;
-                async move {
-                    let objs = match files.get(&se) {
-                        Some(parts) => parse_sorted(parts),
-                        None => self.retrieve(&st, &se).await,
-                    };
-                    match objs {
-                        Ok(objs) => {
-                            let geom = image
-                                .as_ref()
-                                .and_then(|im| fetched.get(im).or_else(|| geoms.get(im)));
-                            let mut q = v.validate(&objs, geom);
-                            if geom.is_none() {
-                                q.warnings.push(
-                                    "geometry not checked: image series metadata unavailable"
-                                        .into(),
-                                );
-                            }
-                            let uids = geom.map(|_| {
-                                objs.iter()
-                                    .map(|o| {
-                                        crate::dicom::reader::text(
-                                            o,
-                                            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
-                                        )
-                                    })
-                                    .collect()
-                            });
-                            (i, q, uids)
-                        }
-                        Err(e) => {
-                            let q = Quality {
-                                problems: vec![format!("cannot retrieve the SEG instances: {e}")],
-                                ..Default::default()
-                            };
-                            (i, q, None)
-                        }
-                    }
-                }
+                let g = geometry_of(image);
+                async move { (*i, self.judge_one(v, files, st, se, g).await) }
             })
-            .buffer_unordered(conc)
-            .collect()
-            .await;
-        for (i, q, uids) in results {
+            .collect();
+        let judged: Vec<(usize, Judged)> =
+            stream::iter(futs).buffer_unordered(conc).collect().await;
+        // a verdict a sampled geometry could not decide: the whole image series read, and the
+        // label judged again
+        let (mut results, undecided): (Vec<_>, Vec<_>) =
+            judged.into_iter().partition(|(_, (q, _))| q.is_some());
+        if !undecided.is_empty() {
+            let again: HashSet<usize> = undecided.iter().map(|(i, _)| *i).collect();
+            let whole = self
+                .geometries(
+                    jobs.iter()
+                        .filter(|(i, ..)| again.contains(i))
+                        .filter_map(|(i, ..)| {
+                            let img = labels[*i].outcome.image()?.to_string();
+                            Some((index.study_of(&img).unwrap_or("").to_string(), img))
+                        })
+                        .collect(),
+                )
+                .await;
+            tracing::debug!(
+                labels = again.len(),
+                series = whole.len(),
+                "a sampled image series could not decide: read whole"
+            );
+            let futs: Vec<_> = jobs
+                .iter()
+                .filter(|(i, ..)| again.contains(i))
+                .map(|(i, st, se, image)| {
+                    let g = image.as_ref().and_then(|im| whole.get(im));
+                    async move { (*i, self.judge_one(v, files, st, se, g).await) }
+                })
+                .collect();
+            let more: Vec<(usize, Judged)> =
+                stream::iter(futs).buffer_unordered(conc).collect().await;
+            results.extend(more);
+        }
+        for (i, (q, uids)) in results {
             let l = &mut labels[i];
-            l.set_quality(q);
+            // (a whole geometry always decides; a series not found again is judged without)
+            l.set_quality(q.unwrap_or_default());
             l.verdict_key = uids
                 .filter(|u| *u == l.seg.instances)
                 .map(|_| instances_key(&l.seg));
         }
+    }
+
+    /// One label's verdict against `geom` (None when a sampled geometry cannot decide it),
+    /// with the instance UIDs it rests on when it rests on everything.
+    async fn judge_one(
+        &self,
+        v: &Validator,
+        files: &Prefetched,
+        study: &str,
+        series: &str,
+        geom: Option<&SeriesGeometry>,
+    ) -> Judged {
+        let objs = match files.get(series) {
+            Some(parts) => parse_sorted(parts),
+            None => self.retrieve(study, series).await,
+        };
+        let objs = match objs {
+            Ok(objs) => objs,
+            Err(e) => {
+                let q = Quality {
+                    problems: vec![format!("cannot retrieve the SEG instances: {e}")],
+                    ..Default::default()
+                };
+                return (Some(q), None);
+            }
+        };
+        let Some(mut q) = v.validate_sampled(&objs, geom) else {
+            return (None, None);
+        };
+        if geom.is_none() {
+            q.warnings
+                .push("geometry not checked: image series metadata unavailable".into());
+        }
+        let uids = geom.map(|_| {
+            objs.iter()
+                .map(|o| {
+                    crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+                })
+                .collect()
+        });
+        (Some(q), uids)
     }
 
     /// WADO-RS retrieve of a series' instances, parsed (pixel data included).
@@ -175,6 +222,10 @@ impl DicomWeb {
         Ok(g)
     }
 }
+
+/// A label's verdict (None: a sampled geometry could not decide it) and the instance UIDs it
+/// rests on, when it rests on everything.
+type Judged = (Option<Quality>, Option<Vec<String>>);
 
 /// Parses the instances of a series (pixel data included), in SOP Instance UID order as a
 /// folder's: the verdict never depends on the order of an answer.

@@ -133,12 +133,14 @@ impl DicomWeb {
     /// The geometry of the image series the SEGs of a chunk reference, asked before the image
     /// index is built, and the index entries (study, modality) the same answers give, so that
     /// the index needs no request of its own for them. Through Orthanc's REST API, series of
-    /// small files from archives ([`crate::source::orthanc::geometry`]); the others by listed
+    /// one sampled file (or all, when small) per series ([`crate::source::orthanc::geometry`],
+    /// `named` the SEGs' source instances, preferred as samples); the others by listed
     /// QIDO-RS instance queries. A series neither answers is left to the gate, which asks
     /// again ([`DicomWeb::geometries`]).
     pub async fn geometries_first(
         &self,
         images: HashSet<ImageRef>,
+        named: &HashSet<String>,
     ) -> (HashMap<String, SeriesGeometry>, ImageIndex) {
         if images.is_empty() {
             return Default::default();
@@ -147,9 +149,10 @@ impl DicomWeb {
             Some(rest) => {
                 let wanted: Vec<_> = images.iter().cloned().collect();
                 let parts = self.client.options().concurrency.clamp(1, 2);
-                crate::source::orthanc::geometry::small_series_geometries(
+                crate::source::orthanc::geometry::series_geometries(
                     rest,
                     &wanted,
+                    named,
                     super::fetch::PREFETCH_BUDGET / 4,
                     parts,
                 )

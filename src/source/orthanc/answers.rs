@@ -45,6 +45,34 @@ pub struct FoundFile {
 pub struct FoundInstanceTags {
     #[serde(rename = "SOPInstanceUID", default, deserialize_with = "lenient")]
     pub sop: Option<String>,
+    /// ImagePositionPatient as indexed: backslash-separated decimals.
+    #[serde(rename = "ImagePositionPatient", default, deserialize_with = "lenient")]
+    pub position: Option<String>,
+    #[serde(
+        rename = "ImageOrientationPatient",
+        default,
+        deserialize_with = "lenient"
+    )]
+    pub orientation: Option<String>,
+}
+
+impl FoundInstanceTags {
+    /// The indexed position and orientation, when both are N finite decimals.
+    pub fn plane(&self) -> Option<([f64; 3], [f64; 6])> {
+        Some((
+            decimals(self.position.as_deref()?)?,
+            decimals(self.orientation.as_deref()?)?,
+        ))
+    }
+}
+
+/// A DICOM multi-valued decimal string ("0\\0\\30") as exactly N finite numbers.
+fn decimals<const N: usize>(s: &str) -> Option<[f64; N]> {
+    let v: Vec<f64> = s
+        .split('\\')
+        .map(|x| x.trim().parse::<f64>().ok().filter(|f| f.is_finite()))
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
 }
 
 /// The main DICOM tags segbridge reads from a found resource.
@@ -158,4 +186,37 @@ pub struct ChangesPoll {
     /// The feed said it was done: nothing after `last` when it was read.
     pub caught_up: bool,
     pub requests: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_indexed_plane_is_exactly_three_and_six_finite_decimals() {
+        let tags = |p: &str, o: &str| FoundInstanceTags {
+            sop: None,
+            position: Some(p.into()),
+            orientation: Some(o.into()),
+        };
+        let o = "1\\0\\0\\0\\1\\0";
+        assert_eq!(
+            tags(" -12.5\\+3\\1e1 ", o).plane(),
+            Some(([-12.5, 3.0, 10.0], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+        );
+        for bad in [
+            "1\\2",
+            "1\\2\\3\\4",
+            "1\\x\\3",
+            "1\\NaN\\3",
+            "1\\inf\\3",
+            "",
+            "1\\\\3",
+        ] {
+            assert_eq!(tags(bad, o).plane(), None, "{bad:?}");
+        }
+        assert_eq!(tags("0\\0\\0", "1\\0\\0\\0\\1").plane(), None);
+        let none = FoundInstanceTags::default();
+        assert_eq!(none.plane(), None);
+    }
 }
