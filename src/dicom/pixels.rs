@@ -60,10 +60,20 @@ pub(crate) fn count_bits(data: &[u8], start: usize, end: usize) -> u64 {
         n += u64::from((data[i / 8] >> (i % 8)) & 1);
         i += 1;
     }
-    while i + 8 <= end {
-        n += u64::from(data[i / 8].count_ones());
-        i += 8;
+    // whole bytes, eight at a time (a word's count is a few instructions even without POPCNT;
+    // a byte at a time was a quarter of a gated backfill's CPU)
+    let whole = &data[i / 8..i / 8 + (end - i) / 8];
+    let mut words = whole.chunks_exact(8);
+    for w in &mut words {
+        let w: [u8; 8] = w.try_into().unwrap_or_default();
+        n += u64::from(u64::from_le_bytes(w).count_ones());
     }
+    n += words
+        .remainder()
+        .iter()
+        .map(|b| u64::from(b.count_ones()))
+        .sum::<u64>();
+    i += whole.len() * 8;
     while i < end {
         n += u64::from((data[i / 8] >> (i % 8)) & 1);
         i += 1;
