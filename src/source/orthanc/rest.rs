@@ -100,7 +100,8 @@ pub async fn bulk_content<T: serde::de::DeserializeOwned>(
     let at = Endpoint::at(&["tools", "bulk-content"]);
     let mut out = Vec::new();
     for part in ids.chunks(UIDS_PER_FIND) {
-        let mut body = json!({"Resources": part});
+        // (no metadata: nothing here reads it, and it costs Orthanc a third more)
+        let mut body = json!({"Resources": part, "Metadata": false});
         if let Some(level) = level {
             body["Level"] = json!(level);
         }
