@@ -82,6 +82,68 @@ fn undefined_segments(
     }
 }
 
+/// A SEG series' instances as the gate reads them, decoded once: everything the verdict needs
+/// but the source series' geometry and the experiment's labels. Small (counts and frame
+/// places, no pixels): a source keeps it instead of the files.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// The instances' SOP Instance UIDs, in the order judged.
+    pub sops: Vec<String>,
+    instances: Vec<DecodedInstance>,
+    /// Segment number → (label, property), as the SegmentSequences define them.
+    names: BTreeMap<u32, (String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct DecodedInstance {
+    /// "instance N: " when the series has several, else empty.
+    which: String,
+    /// What the pixels hold, and the undefined segments they name; or why they are unreadable.
+    read: Result<(Counted, Vec<String>), String>,
+}
+
+impl Decoded {
+    /// Decodes the instances of one SEG series (in the order given).
+    pub fn of(instances: &[DefaultDicomObject]) -> Decoded {
+        let mut d = Decoded::default();
+        for (i, obj) in instances.iter().enumerate() {
+            d.sops.push(text(obj, tags::SOP_INSTANCE_UID));
+            let mut defined = BTreeSet::new();
+            for s in items(obj, tags::SEGMENT_SEQUENCE) {
+                if let Some(n) = uint(s, tags::SEGMENT_NUMBER) {
+                    let prop = items(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE)
+                        .first()
+                        .map(|c| text(c, tags::CODE_MEANING))
+                        .unwrap_or_default();
+                    d.names.insert(n, (text(s, tags::SEGMENT_LABEL), prop));
+                    defined.insert(n);
+                }
+            }
+            let which = if instances.len() > 1 {
+                format!("instance {}: ", i + 1)
+            } else {
+                String::new()
+            };
+            let read = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                count_instance(obj)
+            })) {
+                Ok(Ok(mut c)) => {
+                    let mut q = Quality::default();
+                    let padding = uint(obj, tags::PIXEL_PADDING_VALUE);
+                    undefined_segments(&mut q, &which, &mut c, &defined, padding);
+                    Ok((c, q.problems))
+                }
+                Ok(Err(e)) => Err(format!("{which}unreadable pixel data: {e}")),
+                Err(_) => Err(format!(
+                    "{which}unreadable pixel data: the decoder panicked"
+                )),
+            };
+            d.instances.push(DecodedInstance { which, read });
+        }
+        d
+    }
+}
+
 impl Validator {
     /// Validates the instances of one SEG series against its source series, whose geometry
     /// was read whole. (Given a sampled one, a verdict it cannot decide is taken without the
@@ -91,17 +153,19 @@ impl Validator {
         instances: &[DefaultDicomObject],
         source: Option<&SeriesGeometry>,
     ) -> Quality {
-        self.validate_sampled(instances, source).unwrap_or_else(|| {
-            let mut q = self.judge(instances, None).unwrap_or_default();
+        let d = Decoded::of(instances);
+        self.judge(&d, source).unwrap_or_else(|| {
+            let mut q = self.judge(&d, None).unwrap_or_default();
             q.warnings
                 .push("geometry not checked: only one source instance's size is known".into());
             q
         })
     }
 
-    /// As [`Validator::validate`], or `None` when the source geometry is sampled
-    /// ([`SeriesGeometry::sampled`]) and the verdict could depend on the sizes of the
-    /// instances not read: the caller then reads the whole series and asks again.
+    /// The verdict on a decoded SEG series against its source series, or `None` when the
+    /// source geometry is sampled ([`SeriesGeometry::sampled`]) and the verdict could depend
+    /// on the sizes of the instances not read: the caller then reads the whole series and asks
+    /// again.
     ///
     /// With a sample, the size check is decided when the sampled instance is an image of the
     /// SEG's size and either the SEG's frames name it or they name no instance of the series:
@@ -110,62 +174,29 @@ impl Validator {
     /// instance, so the other checks are the same as with the whole series. (Every instance
     /// of a sampled series has a position and an orientation, so each is taken as an image:
     /// an SR or a presentation state has neither.)
-    pub fn validate_sampled(
-        &self,
-        instances: &[DefaultDicomObject],
-        source: Option<&SeriesGeometry>,
-    ) -> Option<Quality> {
-        self.judge(instances, source)
-    }
-
-    fn judge(
-        &self,
-        instances: &[DefaultDicomObject],
-        source: Option<&SeriesGeometry>,
-    ) -> Option<Quality> {
+    pub fn judge(&self, d: &Decoded, source: Option<&SeriesGeometry>) -> Option<Quality> {
         let mut q = Quality::default();
-        let mut names: BTreeMap<u32, (String, String)> = BTreeMap::new();
         let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
-        for (i, obj) in instances.iter().enumerate() {
-            let mut defined = BTreeSet::new();
-            for s in items(obj, tags::SEGMENT_SEQUENCE) {
-                if let Some(n) = uint(s, tags::SEGMENT_NUMBER) {
-                    let prop = items(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE)
-                        .first()
-                        .map(|c| text(c, tags::CODE_MEANING))
-                        .unwrap_or_default();
-                    names.insert(n, (text(s, tags::SEGMENT_LABEL), prop));
-                    defined.insert(n);
-                }
-            }
-            let which = if instances.len() > 1 {
-                format!("instance {}: ", i + 1)
-            } else {
-                String::new()
-            };
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| count_instance(obj))) {
-                Ok(Ok(mut c)) => {
+        for inst in &d.instances {
+            match &inst.read {
+                Ok((c, undefined)) => {
                     q.frames += c.frames.len();
-                    q.warnings.append(&mut c.notes);
-                    let padding = uint(obj, tags::PIXEL_PADDING_VALUE);
-                    undefined_segments(&mut q, &which, &mut c, &defined, padding);
+                    q.warnings.extend(c.notes.iter().cloned());
+                    q.problems.extend(undefined.iter().cloned());
                     for (k, v) in &c.counts {
                         *counts.entry(*k).or_default() += v;
                     }
                     if let Some(src) = source {
-                        if !self.check_geometry(&mut q, &which, &c.frames, c.rows, c.cols, src) {
+                        let which = &inst.which;
+                        if !self.check_geometry(&mut q, which, &c.frames, c.rows, c.cols, src) {
                             return None;
                         }
                     }
                 }
-                Ok(Err(e)) => q
-                    .problems
-                    .push(format!("{which}unreadable pixel data: {e}")),
-                Err(_) => q.problems.push(format!(
-                    "{which}unreadable pixel data: the decoder panicked"
-                )),
+                Err(e) => q.problems.push(e.clone()),
             }
         }
+        let mut names = d.names.clone();
         // segment 0 of a label map is its background: not a label, not counted
         names.remove(&0);
         counts.remove(&0);

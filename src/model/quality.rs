@@ -35,9 +35,8 @@ pub struct SeriesGeometry {
     pub instances: BTreeMap<String, InstanceGeometry>,
     /// Set when only this instance's file was read: every instance has the position and
     /// orientation the PACS indexed, and the size of this one. A verdict is taken from such a
-    /// geometry only when the others' sizes cannot change it (see
-    /// [`Validator::validate_sampled`](crate::dicom::quality)); otherwise the whole series is
-    /// read.
+    /// geometry only when the others' sizes cannot change it (the gate's `Validator::judge`
+    /// says when); otherwise the whole series is read.
     pub sampled: Option<String>,
 }
 

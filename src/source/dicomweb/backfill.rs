@@ -1,9 +1,8 @@
 //! One pass over a remote listing: read what is new or changed in chunks, match, gate, and send
 //! each chunk to the ledger as a scan; the last scan is the complete listing.
 
-use std::sync::atomic::AtomicUsize;
-
-use super::fetch::{within_budget, Fetched, Prefetched, PREFETCH_BUDGET};
+use super::fetch::Fetched;
+use super::gate::Decoder;
 use super::*;
 
 /// How one pass over a remote listing is recorded.
@@ -112,41 +111,49 @@ async fn read_part(
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<(Scan, Vec<String>, Vec<Problem>), PacsError> {
     let conc = dw.client.options().concurrency.max(1);
-    // with the gate on, the files read for the headers are kept (within a budget) for it
+    // with the gate on, the files read for the headers are decoded for it as they come (on a
+    // thread of its own, while the image series are asked), and dropped
     let keep = dw.validator.is_some();
-    let budget = AtomicUsize::new(PREFETCH_BUDGET / CHUNKS_IN_FLIGHT);
+    let decoding = keep.then(Decoder::start);
+    let decoder = decoding.as_ref();
     // through Orthanc's REST API, the whole chunk's files in one archive
     let mut archived = match &dw.orthanc_rest {
         Some(rest) => dw.archive_headers(rest, part, keep).await,
         None => HashMap::new(),
     };
-    let mut results: Vec<(RemoteSeries, Result<Fetched, String>)> = Vec::new();
+    let mut results: Vec<(RemoteSeries, Result<SegSeries, String>)> = Vec::new();
     let mut one_by_one = Vec::new();
+    let mut to_decode = Vec::new();
     for r in part {
         match archived.remove(&r.series) {
             Some((s, files)) => {
-                let files = files.filter(|f| within_budget(&budget, f));
-                results.push((r.clone(), Ok((s, files))));
+                to_decode.extend(files.map(|f| (s.uid().to_string(), f)));
+                results.push((r.clone(), Ok(s)));
             }
             None => one_by_one.push(r.clone()),
         }
     }
-    let fetched: Vec<(RemoteSeries, Result<Fetched, String>)> = stream::iter(one_by_one)
-        .map(|r| {
-            let budget = &budget;
-            async move {
-                let h = dw
-                    .series_header_of(&r, keep)
-                    .await
-                    .map(|(s, files)| (s, files.filter(|f| within_budget(budget, f))));
-                (r, h)
-            }
+    if let Some(d) = decoder {
+        d.send(to_decode).await;
+    }
+    let fetched: Vec<(RemoteSeries, Result<SegSeries, String>)> = stream::iter(one_by_one)
+        .map(|r| async move {
+            let h: Result<Fetched, String> = dw.series_header_of(&r, keep).await;
+            let h = match h {
+                Ok((s, files)) => {
+                    if let (Some(d), Some(f)) = (decoder, files) {
+                        d.send(vec![(s.uid().to_string(), f)]).await;
+                    }
+                    Ok(s)
+                }
+                Err(e) => Err(e),
+            };
+            (r, h)
         })
         .buffer_unordered(conc)
         .collect()
         .await;
     results.extend(fetched);
-    let mut prefetched = Prefetched::default();
     let mut segs = Vec::new();
     let mut problems = Vec::new();
     let mut seen = Vec::new();
@@ -155,10 +162,7 @@ async fn read_part(
             b.inc(1);
         }
         match h {
-            Ok((mut s, files)) => {
-                if let Some(f) = files {
-                    prefetched.keep(s.uid(), f);
-                }
+            Ok(mut s) => {
                 s.remote_id = r.remote_id.clone();
                 s.remote_stamp = Some(dw.listed_stamp(&r));
                 seen.push(s.uid().to_string());
@@ -219,6 +223,10 @@ async fn read_part(
         dw.hidden_segs(&segs),
     );
     let (index, hidden) = (index?, hidden?);
+    let prefetched = match decoding {
+        Some(d) => d.finish().await,
+        None => Default::default(),
+    };
     let gate = dw.validator.as_ref().map(|v| RemoteGate {
         dw,
         v,

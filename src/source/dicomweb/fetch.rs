@@ -4,34 +4,27 @@
 
 use super::*;
 
-/// How many bytes of SEG files one chunk of a pass keeps for the quality gate; beyond it the
-/// gate retrieves the series again (so a backfill of large SEGs stays bounded in memory).
+/// How many bytes of files the archives a chunk of a pass reads at once may unpack to (SEG
+/// files beyond it are read one series at a time), and, a quarter of it, the image files read
+/// for the gate's geometry.
 pub const PREFETCH_BUDGET: usize = 64 << 20;
 
-/// The instances' files of SEG series read whole while their headers were read, by series
-/// UID: the quality gate decodes these instead of fetching them a second time.
+/// The SEG series decoded for the quality gate while their headers were read, by series UID:
+/// each is fetched once, and only what the verdict needs (counts and frame places, no pixels)
+/// is kept until the gate judges it, so memory does not grow with the size of the SEGs.
 #[derive(Debug, Default)]
 pub struct Prefetched {
-    files: HashMap<String, Vec<Vec<u8>>>,
+    decoded: HashMap<String, Result<Decoded, String>>,
 }
 
 impl Prefetched {
-    pub fn keep(&mut self, series: &str, files: Vec<Vec<u8>>) {
-        self.files.insert(series.to_string(), files);
+    pub fn keep(&mut self, series: &str, decoded: Result<Decoded, String>) {
+        self.decoded.insert(series.to_string(), decoded);
     }
 
-    pub fn get(&self, series: &str) -> Option<&[Vec<u8>]> {
-        self.files.get(series).map(Vec::as_slice)
+    pub fn get(&self, series: &str) -> Option<&Result<Decoded, String>> {
+        self.decoded.get(series)
     }
-}
-
-/// Takes the size of `files` from what is left of a chunk's [`PREFETCH_BUDGET`]; false (and
-/// nothing taken) when they do not fit, and the files are then dropped at once.
-pub fn within_budget(left: &std::sync::atomic::AtomicUsize, files: &[Vec<u8>]) -> bool {
-    use std::sync::atomic::Ordering;
-    let n: usize = files.iter().map(Vec::len).sum();
-    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n))
-        .is_ok()
 }
 
 /// Without the quality gate, a series is retrieved whole (rather than its metadata asked) only

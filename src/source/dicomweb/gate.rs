@@ -152,12 +152,19 @@ impl DicomWeb {
         series: &str,
         geom: Option<&SeriesGeometry>,
     ) -> Judged {
-        let objs = match files.get(series) {
-            Some(parts) => parse_sorted(parts),
-            None => self.retrieve(study, series).await,
+        let retrieved;
+        let decoded = match files.get(series) {
+            Some(d) => d,
+            None => {
+                retrieved = self
+                    .retrieve(study, series)
+                    .await
+                    .map(|objs| Decoded::of(&objs));
+                &retrieved
+            }
         };
-        let objs = match objs {
-            Ok(objs) => objs,
+        let d = match decoded {
+            Ok(d) => d,
             Err(e) => {
                 let q = Quality {
                     problems: vec![format!("cannot retrieve the SEG instances: {e}")],
@@ -166,21 +173,14 @@ impl DicomWeb {
                 return (Some(q), None);
             }
         };
-        let Some(mut q) = v.validate_sampled(&objs, geom) else {
+        let Some(mut q) = v.judge(d, geom) else {
             return (None, None);
         };
         if geom.is_none() {
             q.warnings
                 .push("geometry not checked: image series metadata unavailable".into());
         }
-        let uids = geom.map(|_| {
-            objs.iter()
-                .map(|o| {
-                    crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-                })
-                .collect()
-        });
-        (Some(q), uids)
+        (Some(q), geom.map(|_| d.sops.clone()))
     }
 
     /// WADO-RS retrieve of a series' instances, parsed (pixel data included).
@@ -226,6 +226,53 @@ impl DicomWeb {
 /// A label's verdict (None: a sampled geometry could not decide it) and the instance UIDs it
 /// rests on, when it rests on everything.
 type Judged = (Option<Quality>, Option<Vec<String>>);
+
+/// Decodes SEG files for the gate on a thread of its own as they are read, while the chunk's
+/// other requests (the image series' geometry, the index) go on: each SEG is fetched once,
+/// and only its [`Decoded`] form is kept. At most [`DECODE_QUEUE`] batches of files wait, so a
+/// chunk of large SEGs read faster than decoded waits rather than filling memory.
+pub struct Decoder {
+    tx: tokio::sync::mpsc::Sender<Vec<(String, Vec<Vec<u8>>)>>,
+    done: tokio::task::JoinHandle<Prefetched>,
+}
+
+/// Batches of SEG files waiting to be decoded, at most.
+const DECODE_QUEUE: usize = 4;
+
+impl Decoder {
+    pub fn start() -> Decoder {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, Vec<Vec<u8>>)>>(DECODE_QUEUE);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut p = Prefetched::default();
+            while let Some(batch) = rx.blocking_recv() {
+                for (series, files) in batch {
+                    p.keep(&series, decode_files(&files));
+                }
+            }
+            p
+        });
+        Decoder { tx, done }
+    }
+
+    /// Queues (series UID, its files) to decode.
+    pub async fn send(&self, batch: Vec<(String, Vec<Vec<u8>>)>) {
+        if !batch.is_empty() {
+            // (the decoder ends only after `finish`: a failed send has nothing to lose)
+            let _ = self.tx.send(batch).await;
+        }
+    }
+
+    /// Everything sent, decoded. (Were the decoder lost, the gate retrieves those series.)
+    pub async fn finish(self) -> Prefetched {
+        drop(self.tx);
+        self.done.await.unwrap_or_default()
+    }
+}
+
+/// Parses and decodes the instances of a series for the gate ([`Decoded`]).
+pub(super) fn decode_files(parts: &[Vec<u8>]) -> Result<Decoded, String> {
+    parse_sorted(parts).map(|objs| Decoded::of(&objs))
+}
 
 /// Parses the instances of a series (pixel data included), in SOP Instance UID order as a
 /// folder's: the verdict never depends on the order of an answer.

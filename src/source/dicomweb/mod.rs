@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::dicom::quality::{
-    instances_key, parse_full, reuse_known, Quality, SeriesGeometry, Validator,
+    instances_key, parse_full, reuse_known, Decoded, Quality, SeriesGeometry, Validator,
 };
 
 use futures_util::stream::{self, StreamExt};
