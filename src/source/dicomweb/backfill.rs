@@ -58,7 +58,7 @@ pub async fn backfill(
     let bar = progress(to_read.len() as u64);
     let mut all_seen: Vec<String> = Vec::new();
     let mut problems_total: Vec<Problem> = Vec::new();
-    // chunks overlap: while one chunk's image series and geometry are asked, the next one's
+    // chunks overlap: while one chunk's image series and geometry are asked, the next ones'
     // SEG files are read (most of a chunk's time is waiting on the server); scans still go to
     // the ledger in listing order
     // (futures made first, not in a stream's closure: that keeps the task Send)
@@ -97,8 +97,11 @@ pub async fn backfill(
     Ok(())
 }
 
-/// Chunks of a pass read at once (see [`backfill`]).
-const CHUNKS_IN_FLIGHT: usize = 2;
+/// Chunks of a pass read at once (see [`backfill`]). Three rather than two: at N = 1,000 on
+/// Orthanc, a backfill took 0.38-0.43 s instead of 0.49-0.51 s with the gate, 0.26-0.30 s
+/// instead of 0.30-0.35 s without; four gave nothing more. Each chunk holds at most its
+/// archives' [`super::fetch::PREFETCH_BUDGET`] of files at once.
+const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Reads one chunk of a listing: its SEG headers (and, for the gate, files), the image series
 /// they name, and the gate's verdicts. Answers the chunk's scan, the series it saw, and what
