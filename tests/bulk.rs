@@ -89,14 +89,20 @@ fn store_studies(orthanc: &Orthanc, dir: &Path) -> Vec<String> {
     let s = SegSpec::new("bulk-mr-seg", &mr);
     files.extend(write_seg(&dir.join("mr"), &s, "seg").unwrap());
     segs.push(s.series_uid());
-    // the gate's geometry, read in bulk on every path: a SEG of another size, and one whose
-    // frame names an instance its series does not hold, are invalid everywhere
-    for (name, size, unknown) in [("bulk-size", Some((8, 8)), false), ("bulk-src", None, true)] {
+    // the gate's geometry, read in bulk on every path: a SEG of another size, one whose frame
+    // names an instance its series does not hold, and one whose frames lie beyond the series
+    // (the extent from the positions Orthanc indexed, when sampled) are invalid everywhere
+    for (name, size, unknown, z) in [
+        ("bulk-size", Some((8, 8)), false, 0.0),
+        ("bulk-src", None, true, 0.0),
+        ("bulk-z", None, false, 50.0),
+    ] {
         let ct = CtSeries::new(name, 2);
         files.extend(write_ct(&dir.join(name), &ct, "IM").unwrap());
         let mut s = SegSpec::new(&format!("{name}-seg"), &ct);
         s.faults.size = size;
         s.faults.unknown_source = unknown;
+        s.faults.z_shift = z;
         files.extend(write_seg(&dir.join(name), &s, "seg").unwrap());
         segs.push(s.series_uid());
     }
@@ -163,7 +169,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     let proxy = SlowProxy::counting(&orthanc.url);
     let dw = format!("{}/dicom-web", proxy.url);
     let (direct, _) = scan(dir.path(), &["--dicomweb", &dw]);
-    assert_eq!(direct.len(), N + 7, "{direct:?}");
+    assert_eq!(direct.len(), N + 8, "{direct:?}");
     let ready = direct.iter().filter(|l| l.1 == "ready").count();
     // (of the two labels of the mixed series, the newer supersedes the other: both judged)
     assert_eq!(ready, N + 2, "{direct:?}");
@@ -181,7 +187,10 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     assert_eq!(status(&segs[N]), "unusable", "{direct:?}");
     assert_eq!(status(&segs[N + 1]), "invalid", "{direct:?}");
     assert_eq!(status(&segs[N + 2]), "invalid", "{direct:?}");
-    assert_eq!(status(&segs[N + 3]), "unmatched", "{direct:?}");
+    assert_eq!(status(&segs[N + 3]), "invalid", "{direct:?}");
+    let z = direct.iter().find(|l| l.0 == segs[N + 3]).unwrap();
+    assert!(z.3.contains("outside the source series extent"), "{z:?}");
+    assert_eq!(status(&segs[N + 4]), "unmatched", "{direct:?}");
     // each SEG fetched once (a retrieve), no metadata call, the geometry and the index listed
     let lines = proxy.requests.lock().unwrap().clone();
     let retrieves = lines
@@ -194,7 +203,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .iter()
         .filter(|l| l.contains("SeriesInstanceUID=") && l.contains("%2C"))
         .count();
-    assert_eq!(retrieves, N + 7, "{lines:#?}"); // every SEG fetched once
+    assert_eq!(retrieves, N + 8, "{lines:#?}"); // every SEG fetched once
     assert_eq!(metadata, 0, "{lines:#?}");
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());

@@ -54,6 +54,7 @@ pub(crate) use super::reader::{floats, items, uint};
 
 /// Counts set bits in `[start, end)` of an LSB-first bit stream.
 pub(crate) fn count_bits(data: &[u8], start: usize, end: usize) -> u64 {
+    let end = end.max(start); // an empty range counts nothing
     let mut n = 0u64;
     let mut i = start;
     while i < end && !i.is_multiple_of(8) {

@@ -244,7 +244,7 @@ impl Validator {
         src: &SeriesGeometry,
     ) -> bool {
         if let Some(sample) = &src.sampled {
-            // decided only when the sizes not read cannot matter (see `validate_sampled`)
+            // decided only when the sizes not read cannot matter (see `Validator::judge`)
             let fits = src
                 .instances
                 .get(sample)

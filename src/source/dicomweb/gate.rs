@@ -134,8 +134,14 @@ impl DicomWeb {
         }
         for (i, (q, uids)) in results {
             let l = &mut labels[i];
-            // (a whole geometry always decides; a series not found again is judged without)
-            l.set_quality(q.unwrap_or_default());
+            // (a whole geometry always decides, and a series not found again is judged
+            // without; were a verdict still undecided, the label fails closed)
+            l.set_quality(q.unwrap_or_else(|| Quality {
+                problems: vec![
+                    "the image series' geometry could not be read whole to check the size".into(),
+                ],
+                ..Default::default()
+            }));
             l.verdict_key = uids
                 .filter(|u| *u == l.seg.instances)
                 .map(|_| instances_key(&l.seg));
@@ -229,37 +235,57 @@ type Judged = (Option<Quality>, Option<Vec<String>>);
 
 /// Decodes SEG files for the gate on a thread of its own as they are read, while the chunk's
 /// other requests (the image series' geometry, the index) go on: each SEG is fetched once,
-/// and only its [`Decoded`] form is kept. At most [`DECODE_QUEUE`] batches of files wait, so a
-/// chunk of large SEGs read faster than decoded waits rather than filling memory.
+/// and only its [`Decoded`] form is kept. Files waiting to be decoded take at most
+/// [`DECODE_BUDGET`] bytes (a larger batch waits for all of it): a chunk of large SEGs read
+/// faster than decoded waits rather than filling memory.
 pub struct Decoder {
-    tx: tokio::sync::mpsc::Sender<Vec<(String, Vec<Vec<u8>>)>>,
+    tx: tokio::sync::mpsc::UnboundedSender<(Batch, tokio::sync::OwnedSemaphorePermit)>,
+    room: std::sync::Arc<tokio::sync::Semaphore>,
     done: tokio::task::JoinHandle<Prefetched>,
 }
 
-/// Batches of SEG files waiting to be decoded, at most.
-const DECODE_QUEUE: usize = 4;
+/// (series UID, its files) to decode.
+type Batch = Vec<(String, Vec<Vec<u8>>)>;
+
+/// Bytes of SEG files waiting to be decoded, at most, per chunk.
+const DECODE_BUDGET: usize = 32 << 20;
+
+/// The budget's unit (a permit of the semaphore): 4 KiB.
+const PERMIT: usize = 4096;
 
 impl Decoder {
     pub fn start() -> Decoder {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(String, Vec<Vec<u8>>)>>(DECODE_QUEUE);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Batch, tokio::sync::OwnedSemaphorePermit)>();
         let done = tokio::task::spawn_blocking(move || {
             let mut p = Prefetched::default();
-            while let Some(batch) = rx.blocking_recv() {
+            while let Some((batch, room)) = rx.blocking_recv() {
                 for (series, files) in batch {
-                    p.keep(&series, decode_files(&files));
+                    // one file that panics the decoder costs only its own series
+                    let d = std::panic::catch_unwind(|| decode_files(&files))
+                        .unwrap_or_else(|_| Err("the decoder panicked".into()));
+                    p.keep(&series, d);
                 }
+                drop(room); // the files are gone: room for more
             }
             p
         });
-        Decoder { tx, done }
+        let room = std::sync::Arc::new(tokio::sync::Semaphore::new(DECODE_BUDGET / PERMIT));
+        Decoder { tx, room, done }
     }
 
-    /// Queues (series UID, its files) to decode.
-    pub async fn send(&self, batch: Vec<(String, Vec<Vec<u8>>)>) {
-        if !batch.is_empty() {
-            // (the decoder ends only after `finish`: a failed send has nothing to lose)
-            let _ = self.tx.send(batch).await;
+    /// Queues files to decode, once there is room for them.
+    pub async fn send(&self, batch: Batch) {
+        if batch.is_empty() {
+            return;
         }
+        let bytes: usize = batch.iter().flat_map(|(_, f)| f.iter().map(Vec::len)).sum();
+        let permits = (bytes / PERMIT).clamp(1, DECODE_BUDGET / PERMIT);
+        let Ok(room) = self.room.clone().acquire_many_owned(permits as u32).await else {
+            return; // never closed: nothing to lose
+        };
+        // (the decoder ends only after `finish`: a failed send has nothing to lose)
+        let _ = self.tx.send((batch, room));
     }
 
     /// Everything sent, decoded. (Were the decoder lost, the gate retrieves those series.)
@@ -288,4 +314,34 @@ fn parse_sorted(parts: &[Vec<u8>]) -> Result<Vec<dicom_object::DefaultDicomObjec
         crate::dicom::reader::text(o, dicom_dictionary_std::tags::SOP_INSTANCE_UID)
     });
     Ok(objs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches larger than the budget go through one at a time, none is lost, and what cannot
+    /// be decoded is kept as the reason (the gate then says it).
+    #[test]
+    fn the_decoder_takes_every_batch_within_its_budget() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(async {
+            let d = Decoder::start();
+            for i in 0..3 {
+                let big = vec![vec![7u8; DECODE_BUDGET + 1]];
+                d.send(vec![(format!("1.2.{i}"), big)]).await;
+            }
+            d.send(vec![("1.2.9".into(), vec![b"not DICOM".to_vec()])])
+                .await;
+            d.send(vec![]).await;
+            d.finish().await
+        });
+        for s in ["1.2.0", "1.2.1", "1.2.2", "1.2.9"] {
+            assert!(matches!(got.get(s), Some(Err(_))), "{s}");
+        }
+        assert!(got.get("1.2.3").is_none());
+    }
 }
