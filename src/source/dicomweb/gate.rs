@@ -68,7 +68,7 @@ impl DicomWeb {
             .collect();
         let conc = self.client.options().concurrency.clamp(1, 4);
         let geoms = self.geometries(images).await;
-        let jobs: Vec<(usize, String, String, Option<String>)> = todo
+        let jobs: Vec<Job> = todo
             .iter()
             .map(|&i| {
                 let l = &labels[i];
@@ -87,17 +87,9 @@ impl DicomWeb {
                 .as_ref()
                 .and_then(|im| fetched.get(im).or_else(|| geoms.get(im)))
         };
-        // (the futures are made first: closures inside the stream's combinators would not be
-        // `Send` for every lifetime, as a spawned task needs)
-        let futs: Vec<_> = jobs
-            .iter()
-            .map(|(i, st, se, image)| {
-                let g = geometry_of(image);
-                async move { (*i, self.judge_one(v, files, st, se, g).await) }
-            })
-            .collect();
-        let judged: Vec<(usize, Judged)> =
-            stream::iter(futs).buffer_unordered(conc).collect().await;
+        let judged = self
+            .judge_all(v, files, jobs.iter(), geometry_of, conc)
+            .await;
         // a verdict a sampled geometry could not decide: the whole image series read, and the
         // label judged again
         let (mut results, undecided): (Vec<_>, Vec<_>) =
@@ -120,17 +112,9 @@ impl DicomWeb {
                 series = whole.len(),
                 "a sampled image series could not decide: read whole"
             );
-            let futs: Vec<_> = jobs
-                .iter()
-                .filter(|(i, ..)| again.contains(i))
-                .map(|(i, st, se, image)| {
-                    let g = image.as_ref().and_then(|im| whole.get(im));
-                    async move { (*i, self.judge_one(v, files, st, se, g).await) }
-                })
-                .collect();
-            let more: Vec<(usize, Judged)> =
-                stream::iter(futs).buffer_unordered(conc).collect().await;
-            results.extend(more);
+            let again_jobs = jobs.iter().filter(|(i, ..)| again.contains(i));
+            let whole_of = |image: &Option<String>| image.as_ref().and_then(|im| whole.get(im));
+            results.extend(self.judge_all(v, files, again_jobs, whole_of, conc).await);
         }
         for (i, (q, uids)) in results {
             let l = &mut labels[i];
@@ -146,6 +130,27 @@ impl DicomWeb {
                 .filter(|u| *u == l.seg.instances)
                 .map(|_| instances_key(&l.seg));
         }
+    }
+
+    /// The verdicts of `jobs` (label index, study, SEG series, image series), each against the
+    /// geometry `geometry` gives for its image series, `conc` at a time.
+    async fn judge_all<'a>(
+        &'a self,
+        v: &'a Validator,
+        files: &'a Prefetched,
+        jobs: impl Iterator<Item = &'a Job>,
+        geometry: impl Fn(&Option<String>) -> Option<&'a SeriesGeometry>,
+        conc: usize,
+    ) -> Vec<(usize, Judged)> {
+        // (the futures are made first: closures inside the stream's combinators would not be
+        // `Send` for every lifetime, as a spawned task needs)
+        let futs: Vec<_> = jobs
+            .map(|(i, st, se, image)| {
+                let g = geometry(image);
+                async move { (*i, self.judge_one(v, files, st, se, g).await) }
+            })
+            .collect();
+        stream::iter(futs).buffer_unordered(conc).collect().await
     }
 
     /// One label's verdict against `geom` (None when a sampled geometry cannot decide it),
@@ -228,6 +233,9 @@ impl DicomWeb {
         Ok(g)
     }
 }
+
+/// A label to judge: (its index, its study, its SEG series, its image series).
+type Job = (usize, String, String, Option<String>);
 
 /// A label's verdict (None: a sampled geometry could not decide it) and the instance UIDs it
 /// rests on, when it rests on everything.
