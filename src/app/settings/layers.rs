@@ -176,7 +176,7 @@ layer! {
         /// Concurrent requests to the PACS at most [default: 8]
         #[arg(long)]
         pub concurrency: Option<usize>,
-        /// QIDO page size [default: 500]
+        /// The first QIDO page's size; full pages double, up to 16 times it [default: 500]
         #[arg(long)]
         pub page_size: Option<usize>,
         /// Upload SEG files found in --folder to this DICOMweb root (STOW-RS) before notifying

@@ -38,6 +38,7 @@ mod gate;
 mod geometry;
 pub use gate::RemoteGate;
 mod index;
+mod pager;
 
 pub use backfill::{backfill, Pass};
 
@@ -156,12 +157,12 @@ impl DicomWeb {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut offset = 0usize;
-        let mut effective = self.page_size;
+        let mut pager = pager::Pager::new(self.page_size);
         let mut malformed = 0usize;
         loop {
             let at = Endpoint::at(&["series"])
                 .query("Modality", "SEG")
-                .query("limit", self.page_size)
+                .query("limit", pager.limit)
                 .query("offset", offset)
                 .query(
                     "includefield",
@@ -189,26 +190,20 @@ impl DicomWeb {
                     });
                 }
             }
-            // A server may cap the page below our limit: the first page tells the real page
-            // size, and a page shorter than that is the last. An empty page always ends.
-            if items.is_empty() {
-                break;
-            }
             // a server that ignores `offset` repeats its first page for ever
-            if offset > 0 && new_here == 0 {
+            if offset > 0 && new_here == 0 && !items.is_empty() {
                 tracing::warn!(
-                    "{}: the QIDO server ignores offset (page {} repeats earlier series); \
+                    "{}: the QIDO server ignores offset (page {pages} repeats earlier series); \
                      listing ends with {} series",
                     self.client.base,
-                    offset / effective.max(1) + 1,
                     out.len()
                 );
                 complete = false;
                 break;
             }
-            if offset == 0 && items.len() < effective {
-                effective = items.len();
-            } else if items.len() < effective {
+            // pages grow while full; a shorter one is the last, or the server's cap
+            // (see `pager`); an empty page always ends
+            if !pager.next(items.len()) {
                 break;
             }
             offset += items.len();
