@@ -218,9 +218,10 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
         .count();
     let files = lines.iter().filter(|l| l.ends_with("/file")).count();
     // a few archives at once: at most four of the SEG files, four of the image files (a
-    // sample of each series, for its Rows and Columns); one file on its own, the large series'
-    // sample; the mixed series read whole for one label, with QIDO-RS
-    assert!((1..=8).contains(&archives) && files == 1, "{lines:#?}");
+    // sample of each series, for its Rows and Columns); two files on their own, the first SEG
+    // (small: the others are archived) and the large series' sample; the mixed series read
+    // whole for one label, with QIDO-RS
+    assert!((1..=8).contains(&archives) && files == 2, "{lines:#?}");
     let whole: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("/dicom-web/instances?SeriesInstanceUID="))
@@ -266,4 +267,47 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
             .count();
         assert!(alone >= N, "{alone} series asked alone: {seen:#?}");
     }
+}
+
+/// SEG files larger than an archive is worth (`ARCHIVED_FILE_MAX`, 32 KiB: Orthanc deflates
+/// what it archives) are read raw, one request each, with the same verdicts as DICOMweb's; the
+/// chunk's first file tells, its body not read.
+#[test]
+fn large_seg_files_are_read_raw_with_the_same_verdicts() {
+    let orthanc = Orthanc::start(json!({}));
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let mut ct = CtSeries::new(&format!("raw{i}"), 2);
+        ct.rows = 512; // two frames of 512x512 bits: a SEG file of 64 KiB and more
+        ct.cols = 512;
+        let g = dir.path().join(format!("g{i}"));
+        files.extend(write_ct(&g, &ct, "IM").unwrap());
+        files.extend(write_seg(&g, &SegSpec::new(&format!("raw{i}-seg"), &ct), "seg").unwrap());
+    }
+    let sizes: Vec<u64> = files
+        .iter()
+        .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("seg"))
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .collect();
+    assert!(sizes.iter().all(|&n| n > 32 << 10), "{sizes:?}");
+    orthanc.stow(&files);
+    let proxy = SlowProxy::counting(&orthanc.url);
+    let (direct, _) = scan(
+        dir.path(),
+        &["--dicomweb", &format!("{}/dicom-web", proxy.url)],
+    );
+    assert_eq!(direct.len(), 3, "{direct:?}");
+    assert!(direct.iter().all(|l| l.1 == "ready"), "{direct:?}");
+    let start = proxy.count();
+    let (rest, _) = scan(dir.path(), &["--orthanc", &proxy.url]);
+    assert_eq!(rest, direct);
+    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
+    let archives = lines
+        .iter()
+        .filter(|l| l.contains("create-archive"))
+        .count();
+    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    // the first SEG's size (asked, its body not read), the three SEGs, a sample of each series
+    assert_eq!((archives, files), (0, 7), "{lines:#?}");
 }

@@ -88,7 +88,8 @@ impl DicomWeb {
         r: &RemoteSeries,
         keep: bool,
     ) -> Result<Fetched, String> {
-        const SMALL_FILE: usize = 1024 * 1024;
+        // at most `concurrency` files of this size are read at once (8 x 16 MiB by default)
+        const SMALL_FILE: usize = 16 << 20;
         let mut found = Vec::new();
         let mut files = Vec::new();
         for id in &r.orthanc_instances {
@@ -162,6 +163,16 @@ impl DicomWeb {
         if ids.len() < 2 {
             return out; // one file: its own request costs the same
         }
+        // Orthanc deflates what it archives (110 ms of its CPU for 100 SEGs of 330 KB, against
+        // 20 ms to send them raw): a chunk whose first file is large is read file by file; a
+        // small first file is kept, and the others archived
+        let mut files = Vec::new();
+        match self.first_file(rest, ids[0]).await {
+            First::Large => return out,
+            First::Small(f) => files.push(f),
+            First::Failed => {}
+        }
+        let ids = &ids[files.len()..];
         // a few archives at once: Orthanc builds each on one thread
         let parts = self.client.options().concurrency.clamp(1, 2);
         let per = ids.len().div_ceil(parts).max(1);
@@ -178,7 +189,6 @@ impl DicomWeb {
                 .buffer_unordered(parts)
                 .collect()
                 .await;
-        let mut files = Vec::new();
         for a in answers {
             match a {
                 Ok(f) => files.extend(f),
@@ -223,6 +233,37 @@ impl DicomWeb {
         out
     }
 }
+
+/// What the first file of a chunk says of the chunk's.
+enum First {
+    /// Larger than [`ARCHIVED_FILE_MAX`] (its body not read: Orthanc says the size first).
+    Large,
+    /// Small: the file itself.
+    Small(Vec<u8>),
+    /// Not read: the archive is tried.
+    Failed,
+}
+
+impl DicomWeb {
+    async fn first_file(&self, rest: &PacsClient, id: &str) -> First {
+        let at = Endpoint::at(&["instances", id, "file"]);
+        match rest
+            .get_at_most(&at, "application/dicom", ARCHIVED_FILE_MAX)
+            .await
+        {
+            Ok(f) => First::Small(f),
+            Err(PacsError::TooLarge { .. }) => First::Large,
+            Err(e) => {
+                tracing::debug!("{e}; the chunk's SEG files archived");
+                First::Failed
+            }
+        }
+    }
+}
+
+/// The largest SEG file worth a place in an archive: past it, Orthanc's deflating costs more
+/// than a request of its own.
+pub const ARCHIVED_FILE_MAX: usize = 32 << 10;
 
 /// The accepted type of a WADO-RS retrieve: Part-10 instances in any transfer syntax.
 pub(super) const RETRIEVE_ACCEPT: &str =
