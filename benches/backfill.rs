@@ -13,6 +13,7 @@
 //!     cargo bench --bench backfill -- --n 1000 --hold  # load Orthanc, keep it up for experiments
 //!     cargo bench --bench backfill -- --figures 1 --rows 512  # 512 x 512 slices (default 16)
 //!     cargo bench --bench backfill -- --figures 1 --slices 50  # 50 slices per series (default 1)
+//!     cargo bench --bench backfill -- --figures 1 --index postgresql  # Orthanc's index in PostgreSQL
 //!
 //! Figures (medians of the runs; ratios are segbridge / peer unless said):
 //! 1. first backfill of N SEG series, each mode (--orthanc, --dicomweb; gate on and off)
@@ -333,7 +334,12 @@ fn main() {
         .output()
         .unwrap();
     std::fs::write(dir.join("hook.lua"), lua.stdout).unwrap();
-    let orthanc = Orthanc::start(json!({"StableAge": 1, "LuaScripts": [dir.join("hook.lua")]}));
+    // --index postgresql: Orthanc keeps its index in PostgreSQL (the orthanc-postgresql plugin,
+    // a server of its own), as large installations do; the default is its SQLite file
+    let (_index_server, mut orthanc_cfg) = index_config(&args);
+    orthanc_cfg["StableAge"] = json!(1);
+    orthanc_cfg["LuaScripts"] = json!([dir.join("hook.lua")]);
+    let orthanc = Orthanc::start(orthanc_cfg);
     let proxy = SlowProxy::counting(&orthanc.url);
     let emu = Emu::start();
 
@@ -376,7 +382,7 @@ fn main() {
 
     let mut report = String::new();
     let machine = format!(
-        "{} cores, {}; Orthanc {}; {}",
+        "{} cores, {}; Orthanc {} (index: {}); {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -394,6 +400,11 @@ fn main() {
         orthanc.get_json("/system")["Version"]
             .as_str()
             .unwrap_or("?"),
+        if _index_server.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         String::from_utf8_lossy(&Command::new(&py).arg("--version").output().unwrap().stdout)
             .trim()
     );
@@ -814,6 +825,36 @@ fn accept_of(path: &str) -> &'static str {
         "application/dicom+json"
     }
 }
+
+/// Orthanc's configuration for `--index`: nothing for its own SQLite file (the default), or
+/// the PostgreSQL index plugin with a PostgreSQL server of its own (kept alive by the caller).
+fn index_config(args: &[String]) -> (Option<common::pg::PgServer>, serde_json::Value) {
+    match args
+        .iter()
+        .position(|a| a == "--index")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("sqlite") => (None, json!({})),
+        Some("postgresql") => {
+            assert!(
+                Path::new(PG_INDEX_PLUGIN).exists(),
+                "{PG_INDEX_PLUGIN} missing: apt-get install orthanc-postgresql"
+            );
+            let pg = common::pg::PgServer::start();
+            let cfg = json!({
+                "Plugins": [common::orthanc::PLUGIN, PG_INDEX_PLUGIN],
+                "PostgreSQL": {"EnableIndex": true, "EnableStorage": false,
+                               "Host": "127.0.0.1", "Port": pg.port(), "Database": "postgres",
+                               "Username": "segbridge", "Password": "", "Lock": false}
+            });
+            (Some(pg), cfg)
+        }
+        Some(other) => panic!("--index {other}: sqlite or postgresql"),
+    }
+}
+
+const PG_INDEX_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so";
 
 /// A state file holding `n` labels from another source, as a busy installation's would.
 fn synthetic_ledger(path: &Path, n: usize) {

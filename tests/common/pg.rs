@@ -51,6 +51,11 @@ impl PgServer {
         PgServer::start_with(true)
     }
 
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The PEM file of the CA that signed a TLS server's certificate.
     pub fn ca(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
