@@ -270,3 +270,77 @@ fn credentials_in_urls_are_refused_and_never_echoed() {
     }
     assert!(!dir.path().join("segbridge.db").exists());
 }
+
+/// Listing pages grow while full (see `pager`), so a server whose series take far more room
+/// than Orthanc's could push a page over the 32 MiB cap of a JSON answer: that page is asked
+/// again at half its size, and every series is still listed, the listing complete.
+#[test]
+fn a_qido_page_over_the_size_cap_is_asked_again_smaller() {
+    use axum::extract::Request;
+    const TOTAL: usize = 100;
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(usize, usize)>::new()));
+    let log = asked.clone();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let log = log.clone();
+        async move {
+            let q = req.uri().query().unwrap_or("").to_string();
+            let arg = |name: &str| -> usize {
+                q.split('&')
+                    .find_map(|p| p.strip_prefix(name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            let body = if req.uri().path().ends_with("/series") && q.contains("Modality=SEG") {
+                let (offset, limit) = (arg("offset="), arg("limit="));
+                log.lock().unwrap().push((offset, limit));
+                // about 1 MB a series: a page of 40 is over the cap, one of 20 under it
+                let items: Vec<Value> = (offset..(offset + limit).min(TOTAL))
+                    .map(|i| {
+                        json!({
+                            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                            "0020000E": {"vr": "UI", "Value": [format!("1.2.9.{i}")]},
+                            "00081030": {"vr": "LO", "Value": vec!["padding"; 100_000]},
+                        })
+                    })
+                    .collect();
+                Value::Array(items).to_string()
+            } else {
+                "[]".to_string()
+            };
+            ([("content-type", "application/dicom+json")], body)
+        }
+    });
+    let (root, _rt) = serve(app);
+    let dir = tempfile::tempdir().unwrap();
+    let o = segbridge(dir.path())
+        .args(["scan", "--json", "--page-size", "5", "--dicomweb"])
+        .arg(format!("{root}/dw"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    for i in 0..TOTAL {
+        assert!(
+            out.contains(&format!("1.2.9.{i}\"")),
+            "1.2.9.{i}: {}",
+            text(&o)
+        );
+    }
+    assert!(!text(&o).contains("incomplete"), "{}", text(&o));
+    // 5, 10, 20, then 40 too large: 20 from there on, to the end
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        [
+            (0, 5),
+            (5, 10),
+            (15, 20),
+            (35, 40),
+            (35, 20),
+            (55, 20),
+            (75, 20),
+            (95, 20)
+        ],
+        "{}",
+        text(&o)
+    );
+}

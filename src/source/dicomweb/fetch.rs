@@ -3,6 +3,7 @@
 //! DICOMweb server a WADO-RS retrieve of the series (with the gate) or its metadata (without).
 
 use super::*;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// How many bytes of files the archives a chunk of a pass reads at once may unpack to (SEG
 /// files beyond it are read one series at a time), and, a quarter of it, the image files read
@@ -88,10 +89,14 @@ impl DicomWeb {
         r: &RemoteSeries,
         keep: bool,
     ) -> Result<Fetched, String> {
-        // at most `concurrency` files of this size are read at once (8 x 16 MiB by default)
+        // Each file at most 16 MiB, and what the gate keeps of one series at most
+        // PREFETCH_BUDGET (64 MiB, the cap of a WADO-RS retrieve's answer too): past it the
+        // series is retrieved through WADO-RS instead. At most `concurrency` series of a chunk
+        // are read at once, and three chunks.
         const SMALL_FILE: usize = 16 << 20;
         let mut found = Vec::new();
         let mut files = Vec::new();
+        let mut kept = 0usize;
         for id in &r.orthanc_instances {
             if !is_orthanc_id(id) {
                 return Err(format!("{id:?} is not an Orthanc instance ID"));
@@ -101,6 +106,7 @@ impl DicomWeb {
                 .get_at_most(&at, "application/dicom", SMALL_FILE)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.seg_file_size.store(bytes.len().max(1), Relaxed);
             match crate::dicom::reader::read_instance_from_bytes(&bytes) {
                 Ok(InstanceHeader::Seg(s)) => {
                     let location = self.client.url(&series_at(&s.study, &r.series));
@@ -110,6 +116,13 @@ impl DicomWeb {
                 Err(e) => return Err(format!("{}: {e}", rest.url(&at))),
             }
             if keep {
+                kept += bytes.len();
+                if kept > PREFETCH_BUDGET {
+                    return Err(format!(
+                        "the files of series {} are over {PREFETCH_BUDGET} bytes",
+                        r.series
+                    ));
+                }
                 files.push(bytes);
             }
         }
@@ -164,13 +177,18 @@ impl DicomWeb {
             return out; // one file: its own request costs the same
         }
         // Orthanc deflates what it archives (110 ms of its CPU for 100 SEGs of 330 KB, against
-        // 20 ms to send them raw): a chunk whose first file is large is read file by file; a
-        // small first file is kept, and the others archived
+        // 20 ms to send them raw): large files are read file by file. The size of the files
+        // read last tells; before any, the chunk's first file, asked on its own (a small one
+        // is kept, and the others archived).
         let mut files = Vec::new();
-        match self.first_file(rest, ids[0]).await {
-            First::Large => return out,
-            First::Small(f) => files.push(f),
-            First::Failed => {}
+        match self.seg_file_size.load(Relaxed) {
+            0 => match self.first_file(rest, ids[0]).await {
+                First::Large => return out,
+                First::Small(f) => files.push(f),
+                First::Failed => {}
+            },
+            n if n > ARCHIVED_FILE_MAX => return out,
+            _ => {}
         }
         let ids = &ids[files.len()..];
         // a few archives at once: Orthanc builds each on one thread
@@ -191,7 +209,13 @@ impl DicomWeb {
                 .await;
         for a in answers {
             match a {
-                Ok(f) => files.extend(f),
+                Ok(f) => {
+                    if !f.is_empty() {
+                        let mean = f.iter().map(Vec::len).sum::<usize>() / f.len();
+                        self.seg_file_size.store(mean.max(1), Relaxed);
+                    }
+                    files.extend(f)
+                }
                 // the series of a failed archive lack files: they are read one by one
                 Err(e) => tracing::debug!("{e}; reading those SEG files one by one"),
             }
@@ -252,7 +276,10 @@ impl DicomWeb {
             .await
         {
             Ok(f) => First::Small(f),
-            Err(PacsError::TooLarge { .. }) => First::Large,
+            Err(PacsError::TooLarge { .. }) => {
+                self.seg_file_size.store(ARCHIVED_FILE_MAX + 1, Relaxed);
+                First::Large
+            }
             Err(e) => {
                 tracing::debug!("{e}; the chunk's SEG files archived");
                 First::Failed

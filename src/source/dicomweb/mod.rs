@@ -93,6 +93,9 @@ pub struct DicomWeb {
     pub validator: Option<Validator>,
     /// Orthanc's REST root, when the server is Orthanc: many image checks become one request.
     pub orthanc_rest: Option<PacsClient>,
+    /// The size of the SEG files read last through Orthanc's REST API (0: none yet): whether
+    /// a chunk's files are archived or read raw, without asking each chunk's first file.
+    pub(crate) seg_file_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub use crate::model::Known;
@@ -131,6 +134,7 @@ impl DicomWeb {
             seg_filter: filters.as_ref().and_then(|f| f.seg_query()),
             validator: None,
             orthanc_rest: None,
+            seg_file_size: Default::default(),
         })
     }
 
@@ -147,7 +151,8 @@ impl DicomWeb {
         })
     }
 
-    /// QIDO-RS `/series?Modality=SEG`, page by page until a short page. The flag says whether
+    /// QIDO-RS `/series?Modality=SEG`, in pages that grow while full, until the end
+    /// ([`pager::Pager`] tells it from a server's page cap). The flag says whether
     /// the listing is known complete (a server that ignores `offset`, or a listing that hits
     /// [`LISTING_BOUND`], leaves it unknown, and an unknown listing never removes anything).
     pub async fn list_seg_series(&self) -> Result<(Vec<RemoteSeries>, bool), PacsError> {
@@ -169,8 +174,19 @@ impl DicomWeb {
                     json_key(tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
                 )
                 .query("includefield", json_key(tags::STUDY_INSTANCE_UID));
-            let items = self.qido(&at).await?;
             pages += 1;
+            let items = match self.qido(&at).await {
+                Ok(items) => items,
+                // a server whose series take more room than Orthanc's: smaller pages
+                Err(e @ PacsError::TooLarge { .. }) => {
+                    if !pager.too_large() {
+                        return Err(e);
+                    }
+                    tracing::debug!("{e}; pages of {} series from here", pager.limit);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let mut new_here = 0;
             for it in &items {
                 let (Some(study), Some(series)) = (it.study(), it.series()) else {
