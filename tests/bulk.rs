@@ -161,6 +161,25 @@ fn scan(dir: &Path, source: &[&str]) -> (Vec<(String, String, String, String)>, 
     (out, o)
 }
 
+/// `scan` through Orthanc's REST API (by the counting proxy), whose verdicts must be
+/// `direct`'s: the requests it made, and how many were archives and raw files.
+fn orthanc_scan(
+    dir: &Path,
+    proxy: &SlowProxy,
+    direct: &[(String, String, String, String)],
+) -> (Vec<String>, usize, usize) {
+    let start = proxy.count();
+    let (rest, _) = scan(dir, &["--orthanc", &proxy.url]);
+    assert_eq!(rest, direct);
+    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
+    let archives = lines
+        .iter()
+        .filter(|l| l.contains("/tools/create-archive"))
+        .count();
+    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    (lines, archives, files)
+}
+
 #[test]
 fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     let orthanc = Orthanc::start(json!({}));
@@ -208,15 +227,7 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     assert!(listed >= 2, "{lines:#?}");
     assert!(lines.len() < 2 * N, "{} requests: {lines:#?}", lines.len());
     // Orthanc's own paths give the same verdicts, the SEG files in one archive
-    let start = proxy.count();
-    let (rest, _) = scan(dir.path(), &["--orthanc", &proxy.url]);
-    assert_eq!(rest, direct);
-    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
-    let archives = lines
-        .iter()
-        .filter(|l| l.contains("/tools/create-archive"))
-        .count();
-    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    let (lines, archives, files) = orthanc_scan(dir.path(), &proxy, &direct);
     // a few archives at once: at most four of the SEG files, four of the image files (a
     // sample of each series, for its Rows and Columns); two files on their own, the first SEG
     // (small: the others are archived) and the large series' sample; the mixed series read
@@ -299,15 +310,7 @@ fn large_seg_files_are_read_raw_with_the_same_verdicts() {
     );
     assert_eq!(direct.len(), 3, "{direct:?}");
     assert!(direct.iter().all(|l| l.1 == "ready"), "{direct:?}");
-    let start = proxy.count();
-    let (rest, _) = scan(dir.path(), &["--orthanc", &proxy.url]);
-    assert_eq!(rest, direct);
-    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
-    let archives = lines
-        .iter()
-        .filter(|l| l.contains("create-archive"))
-        .count();
-    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    let (lines, archives, files) = orthanc_scan(dir.path(), &proxy, &direct);
     // the first SEG's size (asked, its body not read), the three SEGs, a sample of each series
     assert_eq!((archives, files), (0, 7), "{lines:#?}");
 }
