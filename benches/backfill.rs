@@ -819,6 +819,8 @@ fn accept_of(path: &str) -> &'static str {
     let path = path.split('?').next().unwrap_or(path);
     if path.ends_with("/file") {
         "application/dicom"
+    } else if path.ends_with("/tags") {
+        "application/json"
     } else if path.contains("/dicom-web/studies/") && !path.ends_with("/metadata") {
         "multipart/related; type=\\\"application/dicom\\\"; transfer-syntax=*"
     } else {

@@ -229,10 +229,14 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     // Orthanc's own paths give the same verdicts, the SEG files in one archive
     let (lines, archives, files) = orthanc_scan(dir.path(), &proxy, &direct);
     // a few archives at once: at most four of the SEG files, four of the image files (a
-    // sample of each series, for its Rows and Columns); two files on their own, the first SEG
-    // (small: the others are archived) and the large series' sample; the mixed series read
-    // whole for one label, with QIDO-RS
-    assert!((1..=8).contains(&archives) && files == 2, "{lines:#?}");
+    // sample of each series, for its Rows and Columns); the first SEG on its own (small: the
+    // others are archived); the large series' sample by its tags; the mixed series read whole
+    // for one label, with QIDO-RS
+    let tags = lines.iter().filter(|l| l.contains("/tags?short")).count();
+    assert!(
+        (1..=8).contains(&archives) && (files, tags) == (1, 1),
+        "{lines:#?}"
+    );
     let whole: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("/dicom-web/instances?SeriesInstanceUID="))
@@ -255,6 +259,11 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     faulty.fail("/tools/bulk-content", "500", 1000);
     let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
     assert_eq!(rest, direct);
+    // a sample's tags cut short: its file is read instead, the same verdicts
+    faulty.fail("/tags", "truncate", 1000);
+    let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
+    assert_eq!(rest, direct);
+    faulty.heal();
     // neither archives nor files: WADO-RS, with the study each series is in looked up (a
     // listing through Orthanc's REST API names studies by Orthanc ID), the same verdicts
     faulty.fail("/tools/create-archive|/file", "500", 1000);
@@ -288,13 +297,20 @@ fn large_seg_files_are_read_raw_with_the_same_verdicts() {
     let orthanc = Orthanc::start(json!({}));
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    for i in 0..3 {
+    for i in 0..5 {
         let mut ct = CtSeries::new(&format!("raw{i}"), 2);
         ct.rows = 512; // two frames of 512x512 bits: a SEG file of 64 KiB and more
         ct.cols = 512;
         let g = dir.path().join(format!("g{i}"));
         files.extend(write_ct(&g, &ct, "IM").unwrap());
-        files.extend(write_seg(&g, &SegSpec::new(&format!("raw{i}-seg"), &ct), "seg").unwrap());
+        let mut seg = SegSpec::new(&format!("raw{i}-seg"), &ct);
+        // the sample's size and the indexed planes decide these two (taken from its tags)
+        match i {
+            3 => seg.faults.size = Some((510, 512)),
+            4 => seg.faults.z_shift = 500.0,
+            _ => {}
+        }
+        files.extend(write_seg(&g, &seg, "seg").unwrap());
     }
     let sizes: Vec<u64> = files
         .iter()
@@ -308,9 +324,29 @@ fn large_seg_files_are_read_raw_with_the_same_verdicts() {
         dir.path(),
         &["--dicomweb", &format!("{}/dicom-web", proxy.url)],
     );
-    assert_eq!(direct.len(), 3, "{direct:?}");
-    assert!(direct.iter().all(|l| l.1 == "ready"), "{direct:?}");
+    assert_eq!(direct.len(), 5, "{direct:?}");
+    let verdicts: Vec<&str> = direct.iter().map(|l| l.1.as_str()).collect();
+    assert_eq!(
+        verdicts.iter().filter(|v| **v == "ready").count(),
+        3,
+        "{direct:?}"
+    );
+    assert!(
+        direct
+            .iter()
+            .any(|l| l.3.contains("Rows/Columns 510x512 differ")),
+        "{direct:?}"
+    );
+    assert!(
+        direct
+            .iter()
+            .any(|l| l.3.contains("outside the source series extent")),
+        "{direct:?}"
+    );
     let (lines, archives, files) = orthanc_scan(dir.path(), &proxy, &direct);
-    // the first SEG's size (asked, its body not read), the three SEGs, a sample of each series
-    assert_eq!((archives, files), (0, 7), "{lines:#?}");
+    // the first SEG's size (asked, its body not read) and the five SEGs; of each image series
+    // a sample's tags, not its file
+    assert_eq!((archives, files), (0, 6), "{lines:#?}");
+    let tags = lines.iter().filter(|l| l.contains("/tags?short")).count();
+    assert_eq!(tags, 5, "{lines:#?}");
 }

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::model::{ImageInstance, InstanceGeometry};
 use crate::source::dicom_json::{string_or_none, Loose};
+use crate::source::endpoint::is_uid;
 
 /// One resource of a `/tools/find` answer with `"Expand": true`, keeping only what segbridge
 /// reads: the rest of each (large) answer is skipped while parsing, never held.
@@ -84,6 +86,75 @@ pub struct FoundTags {
     pub study: Option<String>,
     #[serde(rename = "Modality", default, deserialize_with = "lenient")]
     pub modality: Option<String>,
+}
+
+/// An instance's tags as `/instances/{id}/tags?short` answers them (`"gggg,eeee": value`, a
+/// sequence an array, a long or binary value null): only what an image series' sampled
+/// geometry needs. Orthanc reads the file only up to its pixel data to answer it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ShortTags {
+    #[serde(rename = "0008,0016", default, deserialize_with = "lenient")]
+    pub sop_class: Option<String>,
+    #[serde(rename = "0008,0018", default, deserialize_with = "lenient")]
+    pub sop: Option<String>,
+    #[serde(rename = "0008,0060", default, deserialize_with = "lenient")]
+    pub modality: Option<String>,
+    #[serde(
+        rename = "0020,000d",
+        alias = "0020,000D",
+        default,
+        deserialize_with = "lenient"
+    )]
+    pub study: Option<String>,
+    #[serde(
+        rename = "0020,000e",
+        alias = "0020,000E",
+        default,
+        deserialize_with = "lenient"
+    )]
+    pub series: Option<String>,
+    #[serde(rename = "0020,0032", default, deserialize_with = "lenient")]
+    pub position: Option<String>,
+    #[serde(rename = "0020,0037", default, deserialize_with = "lenient")]
+    pub orientation: Option<String>,
+    #[serde(rename = "0028,0010", default, deserialize_with = "lenient")]
+    pub rows: Option<String>,
+    #[serde(rename = "0028,0011", default, deserialize_with = "lenient")]
+    pub cols: Option<String>,
+}
+
+impl ShortTags {
+    /// The instance as the file's own header would give it (see
+    /// [`crate::dicom::reader::read_instance_from_bytes`]): nothing for a SEG, or when a UID
+    /// is missing or malformed. An unreadable size is 0 (not an image), an unreadable plane
+    /// none, as from the file.
+    pub fn image(&self) -> Option<ImageInstance> {
+        fn uid(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|u| is_uid(u))
+        }
+        let class = uid(&self.sop_class)?;
+        if crate::dicom::is_seg_sop_class(class) {
+            return None;
+        }
+        // US: 0 to 65535
+        let size = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|s| s.trim().parse::<u16>().ok())
+                .map_or(0, u32::from)
+        };
+        Some(ImageInstance {
+            sop_instance: uid(&self.sop)?.to_string(),
+            series: uid(&self.series)?.to_string(),
+            study: uid(&self.study)?.to_string(),
+            modality: self.modality.as_deref().unwrap_or("").trim().to_string(),
+            geometry: InstanceGeometry {
+                rows: size(&self.rows),
+                cols: size(&self.cols),
+                position: self.position.as_deref().and_then(decimals::<3>),
+                orientation: self.orientation.as_deref().and_then(decimals::<6>),
+            },
+        })
+    }
 }
 
 /// A string, or nothing when the server sent something else (one odd value must not fail the
@@ -218,5 +289,54 @@ mod tests {
         assert_eq!(tags("0\\0\\0", "1\\0\\0\\0\\1").plane(), None);
         let none = FoundInstanceTags::default();
         assert_eq!(none.plane(), None);
+    }
+
+    #[test]
+    fn an_image_is_read_from_its_short_tags_as_from_its_file() {
+        // the shape Orthanc 1.10 answers (lower-case hex, sequences as arrays, pixels null)
+        let answer = r#"{
+            "0008,0016": "1.2.840.10008.5.1.4.1.1.2",
+            "0008,0018": "2.25.7", "0008,0060": "CT",
+            "0008,1140": [{"0008,1155": "2.25.9"}],
+            "0020,000d": "2.25.5", "0020,000e": "2.25.6",
+            "0020,0032": "-10\\2.5\\30", "0020,0037": "1\\0\\0\\0\\1\\0",
+            "0028,0010": "512", "0028,0011": "256", "7fe0,0010": null
+        }"#;
+        let t: ShortTags = serde_json::from_str(answer).unwrap();
+        let i = t.image().unwrap();
+        assert_eq!(
+            (i.sop_instance.as_str(), i.series.as_str(), i.study.as_str()),
+            ("2.25.7", "2.25.6", "2.25.5")
+        );
+        assert_eq!(i.modality, "CT");
+        assert_eq!((i.geometry.rows, i.geometry.cols), (512, 256));
+        assert_eq!(i.geometry.position, Some([-10.0, 2.5, 30.0]));
+        assert_eq!(i.geometry.orientation, Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]));
+        // upper-case hex is read too
+        let upper = answer.replace("000d", "000D").replace("000e", "000E");
+        let u: ShortTags = serde_json::from_str(&upper).unwrap();
+        assert_eq!(format!("{:?}", u.image()), format!("{:?}", Some(&i)));
+
+        let with = |key: &str, v: &str| {
+            let mut j: serde_json::Value = serde_json::from_str(answer).unwrap();
+            j[key] = serde_json::from_str(v).unwrap();
+            serde_json::from_value::<ShortTags>(j).unwrap().image()
+        };
+        // a SEG, or an instance without a usable UID, is no image
+        assert!(with("0008,0016", r#""1.2.840.10008.5.1.4.1.1.66.4""#).is_none());
+        assert!(with("0008,0016", "null").is_none());
+        for key in ["0008,0018", "0020,000d", "0020,000e"] {
+            assert!(with(key, r#""2.25.x""#).is_none(), "{key}");
+            assert!(with(key, "[]").is_none(), "{key}");
+        }
+        // a size that is no US value is 0 (not an image), an odd plane none: as from the file
+        for bad in [r#""70000""#, r#""-1""#, r#""""#, "512", "null"] {
+            assert_eq!(with("0028,0010", bad).unwrap().geometry.rows, 0, "{bad}");
+        }
+        assert_eq!(
+            with("0020,0032", r#""1\\2""#).unwrap().geometry.position,
+            None
+        );
+        assert_eq!(with("0020,0037", "[1]").unwrap().geometry.orientation, None);
     }
 }

@@ -12,14 +12,16 @@
 //! one instance's file is read (one the SEGs name, when they name one), and the series' geometry
 //! is the index's planes with that file's size ([`SeriesGeometry::sampled`]; the gate reads the
 //! whole series when that cannot decide a verdict). Another series made of small files (at most
-//! 8 KiB) is read whole. Sample files are read from archives when small, raw otherwise, a few at
-//! once. Series neither answers are left to the caller (QIDO-RS).
+//! 8 KiB) is read whole. Sample files are read from archives when small; of a larger one only
+//! its tags (`/instances/{id}/tags?short`: Orthanc reads the file up to its pixel data and
+//! sends a few KB; 0.38 s of its CPU for 1,000 512x512 slices against 0.45 s for the files),
+//! else its raw file, a few at once. Series neither answers are left to the caller (QIDO-RS).
 
 use std::collections::{HashMap, HashSet};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::answers::FoundFile;
+use super::answers::{FoundFile, ShortTags};
 use super::rest::{bulk_content, series_id};
 use crate::dicom::reader::{read_instance_from_bytes, InstanceHeader};
 use crate::model::{ImageIndex, ImageInstance, InstanceGeometry, SeriesGeometry};
@@ -161,6 +163,18 @@ pub async fn series_geometries(
         .collect::<Vec<Vec<ImageInstance>>>();
     let from_files = stream::iter(raw)
         .map(|(id, size)| async move {
+            // its tags (Orthanc reads the file up to its pixel data and sends a few KB), else
+            // the file itself
+            let tags = Endpoint::at(&["instances", &id, "tags"]).query("short", "");
+            match rest.get_json::<ShortTags>(&tags, "application/json").await {
+                Ok(t) => {
+                    if let Some(i) = t.image() {
+                        return Some(i);
+                    }
+                    tracing::debug!("{}: no image's tags; reading its file", rest.url(&tags));
+                }
+                Err(e) => tracing::debug!("{e}; reading that image file"),
+            }
             let at = Endpoint::at(&["instances", &id, "file"]);
             let limit = usize::try_from(size)
                 .unwrap_or(usize::MAX)
