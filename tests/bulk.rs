@@ -349,4 +349,24 @@ fn large_seg_files_are_read_raw_with_the_same_verdicts() {
     assert_eq!((archives, files), (0, 6), "{lines:#?}");
     let tags = lines.iter().filter(|l| l.contains("/tags?short")).count();
     assert_eq!(tags, 5, "{lines:#?}");
+    // the tags decided every series but the one whose SEG differs in size from its sample
+    // (whose other slices might not: it is read whole, by design)
+    let resized = CtSeries::new("raw3", 2).series;
+    let elsewhere = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("/dicom-web/") && !l.contains(&resized))
+            .count()
+    };
+    assert_eq!(elsewhere(&lines), 0, "{lines:#?}");
+    // tags cut short: each sample's file is read instead (not the series through DICOMweb)
+    let faulty = FaultyPacs::start(&proxy.url);
+    faulty.fail("/tags", "truncate", 1000);
+    let start = proxy.count();
+    let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
+    assert_eq!(rest, direct);
+    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
+    let files = lines.iter().filter(|l| l.ends_with("/file")).count();
+    assert_eq!(files, 6 + 5, "{lines:#?}");
+    assert_eq!(elsewhere(&lines), 0, "{lines:#?}");
 }

@@ -338,5 +338,9 @@ mod tests {
             None
         );
         assert_eq!(with("0020,0037", "[1]").unwrap().geometry.orientation, None);
+        // padding around a value is dropped, as the file reader trims it
+        let padded = with("0008,0018", r#"" 2.25.7 ""#).unwrap();
+        assert_eq!(padded.sop_instance, "2.25.7");
+        assert_eq!(with("0028,0011", r#"" 256 ""#).unwrap().geometry.cols, 256);
     }
 }
