@@ -165,7 +165,7 @@ pub async fn series_geometries(
         .map(|(id, size)| async move {
             // its tags (Orthanc reads the file up to its pixel data and sends a few KB), else
             // the file itself
-            let tags = Endpoint::at(&["instances", &id, "tags"]).query("short", "");
+            let tags = Endpoint::at(&["instances", &id, "tags"]).flag("short");
             match rest.get_json::<ShortTags>(&tags, "application/json").await {
                 Ok(t) => {
                     if let Some(i) = t.image() {
