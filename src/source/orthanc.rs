@@ -12,7 +12,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 mod answers;
-pub mod archive;
 mod deletions;
 mod feed;
 pub mod geometry;

@@ -100,10 +100,9 @@ pub async fn backfill(
 /// Chunks of a pass read at once (see [`backfill`]). Three rather than two: at N = 1,000 on
 /// Orthanc, a backfill took 0.38-0.43 s instead of 0.49-0.51 s with the gate, 0.26-0.30 s
 /// instead of 0.30-0.35 s without; four gave nothing more (an A/B of ten runs each later gave
-/// 0.55 s against 0.60 s with the gate, the same without: the gain is small). Each chunk holds
-/// at most its archives' [`super::fetch::PREFETCH_BUDGET`] of files, the `--concurrency`
-/// series being read one by one, and 32 MiB of files waiting to be decoded
-/// ([`super::gate::Decoder`]).
+/// 0.55 s against 0.60 s with the gate, the same without: the gain is small). Each chunk reads
+/// `--concurrency` series at once (each at most [`super::fetch::PREFETCH_BUDGET`] of files),
+/// and holds at most 32 MiB of files waiting to be decoded ([`super::gate::Decoder`]).
 const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Reads one chunk of a listing: its SEG headers (and, for the gate, files), the image series
@@ -122,43 +121,25 @@ async fn read_part(
     let keep = dw.validator.is_some();
     let decoding = keep.then(Decoder::start);
     let decoder = decoding.as_ref();
-    // through Orthanc's REST API, the whole chunk's files in one archive
-    let mut archived = match &dw.orthanc_rest {
-        Some(rest) => dw.archive_headers(rest, part, keep).await,
-        None => HashMap::new(),
-    };
     let mut results: Vec<(RemoteSeries, Result<SegSeries, String>)> = Vec::new();
-    let mut one_by_one = Vec::new();
-    let mut to_decode = Vec::new();
-    for r in part {
-        match archived.remove(&r.series) {
-            Some((s, files)) => {
-                to_decode.extend(files.map(|f| (s.uid().to_string(), f)));
-                results.push((r.clone(), Ok(s)));
-            }
-            None => one_by_one.push(r.clone()),
-        }
-    }
-    if let Some(d) = decoder {
-        d.send(to_decode).await;
-    }
-    let fetched: Vec<(RemoteSeries, Result<SegSeries, String>)> = stream::iter(one_by_one)
-        .map(|r| async move {
-            let h: Result<Fetched, String> = dw.series_header_of(&r, keep).await;
-            let h = match h {
-                Ok((s, files)) => {
-                    if let (Some(d), Some(f)) = (decoder, files) {
-                        d.send(vec![(s.uid().to_string(), f)]).await;
+    let fetched: Vec<(RemoteSeries, Result<SegSeries, String>)> =
+        stream::iter(part.iter().cloned())
+            .map(|r| async move {
+                let h: Result<Fetched, String> = dw.series_header_of(&r, keep).await;
+                let h = match h {
+                    Ok((s, files)) => {
+                        if let (Some(d), Some(f)) = (decoder, files) {
+                            d.send(vec![(s.uid().to_string(), f)]).await;
+                        }
+                        Ok(s)
                     }
-                    Ok(s)
-                }
-                Err(e) => Err(e),
-            };
-            (r, h)
-        })
-        .buffer_unordered(conc)
-        .collect()
-        .await;
+                    Err(e) => Err(e),
+                };
+                (r, h)
+            })
+            .buffer_unordered(conc)
+            .collect()
+            .await;
     results.extend(fetched);
     let mut segs = Vec::new();
     let mut problems = Vec::new();

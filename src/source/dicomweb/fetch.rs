@@ -3,11 +3,10 @@
 //! DICOMweb server a WADO-RS retrieve of the series (with the gate) or its metadata (without).
 
 use super::*;
-use std::sync::atomic::Ordering::Relaxed;
 
-/// How many bytes of files the archives a chunk of a pass reads at once may unpack to (SEG
-/// files beyond it are read one series at a time), and, a quarter of it, the image files read
-/// for the gate's geometry.
+/// How many bytes of one SEG series' files the gate keeps (a larger series is retrieved
+/// through WADO-RS, within the same cap), and, a quarter of it, the image files of a chunk read
+/// whole for the gate's geometry.
 pub const PREFETCH_BUDGET: usize = 64 << 20;
 
 /// The SEG series decoded for the quality gate while their headers were read, by series UID:
@@ -106,7 +105,6 @@ impl DicomWeb {
                 .get_at_most(&at, "application/dicom", SMALL_FILE)
                 .await
                 .map_err(|e| e.to_string())?;
-            self.seg_file_size.store(bytes.len().max(1), Relaxed);
             match crate::dicom::reader::read_instance_from_bytes(&bytes) {
                 Ok(InstanceHeader::Seg(s)) => {
                     let location = self.client.url(&series_at(&s.study, &r.series));
@@ -156,141 +154,6 @@ impl DicomWeb {
         Ok((seg, Some(parts)))
     }
 }
-
-impl DicomWeb {
-    /// The headers (and, when `keep`, the files) of a chunk of series listed through Orthanc's
-    /// REST API, from one archive of all their instances. A series whose files are not all in
-    /// it, or not all readable, is left out: it is read file by file, which says what is wrong.
-    pub(super) async fn archive_headers(
-        &self,
-        rest: &PacsClient,
-        part: &[RemoteSeries],
-        keep: bool,
-    ) -> HashMap<String, Fetched> {
-        let mut out = HashMap::new();
-        let ids: Vec<&str> = part
-            .iter()
-            .flat_map(|r| r.orthanc_instances.iter().map(String::as_str))
-            .filter(|id| is_orthanc_id(id))
-            .collect();
-        if ids.len() < 2 {
-            return out; // one file: its own request costs the same
-        }
-        // Orthanc deflates what it archives (110 ms of its CPU for 100 SEGs of 330 KB, against
-        // 20 ms to send them raw): large files are read file by file. The size of the files
-        // read last tells; before any, the chunk's first file, asked on its own (a small one
-        // is kept, and the others archived).
-        let mut files = Vec::new();
-        match self.seg_file_size.load(Relaxed) {
-            0 => match self.first_file(rest, ids[0]).await {
-                First::Large => return out,
-                First::Small(f) => files.push(f),
-                First::Failed => {}
-            },
-            n if n > ARCHIVED_FILE_MAX => return out,
-            _ => {}
-        }
-        let ids = &ids[files.len()..];
-        // a few archives at once: Orthanc builds each on one thread
-        let parts = self.client.options().concurrency.clamp(1, 2);
-        let per = ids.len().div_ceil(parts).max(1);
-        let budget = PREFETCH_BUDGET / parts;
-        let lists: Vec<Vec<String>> = ids
-            .chunks(per)
-            .map(|c| c.iter().map(|s| s.to_string()).collect())
-            .collect();
-        let answers: Vec<Result<Vec<Vec<u8>>, PacsError>> =
-            stream::iter(lists)
-                .map(|some| async move {
-                    crate::source::orthanc::archive::files(rest, &some, budget).await
-                })
-                .buffer_unordered(parts)
-                .collect()
-                .await;
-        for a in answers {
-            match a {
-                Ok(f) => {
-                    if !f.is_empty() {
-                        let mean = f.iter().map(Vec::len).sum::<usize>() / f.len();
-                        self.seg_file_size.store(mean.max(1), Relaxed);
-                    }
-                    files.extend(f)
-                }
-                // the series of a failed archive lack files: they are read one by one
-                Err(e) => tracing::debug!("{e}; reading those SEG files one by one"),
-            }
-        }
-        let listed: HashMap<&str, &RemoteSeries> =
-            part.iter().map(|r| (r.series.as_str(), r)).collect();
-        let mut found: HashMap<String, Vec<(crate::model::SegInstance, String)>> = HashMap::new();
-        let mut bytes: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
-        for f in files {
-            let Ok(InstanceHeader::Seg(s)) = crate::dicom::reader::read_instance_from_bytes(&f)
-            else {
-                continue;
-            };
-            let Some(r) = listed.get(s.series.as_str()) else {
-                continue;
-            };
-            // where WADO-RS has it: the study is the file's own
-            let location = self.client.url(&series_at(&s.study, &r.series));
-            if keep {
-                bytes.entry(s.series.clone()).or_default().push(f);
-            }
-            found
-                .entry(s.series.clone())
-                .or_default()
-                .push((s, location));
-        }
-        for (uid, instances) in found {
-            let Some(r) = listed.get(uid.as_str()) else {
-                continue;
-            };
-            if instances.len() != r.orthanc_instances.len() {
-                continue;
-            }
-            if let Ok(seg) = one_series(instances, &uid, "the archive") {
-                let files = bytes.remove(&uid);
-                out.insert(uid, (seg, files));
-            }
-        }
-        out
-    }
-}
-
-/// What the first file of a chunk says of the chunk's.
-enum First {
-    /// Larger than [`ARCHIVED_FILE_MAX`] (its body not read: Orthanc says the size first).
-    Large,
-    /// Small: the file itself.
-    Small(Vec<u8>),
-    /// Not read: the archive is tried.
-    Failed,
-}
-
-impl DicomWeb {
-    async fn first_file(&self, rest: &PacsClient, id: &str) -> First {
-        let at = Endpoint::at(&["instances", id, "file"]);
-        match rest
-            .get_at_most(&at, "application/dicom", ARCHIVED_FILE_MAX)
-            .await
-        {
-            Ok(f) => First::Small(f),
-            Err(PacsError::TooLarge { .. }) => {
-                self.seg_file_size.store(ARCHIVED_FILE_MAX + 1, Relaxed);
-                First::Large
-            }
-            Err(e) => {
-                tracing::debug!("{e}; the chunk's SEG files archived");
-                First::Failed
-            }
-        }
-    }
-}
-
-/// The largest SEG file worth a place in an archive: past it, Orthanc's deflating costs more
-/// than a request of its own.
-pub const ARCHIVED_FILE_MAX: usize = 32 << 10;
 
 /// The accepted type of a WADO-RS retrieve: Part-10 instances in any transfer syntax.
 pub(super) const RETRIEVE_ACCEPT: &str =

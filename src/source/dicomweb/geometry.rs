@@ -148,13 +148,12 @@ impl DicomWeb {
         let (mut out, mut index) = match &self.orthanc_rest {
             Some(rest) => {
                 let wanted: Vec<_> = images.iter().cloned().collect();
-                let parts = self.client.options().concurrency.clamp(1, 2);
                 crate::source::orthanc::geometry::series_geometries(
                     rest,
                     &wanted,
                     named,
                     super::fetch::PREFETCH_BUDGET / 4,
-                    parts,
+                    self.client.options().concurrency,
                 )
                 .await
             }

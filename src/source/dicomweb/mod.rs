@@ -93,9 +93,6 @@ pub struct DicomWeb {
     pub validator: Option<Validator>,
     /// Orthanc's REST root, when the server is Orthanc: many image checks become one request.
     pub orthanc_rest: Option<PacsClient>,
-    /// The size of the SEG files read last through Orthanc's REST API (0: none yet): whether
-    /// a chunk's files are archived or read raw, without asking each chunk's first file.
-    pub(crate) seg_file_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub use crate::model::Known;
@@ -134,7 +131,6 @@ impl DicomWeb {
             seg_filter: filters.as_ref().and_then(|f| f.seg_query()),
             validator: None,
             orthanc_rest: None,
-            seg_file_size: Default::default(),
         })
     }
 

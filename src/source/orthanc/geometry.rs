@@ -1,10 +1,11 @@
 //! The image series' geometry through Orthanc's REST API, for the quality gate. Orthanc 1.10
 //! indexes each instance's position and orientation but not its Rows and Columns, so some
 //! file must be read. QIDO-RS with those include fields makes Orthanc read and convert every
-//! file: about 0.6 ms a file, whatever its size (a 300-slice CT, 0.2 s). An archive costs
-//! Orthanc about 0.1 ms for a 1.4 KB file, but it compresses: 0.65 ms for 17 KB, 3 ms for
-//! 66 KB, 17 ms for a 512x512 slice (measured on Orthanc 1.10.1, 50 files, noise-like pixels).
-//! A file's raw bytes (`/instances/{id}/file`) cost it under 1 ms, 512x512 or not.
+//! file: about 0.6 ms a file, whatever its size (a 300-slice CT, 0.2 s). A file's raw bytes
+//! (`/instances/{id}/file`) cost it under 1 ms, 512x512 or not. An archive of small files
+//! (`/tools/create-archive`) costs it less CPU with its SQLite index (0.1 ms for a 1.4 KB file),
+//! but 4-5 ms a file with its PostgreSQL index against 0.5-1 ms raw, and it compresses what
+//! it packs (17 ms for a 512x512 slice): files are read raw, `at_once` at a time.
 //!
 //! So: the series are found by the Orthanc IDs their SEGs' patient and study give, and their
 //! instances listed with file sizes, positions and orientations (one `/tools/bulk-content` per
@@ -12,10 +13,10 @@
 //! one instance's file is read (one the SEGs name, when they name one), and the series' geometry
 //! is the index's planes with that file's size ([`SeriesGeometry::sampled`]; the gate reads the
 //! whole series when that cannot decide a verdict). Another series made of small files (at most
-//! 8 KiB) is read whole. Sample files are read from archives when small; of a larger one only
-//! its tags (`/instances/{id}/tags?short`: Orthanc reads the file up to its pixel data and
-//! sends a few KB; 0.38 s of its CPU for 1,000 512x512 slices against 0.45 s for the files),
-//! else its raw file, a few at once. Series neither answers are left to the caller (QIDO-RS).
+//! 8 KiB) is read whole. Of a sample larger than that only its tags are asked
+//! (`/instances/{id}/tags?short`: Orthanc reads the file up to its pixel data and sends a few
+//! KB; 0.38 s of its CPU for 1,000 512x512 slices against 0.45 s for the files), else its file.
+//! Series neither answers are left to the caller (QIDO-RS).
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,11 +29,8 @@ use crate::model::{ImageIndex, ImageInstance, InstanceGeometry, SeriesGeometry};
 use crate::source::endpoint::{is_orthanc_id, is_uid, Endpoint};
 use crate::source::http::PacsClient;
 
-/// Files at most this large are read from archives, others raw.
+/// Files at most this large are read whole; of a larger sample only its tags.
 const SMALL_FILE: i64 = 8 * 1024;
-
-/// Raw files read at once.
-const RAW_AT_ONCE: usize = 4;
 
 /// One instance as Orthanc lists it.
 struct Entry {
@@ -58,14 +56,14 @@ pub type ImageRef = (String, String, String);
 /// the image index the files read give (study and modality, as a folder's files give them).
 /// A series whose instances all have an indexed plane is sampled: one file read, one of those
 /// `named` (the SEGs' source instances) when the series has one. Another series of small files
-/// is read whole, within `budget` bytes of archives, `parts` requests at once. Every series
-/// answered names every instance Orthanc lists; the others are left out of both.
+/// is read whole, within `budget` bytes in all; `at_once` files are asked at once. Every
+/// series answered names every instance Orthanc lists; the others are left out of both.
 pub async fn series_geometries(
     rest: &PacsClient,
     wanted: &[ImageRef],
     named: &HashSet<String>,
     budget: usize,
-    parts: usize,
+    at_once: usize,
 ) -> (HashMap<String, SeriesGeometry>, ImageIndex) {
     let mut out = HashMap::new();
     let mut index = ImageIndex::default();
@@ -114,10 +112,10 @@ pub async fn series_geometries(
             size,
         });
     }
-    // what to read of each series
+    // what to read of each series: a sample's file (its tags when large), or every file
     let mut left = budget as i64;
     let mut plans: Vec<(&str, Vec<Entry>, Plan)> = Vec::new();
-    let (mut archived, mut raw): (Vec<String>, Vec<(String, i64)>) = (Vec::new(), Vec::new());
+    let mut files: Vec<(String, i64)> = Vec::new();
     for (series, l) in listed {
         let Some(mut l) = l.filter(|l| !l.is_empty()) else {
             continue;
@@ -125,13 +123,7 @@ pub async fn series_geometries(
         l.sort_by(|a, b| a.sop.cmp(&b.sop));
         if l.iter().all(|e| e.plane.is_some()) {
             let pick = l.iter().position(|e| named.contains(&e.sop)).unwrap_or(0);
-            let e = &l[pick];
-            if e.size <= SMALL_FILE && e.size <= left {
-                left -= e.size;
-                archived.push(e.id.clone());
-            } else {
-                raw.push((e.id.clone(), e.size));
-            }
+            files.push((l[pick].id.clone(), l[pick].size));
             plans.push((series, l, Plan::Sample(pick)));
         } else {
             let bytes: i64 = l.iter().map(|e| e.size).sum();
@@ -139,61 +131,21 @@ pub async fn series_geometries(
                 continue;
             }
             left -= bytes;
-            archived.extend(l.iter().map(|e| e.id.clone()));
+            files.extend(l.iter().map(|e| (e.id.clone(), e.size)));
             plans.push((series, l, Plan::Whole));
         }
     }
     if plans.is_empty() {
         return (out, index);
     }
-    // the files: small ones from archives, the others raw; each parsed to its header
-    let per = archived.len().div_ceil(parts.max(1)).max(1);
-    let from_archives = stream::iter(archived.chunks(per).map(<[String]>::to_vec))
-        .map(|some| async move {
-            match super::archive::files(rest, &some, budget).await {
-                Ok(got) => got.iter().filter_map(|b| image_of(b)).collect(),
-                Err(e) => {
-                    // those series stay unanswered: the caller asks QIDO-RS
-                    tracing::debug!("{e}; those image series' geometry from QIDO-RS");
-                    Vec::new()
-                }
-            }
-        })
-        .buffer_unordered(parts.max(1))
-        .collect::<Vec<Vec<ImageInstance>>>();
-    let from_files = stream::iter(raw)
-        .map(|(id, size)| async move {
-            // its tags (Orthanc reads the file up to its pixel data and sends a few KB), else
-            // the file itself
-            let tags = Endpoint::at(&["instances", &id, "tags"]).flag("short");
-            match rest.get_json::<ShortTags>(&tags, "application/json").await {
-                Ok(t) => {
-                    if let Some(i) = t.image() {
-                        return Some(i);
-                    }
-                    tracing::debug!("{}: no image's tags; reading its file", rest.url(&tags));
-                }
-                Err(e) => tracing::debug!("{e}; reading that image file"),
-            }
-            let at = Endpoint::at(&["instances", &id, "file"]);
-            let limit = usize::try_from(size)
-                .unwrap_or(usize::MAX)
-                .saturating_add(4096);
-            match rest.get_at_most(&at, "application/dicom", limit).await {
-                Ok(b) => image_of(&b),
-                Err(e) => {
-                    tracing::debug!("{e}; that image series' geometry from QIDO-RS");
-                    None
-                }
-            }
-        })
-        .buffer_unordered(RAW_AT_ONCE)
-        .collect::<Vec<Option<ImageInstance>>>();
-    let (a, f) = tokio::join!(from_archives, from_files);
-    let read: HashMap<String, ImageInstance> = a
+    // each parsed to its header as it comes
+    let read: HashMap<String, ImageInstance> = stream::iter(files)
+        .map(|(id, size)| image_file(rest, id, size))
+        .buffer_unordered(at_once.max(1))
+        .collect::<Vec<Option<ImageInstance>>>()
+        .await
         .into_iter()
         .flatten()
-        .chain(f.into_iter().flatten())
         .map(|i| (i.sop_instance.clone(), i))
         .collect();
     for (series, l, plan) in plans {
@@ -214,6 +166,36 @@ pub async fn series_geometries(
         out.insert(series.to_string(), g);
     }
     (out, index)
+}
+
+/// The header of image file `id` (`size` bytes as Orthanc listed it): of a large one its tags
+/// (Orthanc reads the file up to its pixel data and sends a few KB), else, or when the tags do
+/// not answer, the file itself. Nothing when neither gives an image's header (the caller then
+/// asks QIDO-RS).
+async fn image_file(rest: &PacsClient, id: String, size: i64) -> Option<ImageInstance> {
+    if size > SMALL_FILE {
+        let tags = Endpoint::at(&["instances", &id, "tags"]).flag("short");
+        match rest.get_json::<ShortTags>(&tags, "application/json").await {
+            Ok(t) => {
+                if let Some(i) = t.image() {
+                    return Some(i);
+                }
+                tracing::debug!("{}: no image's tags; reading its file", rest.url(&tags));
+            }
+            Err(e) => tracing::debug!("{e}; reading that image file"),
+        }
+    }
+    let at = Endpoint::at(&["instances", &id, "file"]);
+    let limit = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(4096);
+    match rest.get_at_most(&at, "application/dicom", limit).await {
+        Ok(b) => image_of(&b),
+        Err(e) => {
+            tracing::debug!("{e}; that image series' geometry from QIDO-RS");
+            None
+        }
+    }
 }
 
 /// An image file's header; nothing for a SEG or an unreadable file.
