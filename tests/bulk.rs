@@ -251,12 +251,33 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
                 .all(|l| !l.contains(&series("bulk-large")) && !l.contains(&series("bulk0"))),
         "{lines:#?}"
     );
-    // files Orthanc fails to send: those SEGs' headers from WADO-RS, those image series'
-    // geometry from QIDO-RS, the same verdicts
-    let faulty = FaultyPacs::start(&orthanc.url);
-    faulty.fail("/file", "500", 8);
+    // one SEG's file and its image series' files that Orthanc fails to send (every retry):
+    // that SEG's header from WADO-RS, that series' geometry from QIDO-RS, the same verdicts
+    let faulty = FaultyPacs::start(&proxy.url);
+    let ids_of = |uid: &str| -> Vec<String> {
+        let all = orthanc.get_json("/series?expand");
+        let s = all.as_array().unwrap().iter();
+        let s = s.filter(|s| s["MainDicomTags"]["SeriesInstanceUID"] == uid);
+        let ids = s.flat_map(|s| s["Instances"].as_array().unwrap().clone());
+        ids.map(|i| format!("{}/file", i.as_str().unwrap()))
+            .collect()
+    };
+    let (seg0, image0) = (segs[0].clone(), series("bulk0"));
+    let mut needles = ids_of(&seg0);
+    needles.extend(ids_of(&image0));
+    assert_eq!(needles.len(), 3, "{needles:?}");
+    faulty.fail(&needles.join("|"), "500", 1000);
+    let start = proxy.count();
     let (rest, _) = scan(dir.path(), &["--orthanc", &faulty.url]);
     assert_eq!(rest, direct);
+    let lines = proxy.requests.lock().unwrap()[start..].to_vec();
+    let dicomweb = |uid: &str| {
+        lines
+            .iter()
+            .filter(|l| l.contains("/dicom-web/") && l.contains(uid))
+            .count()
+    };
+    assert!(dicomweb(&seg0) >= 1 && dicomweb(&image0) >= 1, "{lines:#?}");
     faulty.heal();
     // an Orthanc without /tools/bulk-content (before 1.9.4): the image series found by UID and
     // their geometry from QIDO-RS, the same verdicts
@@ -293,10 +314,11 @@ fn listed_queries_give_the_verdicts_of_one_query_per_series() {
     }
 }
 
-/// SEG files of real size (64 KiB and more) are read raw, one request each, and of each image
-/// series only a sample's tags, with the same verdicts as DICOMweb's.
+/// Series of real size (slices of 512x512, SEGs of 64 KiB and more): each SEG file read raw,
+/// one request each, and of each image series only a sample's tags (its files are over 8 KiB),
+/// with the same verdicts as DICOMweb's.
 #[test]
-fn large_seg_files_are_read_raw_with_the_same_verdicts() {
+fn real_size_series_are_read_from_raw_files_and_tags_with_the_same_verdicts() {
     let orthanc = Orthanc::start(json!({}));
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
@@ -315,12 +337,15 @@ fn large_seg_files_are_read_raw_with_the_same_verdicts() {
         }
         files.extend(write_seg(&g, &seg, "seg").unwrap());
     }
-    let sizes: Vec<u64> = files
+    let images: Vec<u64> = files
         .iter()
-        .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("seg"))
+        .filter(|f| f.file_name().unwrap().to_string_lossy().starts_with("IM"))
         .map(|f| std::fs::metadata(f).unwrap().len())
         .collect();
-    assert!(sizes.iter().all(|&n| n > 32 << 10), "{sizes:?}");
+    assert!(
+        images.len() == 10 && images.iter().all(|&n| n > 8 << 10),
+        "{images:?}"
+    );
     orthanc.stow(&files);
     let proxy = SlowProxy::counting(&orthanc.url);
     let (direct, _) = scan(

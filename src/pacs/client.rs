@@ -332,24 +332,6 @@ impl PacsClient {
         })
     }
 
-    /// POST a JSON body (an idempotent request, such as Orthanc's `/tools/create-archive`) and
-    /// read an answer of at most `limit` bytes: a larger one is [`PacsError::TooLarge`].
-    pub async fn post_at_most(
-        &self,
-        at: &Endpoint,
-        body: &Value,
-        accept: &str,
-        limit: usize,
-    ) -> Result<Vec<u8>, PacsError> {
-        let url = self.url(at);
-        self.capped(&url, limit, || {
-            self.request(Method::POST, &url)
-                .header("accept", accept)
-                .json(body)
-        })
-        .await
-    }
-
     /// STOW-RS: POST Part-10 files as multipart/related to `{base}/studies`. Storing is
     /// idempotent, so a dropped connection is retried once.
     pub async fn stow(&self, files: &[Vec<u8>]) -> Result<Value, PacsError> {

@@ -90,21 +90,27 @@ impl DicomWeb {
     ) -> Result<Fetched, String> {
         // Each file at most 16 MiB, and what the gate keeps of one series at most
         // PREFETCH_BUDGET (64 MiB, the cap of a WADO-RS retrieve's answer too): past it the
-        // series is retrieved through WADO-RS instead. At most `concurrency` series of a chunk
-        // are read at once, and three chunks.
+        // series is retrieved through WADO-RS instead. A series of many instances has
+        // FILES_AT_ONCE of them asked at once, in order. So one series holds at most
+        // PREFETCH_BUDGET plus FILES_AT_ONCE files in flight; `--concurrency` series of a chunk
+        // are read at once, and three chunks (see `backfill::CHUNKS_IN_FLIGHT`).
         const SMALL_FILE: usize = 16 << 20;
+        const FILES_AT_ONCE: usize = 4;
+        if let Some(id) = r.orthanc_instances.iter().find(|id| !is_orthanc_id(id)) {
+            return Err(format!("{id:?} is not an Orthanc instance ID"));
+        }
+        let mut answers = stream::iter(r.orthanc_instances.iter().cloned())
+            .map(|id| async move {
+                let at = Endpoint::at(&["instances", &id, "file"]);
+                let got = rest.get_at_most(&at, "application/dicom", SMALL_FILE).await;
+                (at, got)
+            })
+            .buffered(FILES_AT_ONCE);
         let mut found = Vec::new();
         let mut files = Vec::new();
         let mut kept = 0usize;
-        for id in &r.orthanc_instances {
-            if !is_orthanc_id(id) {
-                return Err(format!("{id:?} is not an Orthanc instance ID"));
-            }
-            let at = Endpoint::at(&["instances", id, "file"]);
-            let bytes = rest
-                .get_at_most(&at, "application/dicom", SMALL_FILE)
-                .await
-                .map_err(|e| e.to_string())?;
+        while let Some((at, got)) = answers.next().await {
+            let bytes = got.map_err(|e| e.to_string())?;
             match crate::dicom::reader::read_instance_from_bytes(&bytes) {
                 Ok(InstanceHeader::Seg(s)) => {
                     let location = self.client.url(&series_at(&s.study, &r.series));

@@ -32,6 +32,9 @@ use crate::source::http::PacsClient;
 /// Files at most this large are read whole; of a larger sample only its tags.
 const SMALL_FILE: i64 = 8 * 1024;
 
+/// The largest image file read when its tags do not answer.
+const MAX_FILE: usize = 16 << 20;
+
 /// One instance as Orthanc lists it.
 struct Entry {
     id: String,
@@ -185,10 +188,12 @@ async fn image_file(rest: &PacsClient, id: String, size: i64) -> Option<ImageIns
             Err(e) => tracing::debug!("{e}; reading that image file"),
         }
     }
+    // (a file larger than MAX_FILE is left to QIDO-RS)
     let at = Endpoint::at(&["instances", &id, "file"]);
     let limit = usize::try_from(size)
         .unwrap_or(usize::MAX)
-        .saturating_add(4096);
+        .saturating_add(4096)
+        .min(MAX_FILE);
     match rest.get_at_most(&at, "application/dicom", limit).await {
         Ok(b) => image_of(&b),
         Err(e) => {
