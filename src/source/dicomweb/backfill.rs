@@ -102,7 +102,8 @@ pub async fn backfill(
 /// instead of 0.30-0.35 s without; four gave nothing more (an A/B of ten runs each later gave
 /// 0.55 s against 0.60 s with the gate, the same without: the gain is small). Each chunk reads
 /// `--concurrency` series at once (each at most [`super::fetch::PREFETCH_BUDGET`] of files),
-/// and holds at most 32 MiB of files waiting to be decoded ([`super::gate::Decoder`]).
+/// and 32 MiB of files wait to be decoded, or one larger series alone
+/// ([`super::gate::Decoder`]); a series that waits for room keeps its files meanwhile.
 const CHUNKS_IN_FLIGHT: usize = 3;
 
 /// Reads one chunk of a listing: its SEG headers (and, for the gate, files), the image series
