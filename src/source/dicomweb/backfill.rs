@@ -122,8 +122,7 @@ async fn read_part(
     let keep = dw.validator.is_some();
     let decoding = keep.then(Decoder::start);
     let decoder = decoding.as_ref();
-    let mut results: Vec<(RemoteSeries, Result<SegSeries, String>)> = Vec::new();
-    let fetched: Vec<(RemoteSeries, Result<SegSeries, String>)> =
+    let results: Vec<(RemoteSeries, Result<SegSeries, String>)> =
         stream::iter(part.iter().cloned())
             .map(|r| async move {
                 let h: Result<Fetched, String> = dw.series_header_of(&r, keep).await;
@@ -141,7 +140,6 @@ async fn read_part(
             .buffer_unordered(conc)
             .collect()
             .await;
-    results.extend(fetched);
     let mut segs = Vec::new();
     let mut problems = Vec::new();
     let mut seen = Vec::new();
